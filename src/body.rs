@@ -1,0 +1,258 @@
+//! The body types that stream through the gateway, in both directions.
+//!
+//! [`Body`] is what the route stack passes along: a client's request body on its way upstream
+//! ([`ClientBody`]: counted against the route's size limit and a total time budget), an
+//! upstream's response on its way back ([`UpstreamBody`]: hands its pooled connection back
+//! when the last byte has been read), or a small body the gateway made itself (errors,
+//! admin). Nothing is ever buffered whole: frames are passed on as they arrive. An enum rather
+//! than a boxed trait object keeps the plain proxy path free of per-request allocations.
+
+use crate::upstream::pool::Lease;
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Why a body stream stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("request body not received within {0:?}")]
+    Timeout(Duration),
+    #[error("error reading the request body from the client")]
+    Client(#[source] hyper::Error),
+    #[error("error reading the response body from the upstream")]
+    Upstream(#[source] hyper::Error),
+}
+
+pin_project! {
+    #[project = BodyProj]
+    pub enum Body {
+        Empty,
+        Full { data: Option<Bytes> },
+        Client { #[pin] body: ClientBody },
+        Upstream { #[pin] body: UpstreamBody },
+    }
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::Empty
+    }
+
+    pub fn full(data: impl Into<Bytes>) -> Body {
+        let data = data.into();
+        if data.is_empty() {
+            Body::Empty
+        } else {
+            Body::Full { data: Some(data) }
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::Empty
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Body::Empty => "empty",
+            Body::Full { .. } => "full",
+            Body::Client { .. } => "client",
+            Body::Upstream { .. } => "upstream",
+        };
+        f.debug_tuple("Body").field(&kind).finish()
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.project() {
+            BodyProj::Empty => Poll::Ready(None),
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Client { body } => body.poll_frame(cx),
+            BodyProj::Upstream { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full { data } => data.is_none(),
+            Body::Client { body } => body.is_end_stream(),
+            Body::Upstream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Body::Client { body } => body.size_hint(),
+            Body::Upstream { body } => body.size_hint(),
+        }
+    }
+}
+
+/// A client's request body: enforces the route's size limit while streaming (for bodies
+/// without Content-Length) and a total time budget from the start of the request, so a
+/// client trickling one byte at a time cannot hold a backend connection for ever. The timer
+/// is only created if the body actually has to wait for the client. (Boxed, so the body
+/// stays `Unpin` as hyper's HTTP/2 client requires.)
+pub struct ClientBody {
+    inner: Incoming,
+    limit: u64,
+    received: u64,
+    deadline: Instant,
+    budget: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming, limit: u64, started: Instant, budget: Duration) -> ClientBody {
+        ClientBody {
+            inner,
+            limit,
+            received: 0,
+            deadline: started + budget,
+            budget,
+            timer: None,
+        }
+    }
+
+    /// Lower the size limit (a route's limit applied after the body was wrapped).
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.received > this.limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(BodyError::Client(err)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::Timeout(this.budget))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An upstream's response body. The pooled connection it came on is handed back to the pool
+/// at the exact moment the body ends — not when the body is dropped, which for a response
+/// that was only partly read would return a connection with bytes still in flight.
+pub struct UpstreamBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+    upstream: Arc<str>,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, lease: Option<Lease>, upstream: Arc<str>) -> UpstreamBody {
+        let mut body = UpstreamBody {
+            inner,
+            lease,
+            upstream,
+        };
+        // An empty response (HEAD, 204, Content-Length: 0) is never polled by the server side.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    /// The endpoint (`host:port`) that sent this response.
+    pub fn upstream(&self) -> &Arc<str> {
+        &self.upstream
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if this.inner.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                // The connection is broken: dropping the lease closes it.
+                this.lease = None;
+                Poll::Ready(Some(Err(BodyError::Upstream(err))))
+            }
+            None => {
+                this.release();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,196 @@
+//! Hot reload: SIGHUP and a watch on the config file trigger it; a reload builds a
+//! complete new runtime and swaps it in atomically.
+//!
+//! Sequence: read → parse and validate (every problem reported) → check that nothing that
+//! needs a restart changed (listeners, admin address, worker count) → build the runtime,
+//! carrying over unchanged clusters (their connection pools) and the access log writer →
+//! swap. Any failure leaves the running config untouched, is logged with every problem,
+//! and counts in `portico_config_reloads_total{outcome="failure"}`. Requests in flight keep
+//! the runtime they started with, so none fails because of a reload.
+//!
+//! The file watch compares the file's *contents* at each interval: editors that replace the
+//! file, Kubernetes ConfigMap symlink swaps and changes within one mtime tick all count.
+
+use crate::config::{self, model::Config, ConfigError};
+use crate::gateway::{BuildError, Runtime, Shared};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{watch, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload from")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0} cannot change on reload; restart Portico to apply it")]
+    NeedsRestart(&'static str),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// The outcome of the latest reload attempt, for tests and operators.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReloadStatus {
+    /// Attempts so far (successful or not).
+    pub attempts: u64,
+    /// Successful reloads so far.
+    pub generation: u64,
+    /// The error of the last attempt, if it failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct ReloadHandle {
+    shared: Arc<Shared>,
+    path: Option<PathBuf>,
+    status: Arc<watch::Sender<ReloadStatus>>,
+    /// One reload at a time: two concurrent builds would race on the swap.
+    busy: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl ReloadHandle {
+    pub(crate) fn new(shared: Arc<Shared>, path: Option<PathBuf>) -> ReloadHandle {
+        let initial = path.as_ref().and_then(|p| std::fs::read(p).ok());
+        ReloadHandle {
+            shared,
+            path,
+            status: Arc::new(watch::channel(ReloadStatus::default()).0),
+            busy: Arc::new(Mutex::new(initial)),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<ReloadStatus> {
+        self.status.subscribe()
+    }
+
+    /// Reload from the config file (what SIGHUP does).
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let mut last = self.busy.lock().await;
+        let result = self.reload_locked(&mut last, false).await.map(|_| ());
+        self.record(&result);
+        result
+    }
+
+    /// Reload only if the file's contents changed since the last load (the file watch).
+    async fn reload_if_changed(&self) {
+        let mut last = self.busy.lock().await;
+        let result = self.reload_locked(&mut last, true).await;
+        match result {
+            Err(ReloadError::NoFile) => {}
+            Ok(false) => {}
+            other => self.record(&other.map(|_| ())),
+        }
+    }
+
+    async fn reload_locked(
+        &self,
+        last: &mut Option<Vec<u8>>,
+        only_if_changed: bool,
+    ) -> Result<bool, ReloadError> {
+        let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if only_if_changed && last.as_deref() == Some(&bytes[..]) {
+            return Ok(false);
+        }
+        *last = Some(bytes.clone());
+        let text = String::from_utf8_lossy(&bytes);
+        let config = config::load_str(&text, &path.display().to_string())?;
+        self.apply(config)?;
+        Ok(true)
+    }
+
+    /// Swap in a new, already validated config.
+    pub fn apply(&self, config: Config) -> Result<(), ReloadError> {
+        let current = self.shared.runtime.load_full();
+        let old = &current.config;
+        if old.listeners != config.listeners {
+            return Err(ReloadError::NeedsRestart("the listeners section"));
+        }
+        if old.admin != config.admin {
+            return Err(ReloadError::NeedsRestart("admin.address"));
+        }
+        if old.runtime.workers != config.runtime.workers {
+            return Err(ReloadError::NeedsRestart("runtime.workers"));
+        }
+        let runtime = Runtime::build(config, Some(&current), &self.shared.metrics)?;
+        self.shared.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    fn record<T>(&self, result: &Result<T, ReloadError>) {
+        match result {
+            Ok(_) => {
+                self.shared.metrics.reload_succeeded();
+                tracing::info!("configuration reloaded");
+            }
+            Err(error) => {
+                self.shared.metrics.reload_failed();
+                tracing::error!("configuration reload refused, the previous configuration stays in effect: {error}");
+            }
+        }
+        self.status.send_modify(|status| {
+            status.attempts += 1;
+            match result {
+                Ok(_) => {
+                    status.generation += 1;
+                    status.last_error = None;
+                }
+                Err(error) => status.last_error = Some(error.to_string()),
+            }
+        });
+    }
+}
+
+/// Start the SIGHUP listener and the file watch (when there is a file and an interval).
+pub(crate) fn spawn_watchers(handle: ReloadHandle, stop: watch::Receiver<bool>) {
+    if handle.path.is_none() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        let handle = handle.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hangups = match signal(SignalKind::hangup()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot listen for SIGHUP; reload by file watch only");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    received = hangups.recv() => {
+                        if received.is_none() {
+                            break;
+                        }
+                        tracing::info!("SIGHUP received: reloading configuration");
+                        let _ = handle.reload().await;
+                    }
+                    _ = crate::server::stopped(&mut stop) => break,
+                }
+            }
+        });
+    }
+    let interval = handle.shared.runtime.load().config.runtime.watch_interval;
+    if let Some(interval) = interval {
+        let mut stop = stop;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => handle.reload_if_changed().await,
+                    _ = crate::server::stopped(&mut stop) => break,
+                }
+            }
+        });
+    }
+}

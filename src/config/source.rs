@@ -1,0 +1,909 @@
+//! YAML text → a tree that remembers where everything was → `serde_json::Value` plus a
+//! [`SourceMap`] from key paths to line:column.
+//!
+//! Part of config loading (read → **parse with positions → env substitution** → structural
+//! deserialise → semantic validation → typed `Config`). serde alone reports one error and
+//! forgets positions, so this module keeps its own spanned tree built from yaml-rust2's event
+//! parser, and every later stage looks positions up by key path (`routes[1].timeout`).
+//!
+//! YAML decisions, each to keep one file meaning one thing:
+//! - Exactly one document; a second `---` document is an error (it would be silently ignored).
+//! - Duplicate keys are errors (YAML says so; most loaders keep the last one quietly).
+//! - Anchors and aliases are resolved: `*name` is a copy of the anchored node, so shared
+//!   header sets can be written once. The copy keeps the positions of the anchored text (that
+//!   is where a fix goes) while its key path is where it is used. Expansion is capped at
+//!   [`MAX_NODES`] nodes so a "billion laughs" file cannot exhaust memory. The YAML 1.1
+//!   merge key `<<` is not part of YAML 1.2 and is reported as an unknown key.
+//! - Plain scalars are resolved with the YAML 1.2 core schema (`null`/`~`/empty, `true`/
+//!   `false`, decimal/`0o`/`0x` integers, floats; everything else is a string); quoted and
+//!   block scalars are always strings. So `yes`, `on` and `no` stay strings (no "Norway
+//!   problem"). Core tags (`!!str`, `!!int`, ...) are honoured; other tags are errors.
+//! - `${...}` substitution (see `env.rs`) applies to scalar *values*, never to keys: keys are
+//!   the file's structure, and a key coming from the environment would defeat strict checking.
+//! - Where the file type is a string but users naturally write a number (sizes, header and
+//!   condition values), the caller's `wants_text` makes a plain number or boolean its literal
+//!   text, so `max_body_size: 1048576` and `X-Version: 2` work as written.
+
+use super::env::{self, Substituted};
+use super::Problem;
+use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
+use std::fmt;
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// Nesting deeper than this is refused: no sane config needs it, and the tree builder and
+/// converter recurse once per level.
+pub(crate) const MAX_DEPTH: usize = 64;
+/// Upper bound on nodes after alias expansion.
+pub(crate) const MAX_NODES: usize = 1_000_000;
+
+/// A 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Pos {
+    pub(crate) const START: Pos = Pos { line: 1, column: 1 };
+
+    /// yaml-rust2 markers have 1-based lines and 0-based columns.
+    fn from_marker(mark: Marker) -> Pos {
+        Pos {
+            line: mark.line().max(1),
+            column: mark.col() + 1,
+        }
+    }
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A key path such as `routes[1].match.path_prefix`: the address every problem is reported
+/// under and the key into the [`SourceMap`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct KeyPath(Vec<Seg>);
+
+impl KeyPath {
+    pub(crate) fn root() -> KeyPath {
+        KeyPath(Vec::new())
+    }
+
+    /// This path extended by a mapping key.
+    pub(crate) fn key(&self, key: &str) -> KeyPath {
+        let mut path = self.clone();
+        path.0.push(Seg::Key(key.to_string()));
+        path
+    }
+
+    /// This path extended by a sequence index.
+    pub(crate) fn index(&self, index: usize) -> KeyPath {
+        let mut path = self.clone();
+        path.0.push(Seg::Index(index));
+        path
+    }
+
+    pub(crate) fn push(&mut self, seg: Seg) {
+        self.0.push(seg);
+    }
+
+    pub(crate) fn pop(&mut self) {
+        self.0.pop();
+    }
+
+    pub(crate) fn segments(&self) -> &[Seg] {
+        &self.0
+    }
+
+    /// The last mapping key on the path, if it ends in one.
+    pub(crate) fn last_key(&self) -> Option<&str> {
+        match self.0.last() {
+            Some(Seg::Key(key)) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(key) if i == 0 => f.write_str(key)?,
+                Seg::Key(key) => write!(f, ".{key}")?,
+                Seg::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where each value and key of the file was, plus which values were secrets.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceMap {
+    values: HashMap<KeyPath, Pos>,
+    keys: HashMap<KeyPath, Pos>,
+    /// Paths of scalars that contained `${...}`; redacted in every dump.
+    pub secrets: Vec<KeyPath>,
+}
+
+impl SourceMap {
+    /// Position of the value at `path`; for a value that is not in the file (a default), the
+    /// position of the nearest enclosing value that is, so every problem has a place.
+    pub(crate) fn locate(&self, path: &KeyPath) -> Pos {
+        let mut path = path.clone();
+        loop {
+            if let Some(pos) = self.values.get(&path) {
+                return *pos;
+            }
+            if path.0.is_empty() {
+                return Pos::START;
+            }
+            path.pop();
+        }
+    }
+
+    /// Position of the key that ends `path` (for unknown or misspelt keys), falling back to
+    /// [`SourceMap::locate`].
+    pub(crate) fn locate_key(&self, path: &KeyPath) -> Pos {
+        self.keys
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.locate(path))
+    }
+}
+
+/// How a scalar was written: only plain scalars are resolved to non-strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScalarStyle {
+    Plain,
+    /// `'...'` or `"..."`.
+    Quoted,
+    /// `|` or `>`.
+    Block,
+}
+
+/// A node of the spanned YAML tree.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Node {
+    pub pos: Pos,
+    /// The tag as written, `!!` expanded back to its short form (`!!str`).
+    pub tag: Option<String>,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum NodeKind {
+    Scalar { text: String, style: ScalarStyle },
+    Sequence(Vec<Node>),
+    Mapping(Vec<Entry>),
+}
+
+/// One `key: value` pair. Keys are kept in file order, duplicates included, so the converter
+/// can report them with their paths.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    /// `None` when the key was a mapping or a sequence, which this config never uses.
+    pub key: Option<String>,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+impl Node {
+    fn count(&self) -> usize {
+        1 + match &self.kind {
+            NodeKind::Scalar { .. } => 0,
+            NodeKind::Sequence(items) => items.iter().map(Node::count).sum(),
+            NodeKind::Mapping(entries) => entries.iter().map(|e| 1 + e.value.count()).sum(),
+        }
+    }
+}
+
+/// Parse the text into a tree. `Ok(None)` is an empty file (or one with only comments).
+/// A YAML syntax error, a second document, over-deep nesting or too many nodes stop parsing
+/// and come back as the single problem.
+pub(crate) fn parse_tree(text: &str) -> Result<Option<Node>, Problem> {
+    let mut builder = TreeBuilder {
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        nodes: 0,
+    };
+    let (event, mark) = builder.next()?;
+    if event != Event::StreamStart {
+        return Err(unexpected(&event, mark));
+    }
+    let (event, mark) = builder.next()?;
+    let root = match event {
+        Event::StreamEnd => return Ok(None),
+        Event::DocumentStart => {
+            let (event, mark) = builder.next()?;
+            builder.node(event, mark, 0)?
+        }
+        other => return Err(unexpected(&other, mark)),
+    };
+    let (event, mark) = builder.next()?;
+    if event != Event::DocumentEnd {
+        return Err(unexpected(&event, mark));
+    }
+    match builder.next()? {
+        (Event::StreamEnd, _) => Ok(Some(root)),
+        (Event::DocumentStart, mark) => Err(fatal(
+            mark,
+            "a second YAML document (after `---`) is not allowed: the config is one document",
+        )),
+        (other, mark) => Err(unexpected(&other, mark)),
+    }
+}
+
+fn fatal(mark: Marker, message: impl Into<String>) -> Problem {
+    let pos = Pos::from_marker(mark);
+    Problem::new(&KeyPath::root(), pos, message)
+}
+
+fn unexpected(event: &Event, mark: Marker) -> Problem {
+    fatal(mark, format!("unexpected YAML event {event:?}"))
+}
+
+struct TreeBuilder<'a> {
+    parser: Parser<std::str::Chars<'a>>,
+    anchors: HashMap<usize, Node>,
+    nodes: usize,
+}
+
+impl TreeBuilder<'_> {
+    fn next(&mut self) -> Result<(Event, Marker), Problem> {
+        self.parser.next_token().map_err(|err| {
+            let mark = *err.marker();
+            fatal(mark, format!("YAML syntax error: {}", err.info()))
+        })
+    }
+
+    /// Count nodes as they are created (aliases by the size of their copy).
+    fn add_nodes(&mut self, count: usize, mark: Marker) -> Result<(), Problem> {
+        self.nodes = self.nodes.saturating_add(count);
+        if self.nodes > MAX_NODES {
+            return Err(fatal(
+                mark,
+                format!("the file expands to more than {MAX_NODES} values (through aliases?)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Build the node that starts with `event`, consuming events up to its end.
+    fn node(&mut self, event: Event, mark: Marker, depth: usize) -> Result<Node, Problem> {
+        if depth > MAX_DEPTH {
+            return Err(fatal(
+                mark,
+                format!("values are nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        let (node, anchor) = match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                self.add_nodes(1, mark)?;
+                let style = match style {
+                    TScalarStyle::Plain => ScalarStyle::Plain,
+                    TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => ScalarStyle::Quoted,
+                    TScalarStyle::Literal | TScalarStyle::Folded => ScalarStyle::Block,
+                };
+                let node = Node {
+                    pos: Pos::from_marker(mark),
+                    tag: tag.map(tag_name),
+                    kind: NodeKind::Scalar { text, style },
+                };
+                (node, anchor)
+            }
+            Event::SequenceStart(anchor, tag) => {
+                self.add_nodes(1, mark)?;
+                let mut items = Vec::new();
+                loop {
+                    let (event, item_mark) = self.next()?;
+                    if event == Event::SequenceEnd {
+                        break;
+                    }
+                    items.push(self.node(event, item_mark, depth + 1)?);
+                }
+                let node = Node {
+                    pos: Pos::from_marker(mark),
+                    tag: tag.map(tag_name),
+                    kind: NodeKind::Sequence(items),
+                };
+                (node, anchor)
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.add_nodes(1, mark)?;
+                let mut entries = Vec::new();
+                loop {
+                    let (event, key_mark) = self.next()?;
+                    if event == Event::MappingEnd {
+                        break;
+                    }
+                    let key_node = self.node(event, key_mark, depth + 1)?;
+                    let (event, value_mark) = self.next()?;
+                    let value = self.node(event, value_mark, depth + 1)?;
+                    let key = match key_node.kind {
+                        NodeKind::Scalar { text, .. } => Some(text),
+                        NodeKind::Sequence(_) | NodeKind::Mapping(_) => None,
+                    };
+                    entries.push(Entry {
+                        key,
+                        key_pos: key_node.pos,
+                        value,
+                    });
+                }
+                // The parser's mark for a block mapping is not where its text starts; the
+                // first key is, and that is where "missing key" problems should point.
+                let pos = entries
+                    .first()
+                    .map_or(Pos::from_marker(mark), |entry| entry.key_pos);
+                let node = Node {
+                    pos,
+                    tag: tag.map(tag_name),
+                    kind: NodeKind::Mapping(entries),
+                };
+                (node, anchor)
+            }
+            Event::Alias(id) => {
+                let Some(original) = self.anchors.get(&id) else {
+                    return Err(fatal(mark, "alias to an unknown anchor"));
+                };
+                let copy = original.clone();
+                self.add_nodes(copy.count(), mark)?;
+                (copy, 0)
+            }
+            other => return Err(unexpected(&other, mark)),
+        };
+        // Anchor ids start at 1; 0 means "no anchor".
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        Ok(node)
+    }
+}
+
+fn tag_name(tag: yaml_rust2::parser::Tag) -> String {
+    if tag.handle == "tag:yaml.org,2002:" {
+        format!("!!{}", tag.suffix)
+    } else {
+        format!("{}{}", tag.handle, tag.suffix)
+    }
+}
+
+/// The JSON form of the file and everything learnt while converting it.
+#[derive(Debug)]
+pub(crate) struct Converted {
+    pub value: Value,
+    pub map: SourceMap,
+    /// Duplicate keys, bad tags, failed substitutions.
+    pub problems: Vec<Problem>,
+    /// Values whose `${...}` could not be substituted. Later stages would only report
+    /// follow-on errors about their placeholder text, so those are dropped.
+    pub poisoned: Vec<KeyPath>,
+}
+
+/// Convert the tree, substituting environment variables and recording positions.
+/// `wants_text` names the string-typed places where a plain number or boolean is kept as
+/// its literal text.
+pub(crate) fn to_json(
+    root: Option<&Node>,
+    env: &dyn Fn(&str) -> Option<String>,
+    wants_text: &dyn Fn(&KeyPath) -> bool,
+) -> Converted {
+    let mut converter = Converter {
+        env,
+        wants_text,
+        map: SourceMap::default(),
+        problems: Vec::new(),
+        poisoned: Vec::new(),
+    };
+    let value = match root {
+        Some(root) => converter.convert(root, &mut KeyPath::root()),
+        None => Value::Null,
+    };
+    Converted {
+        value,
+        map: converter.map,
+        problems: converter.problems,
+        poisoned: converter.poisoned,
+    }
+}
+
+struct Converter<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    wants_text: &'a dyn Fn(&KeyPath) -> bool,
+    map: SourceMap,
+    problems: Vec<Problem>,
+    poisoned: Vec<KeyPath>,
+}
+
+const CORE_SCALAR_TAGS: [&str; 5] = ["!!str", "!!int", "!!float", "!!bool", "!!null"];
+
+impl Converter<'_> {
+    fn report(&mut self, path: &KeyPath, pos: Pos, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, pos, message));
+    }
+
+    fn convert(&mut self, node: &Node, path: &mut KeyPath) -> Value {
+        self.map.values.insert(path.clone(), node.pos);
+        match &node.kind {
+            NodeKind::Scalar { text, style } => {
+                self.scalar(text, *style, node.tag.as_deref(), node.pos, path)
+            }
+            NodeKind::Sequence(items) => {
+                self.check_collection_tag(node, "!!seq", path);
+                let mut values = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(index));
+                    values.push(self.convert(item, path));
+                    path.pop();
+                }
+                Value::Array(values)
+            }
+            NodeKind::Mapping(entries) => {
+                self.check_collection_tag(node, "!!map", path);
+                let mut object = Map::new();
+                let mut first_seen: HashMap<&str, Pos> = HashMap::new();
+                for entry in entries {
+                    let Some(key) = entry.key.as_deref() else {
+                        self.report(
+                            path,
+                            entry.key_pos,
+                            "a key must be a plain name, not a list or a mapping",
+                        );
+                        continue;
+                    };
+                    if let Some(first) = first_seen.get(key) {
+                        let message = format!(
+                            "duplicate key `{key}` (first defined at line {})",
+                            first.line
+                        );
+                        self.report(&path.key(key), entry.key_pos, message);
+                        continue;
+                    }
+                    first_seen.insert(key, entry.key_pos);
+                    path.push(Seg::Key(key.to_string()));
+                    self.map.keys.insert(path.clone(), entry.key_pos);
+                    let value = self.convert(&entry.value, path);
+                    path.pop();
+                    object.insert(key.to_string(), value);
+                }
+                Value::Object(object)
+            }
+        }
+    }
+
+    fn check_collection_tag(&mut self, node: &Node, allowed: &str, path: &KeyPath) {
+        if let Some(tag) = node.tag.as_deref() {
+            if tag != allowed {
+                let message = format!("tag `{tag}` is not supported here");
+                self.report(path, node.pos, message);
+            }
+        }
+    }
+
+    fn scalar(
+        &mut self,
+        text: &str,
+        style: ScalarStyle,
+        tag: Option<&str>,
+        pos: Pos,
+        path: &KeyPath,
+    ) -> Value {
+        let Substituted {
+            text: substituted,
+            has_reference,
+            whole_reference,
+        } = match env::substitute(text, self.env) {
+            Ok(substituted) => substituted,
+            Err(errors) => {
+                for error in errors {
+                    self.report(path, pos, error.to_string());
+                }
+                // It named a variable, so whatever it held is a secret; keep the raw text as
+                // a stand-in so the rest of its section can still be checked.
+                self.map.secrets.push(path.clone());
+                self.poisoned.push(path.clone());
+                return Value::String(text.to_string());
+            }
+        };
+        if has_reference {
+            self.map.secrets.push(path.clone());
+        }
+        let value = match tag {
+            None if style == ScalarStyle::Plain && (!has_reference || whole_reference) => {
+                resolve_plain(&substituted)
+            }
+            None | Some("!!str") => return Value::String(substituted),
+            Some(tag) if CORE_SCALAR_TAGS.contains(&tag) => {
+                let value = resolve_plain(&substituted);
+                let matches = match tag {
+                    "!!int" => value.as_i64().is_some() || value.as_u64().is_some(),
+                    "!!float" => value.is_number(),
+                    "!!bool" => value.is_boolean(),
+                    _ => value.is_null(),
+                };
+                if !matches {
+                    let message = format!("{substituted:?} is not a valid `{tag}`");
+                    self.report(path, pos, message);
+                }
+                value
+            }
+            Some(tag) => {
+                let message = format!(
+                    "tag `{tag}` is not supported; only the YAML core tags {} are",
+                    CORE_SCALAR_TAGS.join(", ")
+                );
+                self.report(path, pos, message);
+                return Value::String(substituted);
+            }
+        };
+        if (value.is_number() || value.is_boolean()) && (self.wants_text)(path) {
+            return Value::String(substituted);
+        }
+        value
+    }
+}
+
+/// Resolve a plain scalar with the YAML 1.2 core schema. Integers that do not fit 64 bits
+/// and the special floats (`.inf`, `.nan`), which JSON cannot hold, stay strings; every
+/// place in this config that takes a number rejects them with a "expected a number" error.
+pub(crate) fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Some(number) = resolve_int(text) {
+        return number.map_or_else(|| Value::String(text.to_string()), Value::Number);
+    }
+    if is_core_float(text) {
+        if let Some(number) = text.parse::<f64>().ok().and_then(Number::from_f64) {
+            return Value::Number(number);
+        }
+    }
+    Value::String(text.to_string())
+}
+
+/// `None`: not an integer. `Some(None)`: an integer that does not fit in 64 bits.
+fn resolve_int(text: &str) -> Option<Option<Number>> {
+    let digits_in = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+    if let Some(octal) = text.strip_prefix("0o") {
+        return digits_in(octal, 8).then(|| u64::from_str_radix(octal, 8).ok().map(Number::from));
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        return digits_in(hex, 16).then(|| u64::from_str_radix(hex, 16).ok().map(Number::from));
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits_in(unsigned, 10) {
+        return None;
+    }
+    let number = if text.starts_with('-') {
+        text.parse::<i64>().ok().map(Number::from)
+    } else {
+        unsigned.parse::<u64>().ok().map(Number::from)
+    };
+    Some(number)
+}
+
+/// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
+fn is_core_float(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < bytes.len() && bytes[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    if i < bytes.len() && (bytes[i] == b'-' || bytes[i] == b'+') {
+        i += 1;
+    }
+    let whole = digits(&mut i);
+    let mut fraction = 0;
+    if i < bytes.len() && bytes[i] == b'.' {
+        i += 1;
+        fraction = digits(&mut i);
+    }
+    if whole == 0 && fraction == 0 {
+        return false;
+    }
+    if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+        i += 1;
+        if i < bytes.len() && (bytes[i] == b'-' || bytes[i] == b'+') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn never_text(_: &KeyPath) -> bool {
+        false
+    }
+
+    fn convert(text: &str) -> Converted {
+        let root = parse_tree(text).expect("valid YAML");
+        to_json(root.as_ref(), &no_env, &never_text)
+    }
+
+    fn path(text: &str) -> KeyPath {
+        // Test helper: "a.b[2].c" → segments.
+        let mut path = KeyPath::root();
+        for part in text.split('.') {
+            let (key, indexes) = part.split_once('[').unwrap_or((part, ""));
+            path = path.key(key);
+            for index in indexes.split('[').filter(|s| !s.is_empty()) {
+                path = path.index(index.trim_end_matches(']').parse().unwrap());
+            }
+        }
+        path
+    }
+
+    #[test]
+    fn key_paths_display_like_the_file() {
+        let p = KeyPath::root()
+            .key("routes")
+            .index(1)
+            .key("match")
+            .key("path_prefix");
+        assert_eq!(p.to_string(), "routes[1].match.path_prefix");
+        assert_eq!(
+            path("clusters[0].endpoints[2]").to_string(),
+            "clusters[0].endpoints[2]"
+        );
+        assert_eq!(KeyPath::root().to_string(), "");
+    }
+
+    #[test]
+    fn positions_of_values_and_keys() {
+        let c = convert("a: 1\nb:\n  c: \"x\"\n  d: [1, 2]\n  e:\n    - f: g\n      h: i\n");
+        assert_eq!(c.map.locate(&path("a")), Pos { line: 1, column: 4 });
+        assert_eq!(c.map.locate(&path("b")), Pos { line: 3, column: 3 });
+        assert_eq!(c.map.locate(&path("b.c")), Pos { line: 3, column: 6 });
+        assert_eq!(c.map.locate(&path("b.d")), Pos { line: 4, column: 6 });
+        assert_eq!(
+            c.map.locate(&path("b.d[1]")),
+            Pos {
+                line: 4,
+                column: 10
+            }
+        );
+        assert_eq!(c.map.locate(&path("b.e[0]")), Pos { line: 6, column: 7 });
+        assert_eq!(
+            c.map.locate(&path("b.e[0].h")),
+            Pos {
+                line: 7,
+                column: 10
+            }
+        );
+        assert_eq!(
+            c.map.locate_key(&path("b.e[0].h")),
+            Pos { line: 7, column: 7 }
+        );
+        // Absent values fall back to the nearest enclosing one.
+        assert_eq!(c.map.locate(&path("b.e[0].zz")), Pos { line: 6, column: 7 });
+        assert_eq!(
+            c.map.locate(&path("nothing.here")),
+            Pos { line: 1, column: 1 }
+        );
+        assert!(c.problems.is_empty());
+    }
+
+    #[test]
+    fn core_schema_resolution() {
+        let cases = [
+            ("", json!(null)),
+            ("~", json!(null)),
+            ("null", json!(null)),
+            ("NULL", json!(null)),
+            ("true", json!(true)),
+            ("False", json!(false)),
+            ("yes", json!("yes")),
+            ("no", json!("no")),
+            ("on", json!("on")),
+            ("42", json!(42)),
+            ("-7", json!(-7)),
+            ("+7", json!(7)),
+            ("007", json!(7)),
+            ("0o17", json!(15)),
+            ("0x1F", json!(31)),
+            ("1.5", json!(1.5)),
+            ("-.5", json!(-0.5)),
+            ("1e3", json!(1000.0)),
+            ("2.", json!(2.0)),
+            ("18446744073709551615", json!(u64::MAX)),
+            ("18446744073709551616", json!("18446744073709551616")),
+            (".inf", json!(".inf")),
+            ("0x", json!("0x")),
+            ("1_000", json!("1_000")),
+            ("5s", json!("5s")),
+            ("1.2.3", json!("1.2.3")),
+            ("e5", json!("e5")),
+            ("127.0.0.1:8080", json!("127.0.0.1:8080")),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(resolve_plain(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_and_block_scalars_stay_strings() {
+        let c = convert("a: '5'\nb: \"true\"\nc: |\n  7\nd: !!str 8\ne: !!int 9\n");
+        assert_eq!(
+            c.value,
+            json!({"a": "5", "b": "true", "c": "7\n", "d": "8", "e": 9})
+        );
+        assert!(c.problems.is_empty());
+    }
+
+    #[test]
+    fn unsupported_and_mismatched_tags_are_problems() {
+        let c = convert("a: !custom 5\nb: !!int five\nc: !!map [1]\n");
+        let messages: Vec<_> = c
+            .problems
+            .iter()
+            .map(|p| (p.line, p.message.as_str()))
+            .collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].1.starts_with("tag `!custom` is not supported"));
+        assert_eq!(messages[1], (2, "\"five\" is not a valid `!!int`"));
+        assert_eq!(messages[2], (3, "tag `!!map` is not supported here"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_at_the_second_key() {
+        let c = convert("a: 1\nb:\n  x: 1\n  x: 2\na: 3\n");
+        let problems: Vec<_> = c
+            .problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.line, p.column, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                ("b.x", 4, 3, "duplicate key `x` (first defined at line 3)"),
+                ("a", 5, 1, "duplicate key `a` (first defined at line 1)"),
+            ]
+        );
+        // The first definition wins in the value, so later stages see a consistent file.
+        assert_eq!(c.value, json!({"a": 1, "b": {"x": 1}}));
+    }
+
+    #[test]
+    fn complex_keys_are_problems() {
+        let c = convert("? [a, b]\n: 1\n");
+        assert_eq!(c.problems.len(), 1);
+        assert_eq!(c.problems[0].line, 1);
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = parse_tree("a: b: c\n").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 5));
+        assert_eq!(
+            err.message,
+            "YAML syntax error: mapping values are not allowed in this context"
+        );
+        let err = parse_tree("a:\n  - x\n b: 2\n").unwrap_err();
+        assert_eq!((err.line, err.column), (3, 3));
+        let err = parse_tree("a: \"open\n").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert_eq!(err.path, "");
+    }
+
+    #[test]
+    fn only_one_document() {
+        let err = parse_tree("a: 1\n---\nb: 2\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 1));
+        assert!(err.message.contains("second YAML document"));
+        // A leading `---` is just the start of the one document.
+        assert!(parse_tree("---\na: 1\n").unwrap().is_some());
+        assert_eq!(parse_tree("").unwrap(), None);
+        assert_eq!(parse_tree("# nothing\n").unwrap(), None);
+    }
+
+    #[test]
+    fn aliases_are_copies_with_their_own_paths() {
+        let c = convert("a: &h {x: 1, y: [2]}\nb: *h\nc: &s text\nd: *s\n");
+        assert_eq!(
+            c.value,
+            json!({"a": {"x": 1, "y": [2]}, "b": {"x": 1, "y": [2]}, "c": "text", "d": "text"})
+        );
+        // The copy is addressed where it is used, positioned where its text is.
+        assert_eq!(
+            c.map.locate(&path("b.y[0]")),
+            Pos {
+                line: 1,
+                column: 18
+            }
+        );
+        assert!(c.problems.is_empty());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9 {
+            let prev = level - 1;
+            text.push_str(&format!(
+                "a{level}: &a{level} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, \
+                 *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let err = parse_tree(&text).unwrap_err();
+        assert!(
+            err.message.contains("more than 1000000 values"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let err = parse_tree(&text).unwrap_err();
+        assert!(
+            err.message.contains("nested more than 64"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn substitution_types_and_secrets() {
+        let env = |name: &str| match name {
+            "N" => Some("4".to_string()),
+            "TOKEN" => Some("abc".to_string()),
+            _ => None,
+        };
+        let text = "n: ${N}\nq: \"${N}\"\nmixed: v${N}\nt: Bearer ${TOKEN}\nplain: 5\n\
+                    dollar: $$5\nd: ${NOPE:-7}\nmissing: x ${NOPE}\n";
+        let root = parse_tree(text).unwrap();
+        let c = to_json(root.as_ref(), &env, &never_text);
+        assert_eq!(
+            c.value,
+            json!({"n": 4, "q": "4", "mixed": "v4", "t": "Bearer abc", "plain": 5,
+                   "dollar": "$5", "d": 7, "missing": "x ${NOPE}"})
+        );
+        let secrets: Vec<String> = c.map.secrets.iter().map(ToString::to_string).collect();
+        assert_eq!(secrets, ["n", "q", "mixed", "t", "d", "missing"]);
+        assert_eq!(c.poisoned, [path("missing")]);
+        assert_eq!(c.problems.len(), 1);
+        assert_eq!(
+            c.problems[0].message,
+            "environment variable NOPE is not set"
+        );
+        assert_eq!((c.problems[0].line, c.problems[0].column), (8, 10));
+        // Keys are never substituted.
+        let c = convert("${X}: 1\n");
+        assert_eq!(c.value, json!({"${X}": 1}));
+    }
+
+    #[test]
+    fn wanted_text_keeps_numbers_as_written() {
+        let wants = |p: &KeyPath| p.last_key() == Some("size");
+        let root = parse_tree("size: 0x10\nother: 0x10\nflag_size: true\nsize2: 1.50\n").unwrap();
+        let c = to_json(root.as_ref(), &no_env, &wants);
+        assert_eq!(
+            c.value,
+            json!({"size": "0x10", "other": 16, "flag_size": true, "size2": 1.5})
+        );
+    }
+}

@@ -1,0 +1,1147 @@
+//! Semantic validation: the deserialised file ([`Parts`]) → the typed [`Config`], with every
+//! problem reported under its key path and line:column.
+//!
+//! Part of config loading (read → parse with positions → env substitution → structural
+//! deserialise → **semantic validation** → typed `Config`). This is where defaults are applied,
+//! strings become durations, sizes, addresses, header names and methods, names are
+//! cross-referenced, and limits are range-checked. Nothing stops at the first problem: each
+//! check reports and moves on, and a [`Config`] is produced only when there were none, so
+//! the code that builds the runtime from it never re-validates (see `model.rs`).
+
+use super::file::{
+    AccessLogFile, AdminFile, ClusterFile, HeaderOpsFile, ListenerFile, ListenerLimitsFile,
+    MatchFile, RouteFile, RuntimeFile,
+};
+use super::model::{
+    AccessLogSettings, AccessLogTarget, AdminSettings, Cluster, Config, Endpoint, HeaderCondition,
+    HeaderOps, HostMatch, Listener, ListenerLimits, PathMatch, PoolSettings, QueryCondition, Route,
+    RouteMatch, RuntimeSettings, UpstreamProtocol,
+};
+use super::source::{KeyPath, Seg, SourceMap};
+use super::structure::{closest, Parts};
+use super::units::{format_size, parse_duration, parse_size};
+use super::Problem;
+use http::{HeaderName, HeaderValue, Method};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Connection-level headers (RFC 9110 §7.6.1 plus the legacy `proxy-connection`): the proxy
+/// strips and regenerates them per hop, so a configured value would be dropped or, worse,
+/// desynchronise framing. `host` has its own setting (`host_rewrite`).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-connection",
+    "trailer",
+];
+
+const MAX_WORKERS: usize = 1024;
+const MIN_HEADER_BYTES: u64 = 1024;
+const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+const MAX_HEADERS: usize = 1000;
+const MIN_URI_LENGTH: u64 = 256;
+
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+
+/// What secrets are replaced with in `Config::redacted_dump`.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+/// Check everything and build the [`Config`]. The config is `Some` only when every part
+/// deserialised and no problem was found here.
+pub(crate) fn validate(parts: &Parts, map: &SourceMap) -> (Option<Config>, Vec<Problem>) {
+    let mut v = Validator {
+        map,
+        problems: Vec::new(),
+        bound: Vec::new(),
+    };
+    let runtime = parts.runtime.as_ref().and_then(|r| v.runtime(r));
+    let access_log = parts.access_log.as_ref().and_then(|a| v.access_log(a));
+    let listeners = v.listeners(&parts.listeners);
+    // After the listeners, so the admin address can be checked against theirs.
+    let admin = parts.admin.as_ref().and_then(|a| v.admin(a.as_ref()));
+    let clusters = v.clusters(&parts.clusters);
+    let routes = v.routes(parts);
+
+    let dump = parts
+        .file()
+        .and_then(|file| match serde_json::to_value(&file) {
+            Ok(mut dump) => {
+                redact(&mut dump, &map.secrets);
+                Some(dump)
+            }
+            Err(err) => {
+                let message = format!("cannot render the config as JSON: {err}");
+                v.report(&KeyPath::root(), message);
+                None
+            }
+        });
+
+    let config = (|| {
+        Some(Config {
+            runtime: runtime?,
+            admin: admin?,
+            access_log: access_log?,
+            listeners: listeners.into_iter().collect::<Option<_>>()?,
+            clusters: clusters.into_iter().collect::<Option<_>>()?,
+            routes: routes.into_iter().collect::<Option<_>>()?,
+            redacted_dump: dump?,
+        })
+    })();
+    if v.problems.is_empty() {
+        (config, v.problems)
+    } else {
+        (None, v.problems)
+    }
+}
+
+/// Replace the value at every secret path with [`REDACTED`]. Paths are those of the file, and
+/// `FileConfig` serialises with the file's key names, so they line up one to one.
+fn redact(dump: &mut Value, secrets: &[KeyPath]) {
+    for secret in secrets {
+        let mut slot = Some(&mut *dump);
+        for seg in secret.segments() {
+            slot = match (slot, seg) {
+                (Some(Value::Object(object)), Seg::Key(key)) => object.get_mut(key),
+                (Some(Value::Array(items)), Seg::Index(index)) => items.get_mut(*index),
+                _ => None,
+            };
+        }
+        if let Some(slot) = slot {
+            *slot = Value::String(REDACTED.to_string());
+        }
+    }
+}
+
+struct Validator<'a> {
+    map: &'a SourceMap,
+    problems: Vec<Problem>,
+    /// Listeners whose address parsed: (index, name, address), for overlap checks.
+    bound: Vec<(usize, String, SocketAddr)>,
+}
+
+impl Validator<'_> {
+    /// A problem with the value at `path` (or, if the file has none there, its parent).
+    fn report(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let pos = self.map.locate(path);
+        self.problems.push(Problem::new(path, pos, message));
+    }
+
+    /// A problem with the key that ends `path` (a header name used as a mapping key).
+    fn report_key(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let pos = self.map.locate_key(path);
+        self.problems.push(Problem::new(path, pos, message));
+    }
+
+    /// Parse an optional duration; `allow_zero` is for the settings where `0s` means "off".
+    fn duration(
+        &mut self,
+        path: &KeyPath,
+        text: Option<&str>,
+        default: Duration,
+        allow_zero: bool,
+    ) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match parse_duration(text) {
+            Ok(duration) if duration.is_zero() && !allow_zero => {
+                self.report(path, "must be greater than 0s");
+                None
+            }
+            Ok(duration) => Some(duration),
+            Err(err) => {
+                self.report(path, err.to_string());
+                None
+            }
+        }
+    }
+
+    fn size(&mut self, path: &KeyPath, text: Option<&str>, default: u64) -> Option<u64> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match parse_size(text) {
+            Ok(size) => Some(size),
+            Err(err) => {
+                self.report(path, err.to_string());
+                None
+            }
+        }
+    }
+
+    /// A size that must lie in `min..=max`, as a `usize`.
+    fn size_in_range(
+        &mut self,
+        path: &KeyPath,
+        text: Option<&str>,
+        default: u64,
+        (min, max): (u64, u64),
+    ) -> Option<usize> {
+        let size = self.size(path, text, default)?;
+        if size < min || size > max {
+            let message = format!(
+                "{} is out of range: must be between {} and {}",
+                format_size(size),
+                format_size(min),
+                format_size(max)
+            );
+            self.report(path, message);
+            return None;
+        }
+        usize::try_from(size).ok()
+    }
+
+    /// A count that must lie in `min..=max`.
+    fn count<T: PartialOrd + Copy + std::fmt::Display>(
+        &mut self,
+        path: &KeyPath,
+        value: Option<T>,
+        default: T,
+        (min, max): (T, T),
+    ) -> Option<T> {
+        let value = value.unwrap_or(default);
+        if value < min || value > max {
+            self.report(
+                path,
+                format!("{value} is out of range: must be between {min} and {max}"),
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    fn socket_addr(&mut self, path: &KeyPath, text: &str) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                let message = format!(
+                    "invalid address {text:?}: expected IP:port like 0.0.0.0:8080 or \
+                     [::1]:8080 (host names are not allowed here)"
+                );
+                self.report(path, message);
+                None
+            }
+        }
+    }
+
+    fn runtime(&mut self, runtime: &RuntimeFile) -> Option<RuntimeSettings> {
+        let path = KeyPath::root().key("runtime");
+        let workers = match runtime.workers {
+            None | Some(0) => Some(None),
+            Some(n) if n <= MAX_WORKERS => Some(Some(n)),
+            Some(n) => {
+                let message = format!(
+                    "{n} worker threads is more than the maximum of {MAX_WORKERS}; use 0 for \
+                     one per CPU"
+                );
+                self.report(&path.key("workers"), message);
+                None
+            }
+        };
+        // A drain timeout of 0s is legitimate: close in-flight requests at once.
+        let drain_timeout = self.duration(
+            &path.key("drain_timeout"),
+            runtime.drain_timeout.as_deref(),
+            DEFAULT_DRAIN_TIMEOUT,
+            true,
+        );
+        let watch_interval = self.duration(
+            &path.key("watch_interval"),
+            runtime.watch_interval.as_deref(),
+            DEFAULT_WATCH_INTERVAL,
+            true,
+        );
+        Some(RuntimeSettings {
+            workers: workers?,
+            drain_timeout: drain_timeout?,
+            // `0s` turns watching off.
+            watch_interval: Some(watch_interval?).filter(|interval| !interval.is_zero()),
+        })
+    }
+
+    fn access_log(&mut self, access_log: &AccessLogFile) -> Option<AccessLogSettings> {
+        let target = match access_log.path.as_deref() {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("stderr") => AccessLogTarget::Stderr,
+            Some("") => {
+                let path = KeyPath::root().key("access_log").key("path");
+                self.report(&path, "must be stdout, stderr or a file path, not empty");
+                return None;
+            }
+            Some(file) => AccessLogTarget::File(PathBuf::from(file)),
+        };
+        Some(AccessLogSettings {
+            enabled: access_log.enabled.unwrap_or(true),
+            target,
+        })
+    }
+
+    fn admin(&mut self, admin: Option<&AdminFile>) -> Option<Option<AdminSettings>> {
+        let Some(admin) = admin else {
+            return Some(None);
+        };
+        let path = KeyPath::root().key("admin").key("address");
+        let address = self.socket_addr(&path, &admin.address)?;
+        let clash = self
+            .bound
+            .iter()
+            .find(|(_, _, listener)| overlaps(address, *listener))
+            .cloned();
+        if let Some((index, name, listener)) = clash {
+            let message = format!(
+                "the admin address {address} overlaps listener `{name}` (listeners[{index}], \
+                 {listener}); the admin endpoint needs its own port"
+            );
+            self.report(&path, message);
+            return None;
+        }
+        Some(Some(AdminSettings { address }))
+    }
+
+    fn listeners(&mut self, files: &[Option<ListenerFile>]) -> Vec<Option<Listener>> {
+        let section = KeyPath::root().key("listeners");
+        if files.is_empty() {
+            self.report(
+                &section,
+                "at least one listener is required, e.g. `- {name: public, address: 0.0.0.0:8080}`",
+            );
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut listeners = Vec::with_capacity(files.len());
+        for (index, file) in files.iter().enumerate() {
+            let Some(file) = file else {
+                listeners.push(None);
+                continue;
+            };
+            let path = section.index(index);
+            let name_ok = self.unique_name(&path, "listener", &file.name, index, &mut names);
+            let address = self.socket_addr(&path.key("address"), &file.address);
+            let address = address.and_then(|address| self.unshared_address(&path, file, address));
+            let limits = self.limits(&path.key("limits"), &file.limits);
+            listeners.push(match (name_ok, address, limits) {
+                (true, Some(address), Some(limits)) => Some(Listener {
+                    name: file.name.clone(),
+                    address,
+                    via: file.via.unwrap_or(false),
+                    limits,
+                }),
+                _ => None,
+            });
+        }
+        listeners
+    }
+
+    /// Names must be non-empty and unique within their list; `seen` maps name → first index.
+    fn unique_name<'n>(
+        &mut self,
+        element: &KeyPath,
+        kind: &str,
+        name: &'n str,
+        index: usize,
+        seen: &mut HashMap<&'n str, usize>,
+    ) -> bool {
+        let path = element.key("name");
+        if name.is_empty() {
+            self.report(&path, format!("a {kind} name cannot be empty"));
+            return false;
+        }
+        if let Some(first) = seen.get(name) {
+            let Some(Seg::Key(list)) = element.segments().first() else {
+                return false;
+            };
+            let message = format!("duplicate {kind} name `{name}` (also {list}[{first}])");
+            self.report(&path, message);
+            return false;
+        }
+        seen.insert(name, index);
+        true
+    }
+
+    /// Two listeners cannot bind overlapping addresses; port 0 (pick a free port) never clashes.
+    fn unshared_address(
+        &mut self,
+        element: &KeyPath,
+        file: &ListenerFile,
+        address: SocketAddr,
+    ) -> Option<SocketAddr> {
+        let index = match element.segments().last() {
+            Some(Seg::Index(index)) => *index,
+            _ => 0,
+        };
+        let clash = self
+            .bound
+            .iter()
+            .find(|(_, _, other)| overlaps(address, *other))
+            .cloned();
+        if let Some((other_index, other_name, other)) = clash {
+            let message = if other == address {
+                format!(
+                    "address {address} is already used by listener `{other_name}` \
+                     (listeners[{other_index}])"
+                )
+            } else {
+                format!(
+                    "address {address} overlaps {other} of listener `{other_name}` \
+                     (listeners[{other_index}]): both bind port {}",
+                    address.port()
+                )
+            };
+            self.report(&element.key("address"), message);
+            return None;
+        }
+        self.bound.push((index, file.name.clone(), address));
+        Some(address)
+    }
+
+    fn limits(&mut self, path: &KeyPath, file: &ListenerLimitsFile) -> Option<ListenerLimits> {
+        let defaults = ListenerLimits::default();
+        let header_bytes_path = path.key("max_header_bytes");
+        let max_header_bytes = self.size_in_range(
+            &header_bytes_path,
+            file.max_header_bytes.as_deref(),
+            defaults.max_header_bytes as u64,
+            (MIN_HEADER_BYTES, MAX_HEADER_BYTES),
+        );
+        let max_headers = self.count(
+            &path.key("max_headers"),
+            file.max_headers,
+            defaults.max_headers,
+            (1, MAX_HEADERS),
+        );
+        let uri_path = path.key("max_uri_length");
+        let mut max_uri_length = self.size_in_range(
+            &uri_path,
+            file.max_uri_length.as_deref(),
+            defaults.max_uri_length as u64,
+            (MIN_URI_LENGTH, MAX_HEADER_BYTES),
+        );
+        // The request line is part of the head, so a URI longer than the head budget could
+        // never be received; say so at whichever of the two the user actually wrote.
+        if let (Some(uri), Some(head)) = (max_uri_length, max_header_bytes) {
+            if uri > head {
+                let (uri_text, head_text) = (format_size(uri as u64), format_size(head as u64));
+                if file.max_uri_length.is_some() {
+                    let message = format!(
+                        "max_uri_length {uri_text} is larger than max_header_bytes {head_text}: \
+                         the request line must fit in the header budget"
+                    );
+                    self.report(&uri_path, message);
+                } else {
+                    let message = format!(
+                        "max_header_bytes {head_text} is smaller than the default \
+                         max_uri_length of {uri_text}; set max_uri_length too"
+                    );
+                    self.report(&header_bytes_path, message);
+                }
+                max_uri_length = None;
+            }
+        }
+        let header_read_timeout = self.duration(
+            &path.key("header_read_timeout"),
+            file.header_read_timeout.as_deref(),
+            defaults.header_read_timeout,
+            false,
+        );
+        let request_body_timeout = self.duration(
+            &path.key("request_body_timeout"),
+            file.request_body_timeout.as_deref(),
+            defaults.request_body_timeout,
+            false,
+        );
+        let idle_timeout = self.duration(
+            &path.key("idle_timeout"),
+            file.idle_timeout.as_deref(),
+            defaults.idle_timeout,
+            false,
+        );
+        let max_connections = self.count(
+            &path.key("max_connections"),
+            file.max_connections,
+            defaults.max_connections,
+            (1, usize::MAX),
+        );
+        let max_concurrent_streams = self.count(
+            &path.key("max_concurrent_streams"),
+            file.max_concurrent_streams,
+            defaults.max_concurrent_streams,
+            (1, u32::MAX),
+        );
+        Some(ListenerLimits {
+            max_header_bytes: max_header_bytes?,
+            max_headers: max_headers?,
+            max_uri_length: max_uri_length?,
+            header_read_timeout: header_read_timeout?,
+            request_body_timeout: request_body_timeout?,
+            idle_timeout: idle_timeout?,
+            max_connections: max_connections?,
+            max_concurrent_streams: max_concurrent_streams?,
+        })
+    }
+
+    fn clusters(&mut self, files: &[Option<ClusterFile>]) -> Vec<Option<Cluster>> {
+        let section = KeyPath::root().key("clusters");
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut clusters = Vec::with_capacity(files.len());
+        for (index, file) in files.iter().enumerate() {
+            let Some(file) = file else {
+                clusters.push(None);
+                continue;
+            };
+            let path = section.index(index);
+            let name_ok = self.unique_name(&path, "cluster", &file.name, index, &mut names);
+            let endpoints = self.endpoints(&path.key("endpoints"), &file.endpoints);
+            let protocol = match file.protocol.as_deref() {
+                None | Some("http1") => Some(UpstreamProtocol::Http1),
+                Some("http2") => Some(UpstreamProtocol::Http2),
+                Some(other) => {
+                    let message =
+                        format!("unknown protocol {other:?}: expected http1 or http2 (h2c)");
+                    self.report(&path.key("protocol"), message);
+                    None
+                }
+            };
+            let connect_timeout = self.duration(
+                &path.key("connect_timeout"),
+                file.connect_timeout.as_deref(),
+                DEFAULT_CONNECT_TIMEOUT,
+                false,
+            );
+            let pool_defaults = PoolSettings::default();
+            let pool_idle_timeout = self.duration(
+                &path.key("pool").key("idle_timeout"),
+                file.pool.idle_timeout.as_deref(),
+                pool_defaults.idle_timeout,
+                false,
+            );
+            let cluster = (|| {
+                Some(Cluster {
+                    name: name_ok.then(|| file.name.clone())?,
+                    endpoints: endpoints?,
+                    protocol: protocol?,
+                    connect_timeout: connect_timeout?,
+                    pool: PoolSettings {
+                        max_idle_per_endpoint: file
+                            .pool
+                            .max_idle_per_endpoint
+                            .unwrap_or(pool_defaults.max_idle_per_endpoint),
+                        idle_timeout: pool_idle_timeout?,
+                    },
+                })
+            })();
+            clusters.push(cluster);
+        }
+        clusters
+    }
+
+    fn endpoints(&mut self, path: &KeyPath, texts: &[String]) -> Option<Vec<Endpoint>> {
+        if texts.is_empty() {
+            self.report(path, "a cluster needs at least one endpoint (`host:port`)");
+            return None;
+        }
+        let mut endpoints = Vec::with_capacity(texts.len());
+        let mut ok = true;
+        for (index, text) in texts.iter().enumerate() {
+            let item = path.index(index);
+            match parse_endpoint(text) {
+                Ok(endpoint) if endpoints.contains(&endpoint) => {
+                    self.report(&item, format!("duplicate endpoint {endpoint}"));
+                    ok = false;
+                }
+                Ok(endpoint) => endpoints.push(endpoint),
+                Err(message) => {
+                    self.report(&item, message);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(endpoints)
+    }
+
+    fn routes(&mut self, parts: &Parts) -> Vec<Option<Route>> {
+        let section = KeyPath::root().key("routes");
+        // First definition wins for lookups; duplicates are reported by `clusters()`.
+        let mut cluster_index: HashMap<&str, usize> = HashMap::new();
+        let mut known: Vec<&str> = Vec::new();
+        for (index, cluster) in parts.clusters.iter().enumerate() {
+            if let Some(cluster) = cluster {
+                cluster_index.entry(cluster.name.as_str()).or_insert(index);
+                if !known.contains(&cluster.name.as_str()) {
+                    known.push(&cluster.name);
+                }
+            }
+        }
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut routes = Vec::with_capacity(parts.routes.len());
+        for (index, file) in parts.routes.iter().enumerate() {
+            let Some(file) = file else {
+                routes.push(None);
+                continue;
+            };
+            let path = section.index(index);
+
+            let name = file
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("route-{index}"));
+            let mut name_ok = true;
+            if name.is_empty() {
+                self.report(&path.key("name"), "a route name cannot be empty");
+                name_ok = false;
+            } else if let Some(first) = names.get(&name) {
+                let message = if file.name.is_some() {
+                    format!("duplicate route name `{name}` (also routes[{first}])")
+                } else {
+                    format!(
+                        "this route's default name `{name}` is already used by routes[{first}]; \
+                         give it a name"
+                    )
+                };
+                self.report(&path.key("name"), message);
+                name_ok = false;
+            } else {
+                names.insert(name.clone(), index);
+            }
+
+            let cluster = match cluster_index.get(file.cluster.as_str()) {
+                Some(index) => Some(*index),
+                None => {
+                    // A cluster that failed to deserialise was reported already.
+                    if !parts.unparsed_cluster_names.contains(&file.cluster) {
+                        let message = unknown_cluster_message(&file.cluster, &known);
+                        self.report(&path.key("cluster"), message);
+                    }
+                    None
+                }
+            };
+            let matcher = self.matcher(&path.key("match"), &file.matcher);
+            let strip_prefix = self.strip_prefix(&path, file);
+            let host_rewrite = match file.host_rewrite.as_deref() {
+                None => Some(None),
+                Some("") => {
+                    self.report(&path.key("host_rewrite"), "cannot be empty; leave it out");
+                    None
+                }
+                Some(text) => match HeaderValue::from_str(text) {
+                    Ok(value) => Some(Some(value)),
+                    Err(_) => {
+                        let message = format!("{text:?} is not a valid Host header value");
+                        self.report(&path.key("host_rewrite"), message);
+                        None
+                    }
+                },
+            };
+            let timeout = self.duration(
+                &path.key("timeout"),
+                file.timeout.as_deref(),
+                DEFAULT_ROUTE_TIMEOUT,
+                false,
+            );
+            let max_body_size = self.size(
+                &path.key("max_body_size"),
+                file.max_body_size.as_deref(),
+                DEFAULT_MAX_BODY_SIZE,
+            );
+            let request_headers =
+                self.header_ops(&path.key("request_headers"), &file.request_headers, true);
+            let response_headers =
+                self.header_ops(&path.key("response_headers"), &file.response_headers, false);
+
+            let route = (|| {
+                Some(Route {
+                    name: name_ok.then_some(name)?,
+                    matcher: matcher?,
+                    cluster: file.cluster.clone(),
+                    cluster_index: cluster?,
+                    strip_prefix: strip_prefix?,
+                    host_rewrite: host_rewrite?,
+                    timeout: timeout?,
+                    max_body_size: max_body_size?,
+                    request_headers: request_headers?,
+                    response_headers: response_headers?,
+                })
+            })();
+            routes.push(route);
+        }
+        routes
+    }
+
+    fn matcher(&mut self, path: &KeyPath, file: &MatchFile) -> Option<RouteMatch> {
+        let host = match file.host.as_deref() {
+            None => Some(None),
+            Some(text) => match parse_host(text) {
+                Ok(host) => Some(Some(host)),
+                Err(message) => {
+                    self.report(&path.key("host"), message);
+                    None
+                }
+            },
+        };
+        let path_match = self.path_match(path, file);
+
+        let mut methods = Vec::with_capacity(file.methods.len());
+        let mut methods_ok = true;
+        for (index, text) in file.methods.iter().enumerate() {
+            let item = path.key("methods").index(index);
+            match parse_method(text) {
+                Ok(method) if methods.contains(&method) => {
+                    self.report(&item, format!("duplicate method {method}"));
+                    methods_ok = false;
+                }
+                Ok(method) => methods.push(method),
+                Err(message) => {
+                    self.report(&item, message);
+                    methods_ok = false;
+                }
+            }
+        }
+
+        let mut headers = Vec::with_capacity(file.headers.len());
+        let mut headers_ok = true;
+        for (index, condition) in file.headers.iter().enumerate() {
+            let item = path.key("headers").index(index);
+            let name = match HeaderName::from_bytes(condition.name.as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    let message = format!("{:?} is not a valid header name", condition.name);
+                    self.report(&item.key("name"), message);
+                    None
+                }
+            };
+            // A value that cannot appear in a header would make the route unreachable.
+            if let Some(value) = &condition.value {
+                if HeaderValue::from_str(value).is_err() {
+                    let message = format!(
+                        "{value:?} is not a valid header value, so this condition could never match"
+                    );
+                    self.report(&item.key("value"), message);
+                    headers_ok = false;
+                }
+            }
+            match name {
+                Some(name) => headers.push(HeaderCondition {
+                    name,
+                    value: condition.value.clone(),
+                }),
+                None => headers_ok = false,
+            }
+        }
+
+        let mut query = Vec::with_capacity(file.query.len());
+        let mut query_ok = true;
+        for (index, condition) in file.query.iter().enumerate() {
+            if condition.name.is_empty() {
+                let item = path.key("query").index(index).key("name");
+                self.report(&item, "a query parameter name cannot be empty");
+                query_ok = false;
+            }
+            query.push(QueryCondition {
+                name: condition.name.clone(),
+                value: condition.value.clone(),
+            });
+        }
+
+        Some(RouteMatch {
+            host: host?,
+            path: path_match?,
+            methods: methods_ok.then_some(methods)?,
+            headers: headers_ok.then_some(headers)?,
+            query: query_ok.then_some(query)?,
+        })
+    }
+
+    fn path_match(&mut self, path: &KeyPath, file: &MatchFile) -> Option<PathMatch> {
+        let given: Vec<(&str, &str)> = [
+            ("path_exact", &file.path_exact),
+            ("path_prefix", &file.path_prefix),
+            ("path_template", &file.path_template),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_deref().map(|value| (key, value)))
+        .collect();
+        match given[..] {
+            [] => Some(PathMatch::default()),
+            [("path_exact", text)] => {
+                self.check_path(&path.key("path_exact"), text)?;
+                Some(PathMatch::Exact(text.to_string()))
+            }
+            [("path_prefix", text)] => {
+                self.check_path(&path.key("path_prefix"), text)?;
+                Some(PathMatch::Prefix(normalise_prefix(text)))
+            }
+            [(key, text)] => {
+                let key_path = path.key(key);
+                if !text.starts_with('/') {
+                    self.report(&key_path, format!("{text:?} must start with `/`"));
+                    return None;
+                }
+                match crate::routing::PathTemplate::parse(text) {
+                    Ok(_) => Some(PathMatch::Template(text.to_string())),
+                    Err(err) => {
+                        self.report(&key_path, format!("invalid path template {text:?}: {err}"));
+                        None
+                    }
+                }
+            }
+            [(first, _), (second, _), ..] => {
+                let message = format!(
+                    "only one of path_exact, path_prefix and path_template may be set; this \
+                     route also has {first}"
+                );
+                self.report(&path.key(second), message);
+                None
+            }
+        }
+    }
+
+    /// A literal path: starts with `/`, and holds neither a query nor anything a request
+    /// target cannot contain, because such a condition could never match.
+    fn check_path(&mut self, path: &KeyPath, text: &str) -> Option<()> {
+        let problem = if !text.starts_with('/') {
+            Some(format!("{text:?} must start with `/`"))
+        } else if text.contains(['?', '#']) {
+            Some(format!(
+                "{text:?} contains `?` or `#`: paths never include the query or fragment \
+                 (use match.query for query parameters)"
+            ))
+        } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some(format!(
+                "{text:?} contains whitespace or a control character; percent-encode it"
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                self.report(path, message);
+                None
+            }
+            None => Some(()),
+        }
+    }
+
+    /// `Some(None)`: no strip. `None`: a problem was reported.
+    fn strip_prefix(&mut self, route: &KeyPath, file: &RouteFile) -> Option<Option<String>> {
+        let Some(text) = file.strip_prefix.as_deref() else {
+            return Some(None);
+        };
+        let path = route.key("strip_prefix");
+        self.check_path(&path, text)?;
+        let strip = text.trim_end_matches('/');
+        if strip.is_empty() {
+            self.report(
+                &path,
+                "stripping `/` would remove nothing; leave strip_prefix out",
+            );
+            return None;
+        }
+        // Only literal paths can be compared; a template may or may not start with it.
+        let matcher = &file.matcher;
+        let conflict = match (&matcher.path_prefix, &matcher.path_exact) {
+            // Some request under the prefix starts with the strip iff one of the two is a
+            // segment prefix of the other (`/api` + strip `/api/v1` strips `/api/v1/...`).
+            (Some(prefix), None) => {
+                let prefix = normalise_prefix(prefix);
+                (!is_segment_prefix(strip, &prefix) && !is_segment_prefix(&prefix, strip))
+                    .then(|| format!("path_prefix {prefix:?}"))
+            }
+            (None, Some(exact)) => {
+                (!is_segment_prefix(strip, exact)).then(|| format!("path_exact {exact:?}"))
+            }
+            _ => None,
+        };
+        if let Some(matched) = conflict {
+            let message = format!(
+                "strip_prefix {strip:?} would never apply: this route's {matched} matches no \
+                 path that starts with {strip:?} on a segment boundary"
+            );
+            self.report(&path, message);
+            return None;
+        }
+        Some(Some(strip.to_string()))
+    }
+
+    /// The `set` or `add` map of a header op: names are the keys, so name problems point at
+    /// the key and value problems at the value. The flag is false when anything was wrong.
+    fn header_values(
+        &mut self,
+        path: &KeyPath,
+        entries: &BTreeMap<String, String>,
+        request: bool,
+    ) -> (Vec<(HeaderName, HeaderValue)>, bool) {
+        let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(entries.len());
+        let mut ok = true;
+        for (name_text, value_text) in entries {
+            let item = path.key(name_text);
+            let name = match header_op_name(name_text, request) {
+                Ok(name) if out.iter().any(|(seen, _)| *seen == name) => {
+                    let message =
+                        format!("header `{name}` is given twice (names are case-insensitive)");
+                    self.report_key(&item, message);
+                    None
+                }
+                Ok(name) => Some(name),
+                Err(message) => {
+                    self.report_key(&item, message);
+                    None
+                }
+            };
+            let value = match HeaderValue::from_str(value_text) {
+                Ok(value) => Some(value),
+                Err(_) => {
+                    let message = format!(
+                        "{value_text:?} is not a valid header value (visible ASCII, spaces and \
+                         tabs only)"
+                    );
+                    self.report(&item, message);
+                    None
+                }
+            };
+            match (name, value) {
+                (Some(name), Some(value)) => out.push((name, value)),
+                _ => ok = false,
+            }
+        }
+        (out, ok)
+    }
+
+    fn header_ops(
+        &mut self,
+        path: &KeyPath,
+        file: &HeaderOpsFile,
+        request: bool,
+    ) -> Option<HeaderOps> {
+        let (set, set_ok) = self.header_values(&path.key("set"), &file.set, request);
+        let (add, add_ok) = self.header_values(&path.key("add"), &file.add, request);
+        let mut ok = set_ok && add_ok;
+
+        let mut remove: Vec<HeaderName> = Vec::with_capacity(file.remove.len());
+        for (index, name_text) in file.remove.iter().enumerate() {
+            let item = path.key("remove").index(index);
+            match header_op_name(name_text, request) {
+                Ok(name) if remove.contains(&name) => {
+                    self.report(&item, format!("header `{name}` is listed twice"));
+                    ok = false;
+                }
+                Ok(name) => remove.push(name),
+                Err(message) => {
+                    self.report(&item, message);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(HeaderOps { set, add, remove })
+    }
+}
+
+/// Port 0 asks the OS for a free port, so it never clashes. Otherwise two addresses clash on
+/// the same port when the IPs are equal or one is a wildcard covering the other (`[::]` is
+/// dual-stack by default on Linux, so it covers IPv4 too).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wildcard: IpAddr, other: IpAddr| match wildcard {
+        IpAddr::V4(ip) => ip.is_unspecified() && other.is_ipv4(),
+        IpAddr::V6(ip) => ip.is_unspecified(),
+    };
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}
+
+fn unknown_cluster_message(name: &str, known: &[&str]) -> String {
+    if known.is_empty() {
+        return format!("unknown cluster `{name}`: no clusters are defined");
+    }
+    let listed = known
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match closest(name, known.iter().copied()) {
+        Some(suggestion) => format!(
+            "unknown cluster `{name}`, did you mean `{suggestion}`? (known clusters: {listed})"
+        ),
+        None => format!("unknown cluster `{name}` (known clusters: {listed})"),
+    }
+}
+
+/// `host:port` or `[v6]:port`, no scheme, no path, port 1..=65535.
+pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(format!(
+            "endpoint {text:?} must be host:port without a scheme: remove `{scheme}://` (set \
+             the cluster's protocol instead)"
+        ));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(format!(
+                "endpoint {text:?}: missing `]` after the IPv6 address"
+            ));
+        };
+        if inside.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "endpoint {text:?}: {inside:?} is not an IPv6 address"
+            ));
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(format!(
+                "endpoint {text:?} has no port: expected [address]:port"
+            ));
+        };
+        (inside, port)
+    } else {
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!(
+                "endpoint {text:?} has no port: expected host:port like backend.internal:8080"
+            ));
+        };
+        if host.contains(':') {
+            return Err(format!(
+                "endpoint {text:?}: an IPv6 address must be in brackets, like [::1]:8080"
+            ));
+        }
+        if host.is_empty() {
+            return Err(format!("endpoint {text:?} has an empty host"));
+        }
+        if let Some(bad) = host
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+        {
+            return Err(format!(
+                "endpoint {text:?}: host {host:?} contains {bad:?}; expected a DNS name or an \
+                 IP address"
+            ));
+        }
+        (host, port)
+    };
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(Endpoint {
+            host: host.to_string(),
+            port,
+        }),
+        _ => Err(format!(
+            "endpoint {text:?}: port {port:?} is not a number from 1 to 65535"
+        )),
+    }
+}
+
+/// `name` → exact (lowercased); `*.suffix` → suffix `.suffix`. No port, no scheme, no other `*`.
+pub(crate) fn parse_host(text: &str) -> Result<HostMatch, String> {
+    if text.is_empty() {
+        return Err(String::from(
+            "cannot be empty; leave host out to match any host",
+        ));
+    }
+    if text.contains("://") {
+        return Err(format!(
+            "host {text:?} must be a name like api.example.com, without a scheme"
+        ));
+    }
+    let lower = text.to_ascii_lowercase();
+    if let Some(suffix) = lower.strip_prefix("*.") {
+        check_dns_name(text, suffix)?;
+        return Ok(HostMatch::Suffix(format!(".{suffix}")));
+    }
+    if let Some(inside) = lower.strip_prefix('[') {
+        // An IPv6 literal as it appears in a Host header.
+        return match inside.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
+            Some(Ok(_)) => Ok(HostMatch::Exact(lower)),
+            _ => Err(format!(
+                "host {text:?} must be a name or a bracketed IPv6 address, without a port"
+            )),
+        };
+    }
+    check_dns_name(text, &lower)?;
+    Ok(HostMatch::Exact(lower))
+}
+
+fn check_dns_name(text: &str, name: &str) -> Result<(), String> {
+    if name.contains('*') {
+        return Err(format!(
+            "host {text:?}: `*` is only allowed as the whole first label, like *.example.com"
+        ));
+    }
+    if name.contains(':') {
+        return Err(format!(
+            "host {text:?} must not include a port: a route matches the host on any port"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(format!(
+            "host {text:?} contains {bad:?}; expected a DNS name (use punycode for \
+             international names)"
+        ));
+    }
+    if name.split('.').any(str::is_empty) {
+        return Err(format!("host {text:?} has an empty label"));
+    }
+    Ok(())
+}
+
+/// A method token, written in uppercase (methods are case-sensitive: `get` is not `GET`).
+pub(crate) fn parse_method(text: &str) -> Result<Method, String> {
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if text.is_empty() || !text.bytes().all(is_tchar) {
+        return Err(format!("{text:?} is not a valid HTTP method"));
+    }
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!(
+            "method {text:?} must be uppercase: write `{}` (methods are case-sensitive)",
+            text.to_ascii_uppercase()
+        ));
+    }
+    Method::from_bytes(text.as_bytes()).map_err(|_| format!("{text:?} is not a valid HTTP method"))
+}
+
+fn header_op_name(text: &str, request: bool) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("{text:?} is not a valid header name"))?;
+    if HOP_BY_HOP.contains(&name.as_str()) {
+        return Err(format!(
+            "`{name}` is a hop-by-hop header: the proxy manages it per connection, so it \
+             cannot be changed here"
+        ));
+    }
+    if name == http::header::HOST {
+        return Err(if request {
+            String::from("the Host header cannot be changed here; use the route's host_rewrite")
+        } else {
+            String::from("`host` is a request header; it has no meaning in a response")
+        });
+    }
+    Ok(name)
+}
+
+/// `/api/` → `/api`, `/` stays `/`.
+fn normalise_prefix(text: &str) -> String {
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.is_empty() {
+        String::from("/")
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// `prefix` covers `path` segment-wise: `/api` covers `/api` and `/api/x`, not `/apix`.
+fn is_segment_prefix(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests;

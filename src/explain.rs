@@ -1,0 +1,191 @@
+//! `portico explain`: which route a request would take, why, and what applies to it.
+//!
+//! Runs the same normalisation and the same router as the request path, on a request
+//! described on the command line, and prints every route in precedence order with its
+//! verdict, then the policies of the selected route (cluster, endpoints, timeout, body
+//! limit, rewrites). As policies are added to routes, they are listed here too.
+
+use crate::config::model::{Config, HeaderOps, PathMatch};
+use crate::routing::{normalize_path, Outcome, RequestView, Router};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use std::fmt::Write as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("invalid method {0:?}")]
+    Method(String),
+    #[error("invalid URL {0:?}: give http://host/path or /path")]
+    Url(String),
+    #[error("invalid header {0:?}: expected `Name: value`")]
+    Header(String),
+}
+
+pub fn explain(
+    config: &Config,
+    method: &str,
+    url: &str,
+    headers: &[String],
+) -> Result<String, ExplainError> {
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ExplainError::Method(method.into()))?;
+    let uri: Uri = url.parse().map_err(|_| ExplainError::Url(url.into()))?;
+    let mut map = HeaderMap::new();
+    for line in headers {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| ExplainError::Header(line.clone()))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| ExplainError::Header(line.clone()))?;
+        let value =
+            HeaderValue::from_str(value.trim()).map_err(|_| ExplainError::Header(line.clone()))?;
+        map.append(name, value);
+    }
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            map.get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+
+    let mut out = String::new();
+    let _ = writeln!(out, "request: {method} {url}");
+    let _ = writeln!(
+        out,
+        "host:    {}",
+        if host.is_empty() { "(none)" } else { &host }
+    );
+    let path = match normalize_path(uri.path()) {
+        Ok(path) => path,
+        Err(error) => {
+            let _ = writeln!(out, "result:  400 invalid_path — {error}");
+            return Ok(out);
+        }
+    };
+    if path != uri.path() {
+        let _ = writeln!(out, "path:    {} (normalised from {})", path, uri.path());
+    } else {
+        let _ = writeln!(out, "path:    {path}");
+    }
+
+    let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();
+    let router = Router::new(&matchers);
+    let view = RequestView {
+        host: &host,
+        path: &path,
+        query: uri.query(),
+        method: &method,
+        headers: &map,
+    };
+    let verdicts = router.explain(&view);
+
+    let _ = writeln!(out, "\nroutes, most specific first:");
+    let mut selected = None;
+    for verdict in &verdicts {
+        let route = &config.routes[verdict.route];
+        let outcome = match &verdict.outcome {
+            Outcome::Selected => {
+                selected = Some(verdict);
+                "SELECTED".to_string()
+            }
+            Outcome::MatchedButShadowed => "matches, but a more specific route wins".into(),
+            Outcome::HostMismatch => "host does not match".into(),
+            Outcome::PathMismatch => "path does not match".into(),
+            Outcome::MethodMismatch => format!("method {method} not allowed"),
+            Outcome::HeaderMismatch(name) => format!("header condition on {name} not met"),
+            Outcome::QueryMismatch(name) => format!("query condition on {name} not met"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<48} {}",
+            route.name, outcome, verdict.rank_note
+        );
+    }
+
+    let Some(verdict) = selected else {
+        let allowed: Vec<String> = verdicts
+            .iter()
+            .filter(|v| v.outcome == Outcome::MethodMismatch)
+            .flat_map(|v| {
+                config.routes[v.route]
+                    .matcher
+                    .methods
+                    .iter()
+                    .map(|m| m.to_string())
+            })
+            .collect();
+        if allowed.is_empty() {
+            let _ = writeln!(out, "\nresult:  404 route_not_found");
+        } else {
+            let _ = writeln!(
+                out,
+                "\nresult:  405 method_not_allowed (allowed: {})",
+                allowed.join(", ")
+            );
+        }
+        return Ok(out);
+    };
+
+    let route = &config.routes[verdict.route];
+    let cluster = &config.clusters[route.cluster_index];
+    let _ = writeln!(
+        out,
+        "\nresult:  route {} -> cluster {}",
+        route.name, cluster.name
+    );
+    if !verdict.captures.is_empty() {
+        let vars: Vec<String> = verdict
+            .captures
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "  template variables: {}", vars.join(", "));
+    }
+    let forwarded = match &route.strip_prefix {
+        Some(prefix) => crate::middleware::transform::strip_path_prefix(&path, prefix)
+            .unwrap_or(&path)
+            .to_string(),
+        None => path.to_string(),
+    };
+    let _ = writeln!(out, "  upstream path:      {forwarded}");
+    let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "  endpoints:          {} ({:?}, round robin)",
+        endpoints.join(", "),
+        cluster.protocol
+    );
+    let _ = writeln!(
+        out,
+        "  timeout:            {:?} (connect {:?})",
+        route.timeout, cluster.connect_timeout
+    );
+    let _ = writeln!(out, "  max body size:      {} bytes", route.max_body_size);
+    if let PathMatch::Template(t) = &route.matcher.path {
+        let _ = writeln!(out, "  path template:      {t}");
+    }
+    if let Some(host) = &route.host_rewrite {
+        let _ = writeln!(
+            out,
+            "  host rewrite:       {}",
+            host.to_str().unwrap_or("?")
+        );
+    }
+    describe_ops(&mut out, "request headers", &route.request_headers);
+    describe_ops(&mut out, "response headers", &route.response_headers);
+    Ok(out)
+}
+
+fn describe_ops(out: &mut String, what: &str, ops: &HeaderOps) {
+    if ops.is_empty() {
+        return;
+    }
+    let mut parts = Vec::new();
+    parts.extend(ops.remove.iter().map(|n| format!("remove {n}")));
+    // Values are not printed: they may come from secrets (`${ENV}`).
+    parts.extend(ops.set.iter().map(|(n, _)| format!("set {n}")));
+    parts.extend(ops.add.iter().map(|(n, _)| format!("add {n}")));
+    let _ = writeln!(out, "  {:<19} {}", format!("{what}:"), parts.join("; "));
+}

@@ -1,0 +1,170 @@
+//! The `portico` command line: `run`, `validate`, `explain` and `demo`. Thin: it parses
+//! arguments, sets up logging and the async runtime, and calls into the library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use portico::config::{self, model::Config};
+use portico::Gateway;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "Portico API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Worker threads (overrides runtime.workers).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Check a config file and list every problem in it.
+    Validate { file: PathBuf },
+    /// Show which route a request would take, and why.
+    Explain {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// HTTP method, e.g. GET.
+        method: String,
+        /// `http://host/path?query` or `/path?query` (then give the host with -H Host:…).
+        url: String,
+        /// Request header `Name: value`; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+    },
+    /// Start demo backends on loopback and the gateway in front of them.
+    Demo {
+        /// Worker threads (default: the demo config's runtime.workers, else one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run { config, workers } => run(config, workers),
+        Command::Validate { file } => return validate(&file),
+        Command::Explain {
+            config,
+            method,
+            url,
+            headers,
+        } => explain(&config, &method, &url, &headers),
+        Command::Demo { workers } => demo(workers),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("portico: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Diagnostics go to stderr (stdout carries the access log); `RUST_LOG` filters them with
+/// `target=level` directives, default `info`.
+fn init_logging() {
+    use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+}
+
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers.filter(|w| *w > 0) {
+        builder.worker_threads(workers);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
+    let config = config::load_file(&path)?;
+    let workers = workers.or(config.runtime.workers);
+    runtime(workers)?.block_on(serve(config, Some(path)))
+}
+
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let fds = portico::raise_fd_limit();
+    let gateway = Gateway::bind(config, path).await?;
+    for (name, addr) in gateway.listeners() {
+        tracing::info!(listener = %name, address = %addr, "listening");
+    }
+    if let Some(admin) = gateway.admin_addr() {
+        tracing::info!(address = %admin, "admin listening");
+    }
+    tracing::debug!(open_files_limit = fds, "ready");
+    gateway.run(shutdown_signal()).await;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn validate(path: &PathBuf) -> ExitCode {
+    match config::load_file(path) {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} listener(s), {} cluster(s), {} route(s))",
+                path.display(),
+                config.listeners.len(),
+                config.clusters.len(),
+                config.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(path: &PathBuf, method: &str, url: &str, headers: &[String]) -> anyhow::Result<()> {
+    let config = config::load_file(path)?;
+    let report = portico::explain::explain(&config, method, url, headers)?;
+    print!("{report}");
+    Ok(())
+}
+
+fn demo(workers: Option<usize>) -> anyhow::Result<()> {
+    let rt = runtime(workers)?;
+    rt.block_on(async {
+        let backends = portico::demo::start_backends().await?;
+        let config = portico::demo::config(&backends)?;
+        let gateway = Gateway::bind(config, None).await?;
+        print!("{}", portico::demo::instructions(&gateway));
+        gateway.run(shutdown_signal()).await;
+        Ok(())
+    })
+}

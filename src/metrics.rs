@@ -1,0 +1,356 @@
+//! Prometheus metrics: a small lock-free registry and its text rendering.
+//!
+//! Counters are plain atomics owned by the thing they count (a route, a cluster, a listener)
+//! and handed out as `Arc`s when the runtime is built, so the request path only does a few
+//! relaxed atomic adds — no label lookups, no locks. Series are keyed by name and survive a
+//! config reload: a route that keeps its name keeps its counters. The admin listener's
+//! `/metrics` renders everything in the Prometheus text exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Latency bucket upper bounds, in microseconds (0.5ms … 10s).
+const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Cumulative-on-render latency histogram.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = BUCKETS_US.iter().position(|&bound| us <= bound) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// Per-route request counters by status class, and latency.
+#[derive(Default)]
+pub struct RouteMetrics {
+    /// Index 0 = 1xx … 4 = 5xx.
+    by_class: [AtomicU64; 5],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].fetch_add(1, Relaxed);
+        self.latency.observe(elapsed);
+    }
+}
+
+#[derive(Default)]
+pub struct ClusterMetrics {
+    pub connect_errors: AtomicU64,
+    pub connections_opened: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct ListenerMetrics {
+    pub active_connections: AtomicI64,
+    pub accepted_connections: AtomicU64,
+    pub header_timeouts: AtomicU64,
+    pub idle_closed: AtomicU64,
+}
+
+/// The process-wide registry. Cheap to clone (an `Arc` inside).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Arc<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
+    clusters: Mutex<BTreeMap<String, Arc<ClusterMetrics>>>,
+    listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
+    local_responses: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
+    reload_success: AtomicU64,
+    reload_failure: AtomicU64,
+    access_log_dropped: AtomicU64,
+}
+
+fn get_or_create<K: Ord + Clone, V: Default>(map: &Mutex<BTreeMap<K, Arc<V>>>, key: &K) -> Arc<V> {
+    // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    map.entry(key.clone()).or_default().clone()
+}
+
+impl Metrics {
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        get_or_create(&self.inner.routes, &name.to_string())
+    }
+
+    pub fn cluster(&self, name: &str) -> Arc<ClusterMetrics> {
+        get_or_create(&self.inner.clusters, &name.to_string())
+    }
+
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        get_or_create(&self.inner.listeners, &name.to_string())
+    }
+
+    /// A response the gateway answered itself, by error code (`route_not_found`, …).
+    pub fn local_response(&self, code: &'static str) -> Arc<AtomicU64> {
+        get_or_create(&self.inner.local_responses, &code)
+    }
+
+    pub fn reload_succeeded(&self) {
+        self.inner.reload_success.fetch_add(1, Relaxed);
+    }
+
+    pub fn reload_failed(&self) {
+        self.inner.reload_failure.fetch_add(1, Relaxed);
+    }
+
+    pub fn access_log_dropped(&self) {
+        self.inner.access_log_dropped.fetch_add(1, Relaxed);
+    }
+
+    /// Render every series in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let r = &self.inner;
+
+        let routes = r
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        header(
+            &mut out,
+            "portico_requests_total",
+            "counter",
+            "Requests by route and status class.",
+        );
+        for (name, m) in &routes {
+            for (i, counter) in m.by_class.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "portico_requests_total{{route=\"{}\",class=\"{}xx\"}} {}",
+                    escape(name),
+                    i + 1,
+                    counter.load(Relaxed)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "portico_request_duration_seconds",
+            "histogram",
+            "Time from request head to the end of the response, by route.",
+        );
+        for (name, m) in &routes {
+            m.latency.render(
+                &mut out,
+                "portico_request_duration_seconds",
+                &format!("route=\"{}\"", escape(name)),
+            );
+        }
+
+        let clusters = r
+            .clusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        header(
+            &mut out,
+            "portico_upstream_connect_errors_total",
+            "counter",
+            "Failed connection attempts to upstream endpoints.",
+        );
+        for (name, m) in &clusters {
+            let _ = writeln!(
+                out,
+                "portico_upstream_connect_errors_total{{cluster=\"{}\"}} {}",
+                escape(name),
+                m.connect_errors.load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "portico_upstream_connections_opened_total",
+            "counter",
+            "Connections opened to upstream endpoints.",
+        );
+        for (name, m) in &clusters {
+            let _ = writeln!(
+                out,
+                "portico_upstream_connections_opened_total{{cluster=\"{}\"}} {}",
+                escape(name),
+                m.connections_opened.load(Relaxed)
+            );
+        }
+
+        let listeners = r
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        header(
+            &mut out,
+            "portico_active_connections",
+            "gauge",
+            "Open downstream connections.",
+        );
+        for (name, m) in &listeners {
+            let _ = writeln!(
+                out,
+                "portico_active_connections{{listener=\"{}\"}} {}",
+                escape(name),
+                m.active_connections.load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "portico_accepted_connections_total",
+            "counter",
+            "Downstream connections accepted.",
+        );
+        for (name, m) in &listeners {
+            let _ = writeln!(
+                out,
+                "portico_accepted_connections_total{{listener=\"{}\"}} {}",
+                escape(name),
+                m.accepted_connections.load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "portico_connections_closed_total",
+            "counter",
+            "Downstream connections closed by the gateway, by reason.",
+        );
+        for (name, m) in &listeners {
+            let _ = writeln!(
+                out,
+                "portico_connections_closed_total{{listener=\"{}\",reason=\"header_timeout\"}} {}",
+                escape(name),
+                m.header_timeouts.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "portico_connections_closed_total{{listener=\"{}\",reason=\"idle\"}} {}",
+                escape(name),
+                m.idle_closed.load(Relaxed)
+            );
+        }
+
+        let local = r
+            .local_responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        header(
+            &mut out,
+            "portico_local_responses_total",
+            "counter",
+            "Responses the gateway answered itself, by error code.",
+        );
+        for (code, counter) in &local {
+            let _ = writeln!(
+                out,
+                "portico_local_responses_total{{code=\"{code}\"}} {}",
+                counter.load(Relaxed)
+            );
+        }
+
+        header(
+            &mut out,
+            "portico_config_reloads_total",
+            "counter",
+            "Configuration reloads by outcome.",
+        );
+        let _ = writeln!(
+            out,
+            "portico_config_reloads_total{{outcome=\"success\"}} {}",
+            r.reload_success.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "portico_config_reloads_total{{outcome=\"failure\"}} {}",
+            r.reload_failure.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "portico_access_log_dropped_total",
+            "counter",
+            "Access log lines dropped because the writer could not keep up.",
+        );
+        let _ = writeln!(
+            out,
+            "portico_access_log_dropped_total {}",
+            r.access_log_dropped.load(Relaxed)
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escape a label value per the exposition format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_route_and_class_and_survives_lookup_again() {
+        let metrics = Metrics::default();
+        metrics
+            .route("users")
+            .observe(200, Duration::from_millis(3));
+        metrics
+            .route("users")
+            .observe(503, Duration::from_millis(30));
+        let text = metrics.render();
+        assert!(text.contains("portico_requests_total{route=\"users\",class=\"2xx\"} 1"));
+        assert!(text.contains("portico_requests_total{route=\"users\",class=\"5xx\"} 1"));
+        assert!(text
+            .contains("portico_request_duration_seconds_bucket{route=\"users\",le=\"0.005\"} 1"));
+        assert!(text.contains("portico_request_duration_seconds_count{route=\"users\"} 2"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::default();
+        metrics.route("a\"b").observe(200, Duration::ZERO);
+        assert!(metrics.render().contains("route=\"a\\\"b\""));
+    }
+}

@@ -1,0 +1,148 @@
+//! Request body size limit (413), per route.
+//!
+//! Sits first in a route's stack. A request whose `Content-Length` is over the route's limit
+//! is refused before a byte of its body is read — and before any `100 Continue` goes out, so
+//! a well-behaved client does not even send it. A body without a length (chunked, HTTP/2) is
+//! counted while it streams and cut at the limit; the upstream exchange then fails with a
+//! typed error that becomes the 413.
+
+use crate::body::Body;
+use crate::error::GatewayError;
+use http::header::CONTENT_LENGTH;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower_layer::Layer;
+use tower_service::Service;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimitLayer {
+    limit: u64,
+}
+
+impl BodyLimitLayer {
+    pub fn new(limit: u64) -> BodyLimitLayer {
+        BodyLimitLayer { limit }
+    }
+}
+
+impl<S> Layer<S> for BodyLimitLayer {
+    type Service = BodyLimit<S>;
+
+    fn layer(&self, inner: S) -> BodyLimit<S> {
+        BodyLimit {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BodyLimit<S> {
+    inner: S,
+    limit: u64,
+}
+
+impl<S> Service<Request<Body>> for BodyLimit<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // hyper has already refused malformed or conflicting Content-Length values.
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.limit) {
+            return ResponseFuture::Rejected { limit: self.limit };
+        }
+        if let Body::Client { body } = req.body_mut() {
+            body.set_limit(self.limit);
+        }
+        ResponseFuture::Inner {
+            future: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    #[project = ResponseFutureProj]
+    pub enum ResponseFuture<F> {
+        Rejected { limit: u64 },
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, GatewayError>>,
+{
+    type Output = Result<Response<Body>, GatewayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Rejected { limit } => {
+                Poll::Ready(Err(GatewayError::PayloadTooLarge { limit: *limit }))
+            }
+            ResponseFutureProj::Inner { future } => future.poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Clone)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Service<Request<Body>> for Counting {
+        type Response = Response<Body>;
+        type Error = GatewayError;
+        type Future = std::future::Ready<Result<Response<Body>, GatewayError>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(Response::new(Body::empty())))
+        }
+    }
+
+    fn request(len: u64) -> Request<Body> {
+        Request::builder()
+            .header(CONTENT_LENGTH, len)
+            .body(Body::full(vec![b'x'; len as usize]))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn over_limit_is_refused_without_calling_the_backend() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = BodyLimitLayer::new(10).layer(Counting(calls.clone()));
+        let err = svc.call(request(11)).await.expect_err("413");
+        assert!(matches!(err, GatewayError::PayloadTooLarge { limit: 10 }));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn at_limit_passes() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = BodyLimitLayer::new(10).layer(Counting(calls.clone()));
+        svc.call(request(10)).await.expect("passes");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,347 @@
+//! Listeners, connections and the gateway's lifecycle: bind, serve, reload, drain.
+//!
+//! [`Gateway::bind`] binds every listener (and the admin listener) up front, so a caller —
+//! `main`, or a test using `127.0.0.1:0` — knows the real addresses before serving starts.
+//! [`Gateway::run`] accepts connections until its shutdown future resolves, then stops
+//! accepting, asks every connection to finish its in-flight requests (HTTP/2 gets a
+//! GOAWAY, idle HTTP/1.1 connections close at once) and waits up to the drain deadline.
+//!
+//! Each connection is one task: the socket wrapped in the connection guard, served by
+//! hyper-util's auto builder (HTTP/1.1, or HTTP/2 when the client starts with the h2c
+//! preface), with one timer that enforces the header-read and idle budgets.
+
+pub mod conn_guard;
+
+use crate::admin;
+use crate::config::model::{Config, Listener};
+use crate::config::reload::{self, ReloadHandle};
+use crate::error::GatewayError;
+use crate::gateway::{self, BuildError, ConnInfo, ListenerContext, Runtime, Shared};
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use conn_guard::{ConnState, GuardedIo, Verdict};
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} (listener {name})")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+struct BoundListener {
+    context: Arc<ListenerContext>,
+    listener: TcpListener,
+}
+
+/// A gateway with its sockets bound, ready to [`run`](Gateway::run).
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Vec<BoundListener>,
+    admin: Option<TcpListener>,
+    reload: ReloadHandle,
+}
+
+impl Gateway {
+    /// Build the runtime from `config` and bind every listener. `config_path` enables reloads
+    /// (SIGHUP and the file watch) from that file.
+    pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, StartError> {
+        let metrics = Metrics::default();
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let bound = TcpListener::bind(listener.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: listener.name.clone(),
+                    address: listener.address,
+                    source,
+                })?;
+            listeners.push(BoundListener {
+                context: Arc::new(ListenerContext {
+                    name: listener.name.as_str().into(),
+                    config: listener.clone(),
+                    metrics: metrics.listener(&listener.name),
+                }),
+                listener: bound,
+            });
+        }
+        let admin = match &config.admin {
+            Some(settings) => Some(TcpListener::bind(settings.address).await.map_err(
+                |source| StartError::Bind {
+                    name: "admin".into(),
+                    address: settings.address,
+                    source,
+                },
+            )?),
+            None => None,
+        };
+        let runtime = Runtime::build(config, None, &metrics)?;
+        let shared = Arc::new(Shared::new(runtime, metrics));
+        let reload = ReloadHandle::new(shared.clone(), config_path);
+        Ok(Gateway {
+            shared,
+            listeners,
+            admin,
+            reload,
+        })
+    }
+
+    /// The bound address of a listener (with the real port when the config said `:0`).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| &*l.context.name == name)
+            .and_then(|l| l.listener.local_addr().ok())
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|l| Some((l.context.name.to_string(), l.listener.local_addr().ok()?)))
+            .collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics.clone()
+    }
+
+    /// Serve until `shutdown` resolves, then drain. Returns once every connection has
+    /// finished or the drain deadline has passed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Every connection task holds a clone; `recv` returns None once all have ended.
+        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+
+        for bound in self.listeners {
+            tokio::spawn(accept_loop(
+                bound,
+                self.shared.clone(),
+                stop_rx.clone(),
+                drain_tx.clone(),
+            ));
+        }
+        if let Some(listener) = self.admin {
+            tokio::spawn(admin::serve(listener, self.shared.clone(), stop_rx.clone()));
+        }
+        reload::spawn_watchers(self.reload.clone(), stop_rx.clone());
+        drop(drain_tx);
+
+        shutdown.await;
+        self.shared.draining.store(true, Relaxed);
+        let deadline = self.shared.runtime.load().config.runtime.drain_timeout;
+        tracing::info!(drain_timeout = ?deadline, "shutting down: draining connections");
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(deadline, drain_rx.recv()).await {
+            Ok(_) => tracing::info!("all connections drained"),
+            Err(_) => tracing::warn!("drain deadline reached with connections still open"),
+        }
+    }
+}
+
+/// Resolves once shutdown has been signalled (at once if it already was).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The borrow guard `wait_for` returns is dropped here, never held across an await.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// hyper's server settings for one listener. The auto builder serves HTTP/1.1 and detects
+/// the HTTP/2 prior-knowledge preface (h2c) by itself.
+fn http_builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
+    let limits = &listener.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    {
+        let mut h1 = builder.http1();
+        // The read buffer bounds the request head: hyper answers 431 past it.
+        h1.max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true)
+            .half_close(false);
+        // hyper keeps up to 100 header slots on the stack; any explicit value moves them to
+        // the heap for every request, so only set it when it differs.
+        if limits.max_headers != 100 {
+            h1.max_headers(limits.max_headers);
+        }
+        // Header read and idle timeouts are the connection guard's job (one timer per
+        // connection instead of one per request).
+        h1.header_read_timeout(None);
+    }
+    builder
+        .http2()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+async fn accept_loop(
+    bound: BoundListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    let BoundListener { context, listener } = bound;
+    let builder = Arc::new(http_builder(&context.config));
+    let permits = Arc::new(Semaphore::new(context.config.limits.max_connections));
+    let on_parser_error = parser_error_renderer(shared.clone());
+    loop {
+        // At max_connections, stop accepting: new clients wait in the kernel backlog.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = crate::server::stopped(&mut stop) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = crate::server::stopped(&mut stop) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                context.metrics.accepted_connections.fetch_add(1, Relaxed);
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    context.clone(),
+                    shared.clone(),
+                    builder.clone(),
+                    on_parser_error.clone(),
+                    stop.clone(),
+                    (permit, drain.clone()),
+                ));
+            }
+            Err(error) => {
+                // Out of file descriptors or similar: back off briefly instead of spinning.
+                tracing::warn!(listener = %context.name, error = %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(listener = %context.name, "listener closed");
+}
+
+type ParserErrorRenderer = Arc<dyn Fn(&GatewayError) -> Bytes + Send + Sync>;
+
+/// The raw HTTP/1.1 answer that replaces hyper's bare parse-error response.
+fn parser_error_renderer(shared: Arc<Shared>) -> ParserErrorRenderer {
+    Arc::new(move |error: &GatewayError| {
+        let class = error.class();
+        shared
+            .metrics
+            .local_response(class.code)
+            .fetch_add(1, Relaxed);
+        let id = shared.request_ids.next();
+        let id = id.to_str().unwrap_or("");
+        tracing::info!(request_id = id, error = %error, "request refused by the HTTP parser");
+        let body = crate::error::error_json(class.code, &error.to_string(), id);
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {}\r\n\r\n",
+            class.status.as_str(),
+            class.status.canonical_reason().unwrap_or(""),
+            body.len(),
+            id
+        );
+        let mut out = Vec::with_capacity(head.len() + body.len());
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&body);
+        Bytes::from(out)
+    })
+}
+
+/// Decrements the active-connection gauge however the task ends.
+struct ActiveGuard(Arc<crate::metrics::ListenerMetrics>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: Arc<ListenerContext>,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    on_parser_error: ParserErrorRenderer,
+    mut stop: watch::Receiver<bool>,
+    _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+) {
+    context.metrics.active_connections.fetch_add(1, Relaxed);
+    let _active = ActiveGuard(context.metrics.clone());
+    let _ = stream.set_nodelay(true);
+    let state = Arc::new(ConnState::new());
+    let info = Arc::new(ConnInfo {
+        listener: context.clone(),
+        peer,
+        peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        state: state.clone(),
+    });
+    let io = TokioIo::new(GuardedIo::new(stream, state.clone(), on_parser_error));
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(gateway::handle(shared, info, req).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+
+    let limits = &context.config.limits;
+    let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
+    tokio::pin!(timer);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+                }
+                break;
+            }
+            _ = crate::server::stopped(&mut stop), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = &mut timer, if !closing => match state.check(limits.idle_timeout, limits.header_read_timeout) {
+                Verdict::Wait(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
+                Verdict::Idle => {
+                    context.metrics.idle_closed.fetch_add(1, Relaxed);
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                Verdict::HeadTimeout => {
+                    context.metrics.header_timeouts.fetch_add(1, Relaxed);
+                    tracing::info!(peer = %peer, "request head not received in time; closing");
+                    break;
+                }
+            }
+        }
+    }
+}

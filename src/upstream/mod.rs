@@ -1,0 +1,295 @@
+//! Upstream clusters: the last stop of a request inside the gateway.
+//!
+//! A [`Cluster`] is a named set of endpoints with a connection pool per endpoint
+//! ([`pool`]). [`Cluster::send`] picks an endpoint (round robin), takes a pooled connection
+//! or dials a new one, and sends the request, moving on to the next endpoint when a
+//! connection cannot be opened — the request has not left the gateway then, so this is
+//! always safe. [`UpstreamService`] is the same thing as the innermost tower service of a
+//! route's stack. WebSocket and other HTTP/1.1 upgrades get a dedicated connection that is
+//! joined to the client's ([`tunnel`]).
+//!
+//! Clusters are built with the runtime and carried over by a reload when their
+//! configuration is unchanged, so pooled connections survive reloads.
+
+pub mod pool;
+pub mod tunnel;
+
+use crate::body::{Body, UpstreamBody};
+use crate::config::model;
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use pool::{ConnectError, EndpointPool, Lease};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The client side of an HTTP/1.1 upgrade, carried in the request's extensions from the
+/// gateway (which took it from hyper) to the upstream (which joins it to the backend's side).
+#[derive(Clone)]
+pub struct DownstreamUpgrade(pub hyper::upgrade::OnUpgrade);
+
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub config: model::Cluster,
+    endpoints: Vec<Arc<EndpointPool>>,
+    next: AtomicUsize,
+}
+
+impl Cluster {
+    pub fn new(config: &model::Cluster, metrics: &Metrics) -> Cluster {
+        let cluster_metrics = metrics.cluster(&config.name);
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                Arc::new(EndpointPool::new(
+                    endpoint.clone(),
+                    config.protocol,
+                    config.connect_timeout,
+                    config.pool.clone(),
+                    cluster_metrics.clone(),
+                ))
+            })
+            .collect();
+        Cluster {
+            name: config.name.as_str().into(),
+            config: config.clone(),
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[Arc<EndpointPool>] {
+        &self.endpoints
+    }
+
+    /// Send one request to the cluster.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, GatewayError> {
+        let upgrade = req.extensions_mut().remove::<DownstreamUpgrade>();
+        let count = self.endpoints.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        let mut last_error = None;
+        for attempt in 0..count {
+            let endpoint = &self.endpoints[(start + attempt) % count];
+            let outcome = match (endpoint.protocol(), &upgrade) {
+                (model::UpstreamProtocol::Http2, _) => self.send_http2(endpoint, req).await,
+                (model::UpstreamProtocol::Http1, Some(client_side)) => {
+                    self.send_upgrade(endpoint, req, client_side.clone()).await
+                }
+                (model::UpstreamProtocol::Http1, None) => self.send_http1(endpoint, req).await,
+            };
+            match outcome {
+                Attempt::Done(result) => return result,
+                Attempt::NotSent(request, error) => {
+                    tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
+                    req = request;
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(match last_error {
+            Some(ConnectError::Timeout { .. }) => GatewayError::UpstreamConnectTimeout {
+                cluster: self.name.to_string(),
+                timeout: self.config.connect_timeout,
+            },
+            Some(ConnectError::Io { source, .. }) => GatewayError::UpstreamConnect {
+                cluster: self.name.to_string(),
+                source,
+            },
+            Some(ConnectError::Handshake { source, .. }) => GatewayError::UpstreamHandshake(source),
+            None => GatewayError::UpstreamConnect {
+                cluster: self.name.to_string(),
+                source: std::io::Error::other("the cluster has no endpoints"),
+            },
+        })
+    }
+
+    async fn send_http1(&self, endpoint: &Arc<EndpointPool>, req: Request<Body>) -> Attempt {
+        let mut req = to_http1(req);
+        if let Some(mut lease) = endpoint.checkout_http1().await {
+            match lease.sender().try_send_request(req).await {
+                Ok(response) => return Attempt::Done(Ok(wrap(response, Some(lease), endpoint))),
+                // The pooled connection closed before our request went out: use a new one.
+                Err(mut error) => match error.take_message() {
+                    Some(request) => req = request,
+                    None => {
+                        return Attempt::Done(Err(GatewayError::from_upstream_send(
+                            error.into_error(),
+                        )))
+                    }
+                },
+            }
+        }
+        let mut lease = match endpoint.connect_http1(false).await {
+            Ok(lease) => lease,
+            Err(error) => return Attempt::NotSent(req, error),
+        };
+        match lease.sender().try_send_request(req).await {
+            Ok(response) => Attempt::Done(Ok(wrap(response, Some(lease), endpoint))),
+            Err(mut error) => match error.take_message() {
+                // Closed right after the handshake, before anything was written.
+                Some(request) => Attempt::NotSent(
+                    request,
+                    ConnectError::Handshake {
+                        endpoint: endpoint.label.to_string(),
+                        source: error.into_error(),
+                    },
+                ),
+                None => Attempt::Done(Err(GatewayError::from_upstream_send(error.into_error()))),
+            },
+        }
+    }
+
+    async fn send_upgrade(
+        &self,
+        endpoint: &Arc<EndpointPool>,
+        req: Request<Body>,
+        client_side: DownstreamUpgrade,
+    ) -> Attempt {
+        let req = to_http1(req);
+        let mut lease = match endpoint.connect_http1(true).await {
+            Ok(lease) => lease,
+            Err(error) => return Attempt::NotSent(req, error),
+        };
+        match lease.sender().send_request(req).await {
+            Ok(mut response) => {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let backend_side = hyper::upgrade::on(&mut response);
+                    tunnel::spawn(client_side.0, backend_side, endpoint.label.clone());
+                }
+                // Never pooled: after a 101 the connection belongs to the tunnel.
+                Attempt::Done(Ok(wrap(response, None, endpoint)))
+            }
+            Err(error) => Attempt::Done(Err(GatewayError::from_upstream_send(error))),
+        }
+    }
+
+    async fn send_http2(&self, endpoint: &Arc<EndpointPool>, req: Request<Body>) -> Attempt {
+        let mut req = match to_http2(req, endpoint) {
+            Ok(req) => req,
+            Err(error) => return Attempt::Done(Err(error)),
+        };
+        // Two tries: the shared connection may have just closed; the second try dials anew.
+        for _ in 0..2 {
+            let mut sender = match endpoint.http2_sender().await {
+                Ok(sender) => sender,
+                Err(error) => return Attempt::NotSent(req, error),
+            };
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Attempt::Done(Ok(wrap(response, None, endpoint))),
+                Err(mut error) => match error.take_message() {
+                    Some(request) => req = request,
+                    None => {
+                        return Attempt::Done(Err(GatewayError::from_upstream_send(
+                            error.into_error(),
+                        )))
+                    }
+                },
+            }
+        }
+        Attempt::Done(Err(GatewayError::UpstreamConnect {
+            cluster: self.name.to_string(),
+            source: std::io::Error::other(
+                "the HTTP/2 connection closed before the request was sent",
+            ),
+        }))
+    }
+}
+
+enum Attempt {
+    Done(Result<Response<Body>, GatewayError>),
+    /// The request never left: it may go to another endpoint.
+    NotSent(Request<Body>, ConnectError),
+}
+
+fn wrap(
+    response: Response<Incoming>,
+    lease: Option<Lease>,
+    endpoint: &Arc<EndpointPool>,
+) -> Response<Body> {
+    let label = endpoint.label.clone();
+    response.map(|incoming| Body::Upstream {
+        body: UpstreamBody::new(incoming, lease, label),
+    })
+}
+
+/// HTTP/1.1 upstreams get origin-form targets (`/path?query`) and version 1.1, whatever the
+/// client spoke.
+fn to_http1(mut req: Request<Body>) -> Request<Body> {
+    *req.version_mut() = Version::HTTP_11;
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+    }
+    req
+}
+
+/// HTTP/2 upstreams need `:scheme` and `:authority`: taken from the Host header (which
+/// HTTP/2 carries as `:authority` instead), falling back to the endpoint address.
+fn to_http2(
+    mut req: Request<Body>,
+    endpoint: &EndpointPool,
+) -> Result<Request<Body>, GatewayError> {
+    *req.version_mut() = Version::HTTP_2;
+    let authority = match req.headers_mut().remove(HOST) {
+        Some(host) => Authority::try_from(host.as_bytes()).ok(),
+        None => req.uri().authority().cloned(),
+    };
+    let authority = match authority {
+        Some(authority) => authority,
+        None => Authority::try_from(endpoint.label.as_ref())
+            .map_err(|e| GatewayError::BadUpstreamRequest(e.into()))?,
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path);
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| GatewayError::BadUpstreamRequest(e.into()))?;
+    Ok(req)
+}
+
+/// The innermost service of every route stack: forwards to the route's cluster.
+#[derive(Clone)]
+pub struct UpstreamService {
+    cluster: Arc<Cluster>,
+}
+
+impl UpstreamService {
+    pub fn new(cluster: Arc<Cluster>) -> UpstreamService {
+        UpstreamService { cluster }
+    }
+}
+
+impl tower_service::Service<Request<Body>> for UpstreamService {
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let cluster = self.cluster.clone();
+        Box::pin(async move { cluster.send(req).await })
+    }
+}

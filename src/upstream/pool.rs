@@ -1,0 +1,254 @@
+//! Connections to one upstream endpoint: dialing, HTTP handshakes and the idle pool.
+//!
+//! HTTP/1.1 connections are `hyper::client::conn` senders kept in a small LIFO stack per
+//! endpoint (the most recently used connection is the warmest and least likely to have been
+//! closed by the backend). A sender leaves the stack for exactly one exchange and comes back
+//! through [`Lease::release`] when the response body has been read to its end. HTTP/2 (h2c)
+//! endpoints share one multiplexed connection, replaced when it closes. Each connection's
+//! driver runs in its own task, spawned once per connection, never per request.
+
+use crate::body::Body;
+use crate::config::model::{Endpoint, PoolSettings, UpstreamProtocol};
+use crate::metrics::ClusterMetrics;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connection to {endpoint} failed")]
+    Io {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connection to {endpoint} timed out")]
+    Timeout { endpoint: String },
+    #[error("HTTP handshake with {endpoint} failed")]
+    Handshake {
+        endpoint: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// A sender ready for one request.
+pub enum Sender {
+    Http1(http1::SendRequest<Body>),
+    Http2(http2::SendRequest<Body>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// The pool of one endpoint.
+pub struct EndpointPool {
+    pub endpoint: Endpoint,
+    /// `host:port` as text, for logs.
+    pub label: Arc<str>,
+    /// Resolved once when the endpoint is an IP literal; DNS names resolve per new connection.
+    literal: Option<SocketAddr>,
+    protocol: UpstreamProtocol,
+    connect_timeout: Duration,
+    settings: PoolSettings,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    metrics: Arc<ClusterMetrics>,
+}
+
+/// One checked-out HTTP/1.1 connection. Dropping it without [`Lease::release`] closes it
+/// (the right thing for a connection whose response was not read to the end).
+pub struct Lease {
+    pool: Arc<EndpointPool>,
+    sender: http1::SendRequest<Body>,
+}
+
+impl Lease {
+    pub fn release(self) {
+        self.pool.put_back(self.sender);
+    }
+}
+
+impl EndpointPool {
+    pub fn new(
+        endpoint: Endpoint,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        settings: PoolSettings,
+        metrics: Arc<ClusterMetrics>,
+    ) -> EndpointPool {
+        let literal = endpoint
+            .host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, endpoint.port));
+        EndpointPool {
+            label: endpoint.to_string().into(),
+            endpoint,
+            literal,
+            protocol,
+            connect_timeout,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    /// A warm HTTP/1.1 connection from the pool, if one is alive and ready.
+    pub async fn checkout_http1(self: &Arc<Self>) -> Option<Lease> {
+        loop {
+            let idle = {
+                let mut stack = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                stack.pop()
+            }?;
+            let mut sender = idle.sender;
+            if sender.is_closed() || idle.since.elapsed() > self.settings.idle_timeout {
+                continue;
+            }
+            // Normally ready at once; a connection that just finished its previous exchange
+            // may need its driver to run first. An error means it closed: try the next one.
+            if sender.ready().await.is_ok() {
+                return Some(Lease {
+                    pool: self.clone(),
+                    sender,
+                });
+            }
+        }
+    }
+
+    fn put_back(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut stack = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if stack.len() < self.settings.max_idle_per_endpoint {
+            stack.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new HTTP/1.1 connection. With `upgrades`, the connection can be taken over after a
+    /// `101 Switching Protocols` (WebSocket); such a connection never returns to the pool.
+    pub async fn connect_http1(self: &Arc<Self>, upgrades: bool) -> Result<Lease, ConnectError> {
+        let io = self.dial().await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                endpoint: self.label.to_string(),
+                source,
+            })?;
+        let label = self.label.clone();
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(err) = conn.with_upgrades().await {
+                    tracing::debug!(upstream = %label, error = %err, "upstream connection ended");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(upstream = %label, error = %err, "upstream connection ended");
+                }
+            });
+        }
+        Ok(Lease {
+            pool: self.clone(),
+            sender,
+        })
+    }
+
+    /// The shared HTTP/2 connection, opened on first use and replaced once it has closed.
+    pub async fn http2_sender(self: &Arc<Self>) -> Result<http2::SendRequest<Body>, ConnectError> {
+        {
+            let shared = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
+                return Ok(sender.clone());
+            }
+        }
+        let io = self.dial().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                endpoint: self.label.to_string(),
+                source,
+            })?;
+        let label = self.label.clone();
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(upstream = %label, error = %err, "upstream h2 connection ended");
+            }
+        });
+        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn dial(&self) -> Result<TokioIo<TcpStream>, ConnectError> {
+        let attempt = async {
+            match self.literal {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port)).await,
+            }
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                self.metrics.connect_errors.fetch_add(1, Relaxed);
+                return Err(ConnectError::Io {
+                    endpoint: self.label.to_string(),
+                    source,
+                });
+            }
+            Err(_) => {
+                self.metrics.connect_errors.fetch_add(1, Relaxed);
+                return Err(ConnectError::Timeout {
+                    endpoint: self.label.to_string(),
+                });
+            }
+        };
+        // Small request/response exchanges: don't let Nagle hold back the last segment.
+        let _ = stream.set_nodelay(true);
+        self.metrics.connections_opened.fetch_add(1, Relaxed);
+        Ok(TokioIo::new(stream))
+    }
+
+    /// Number of idle pooled HTTP/1.1 connections (for tests and the admin view).
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Lease {
+    pub fn sender(&mut self) -> &mut http1::SendRequest<Body> {
+        &mut self.sender
+    }
+
+    pub fn pool(&self) -> &Arc<EndpointPool> {
+        &self.pool
+    }
+}
+
+impl Sender {
+    pub fn is_http2(&self) -> bool {
+        matches!(self, Sender::Http2(_))
+    }
+}

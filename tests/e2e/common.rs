@@ -1,0 +1,307 @@
+//! Test support: a real gateway on 127.0.0.1:0, real backends, a real client.
+//!
+//! Nothing here sleeps to synchronise: tests wait on readiness (bound sockets, channels,
+//! reload status) and bound every wait with a generous timeout so a bug fails the test
+//! instead of hanging it.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico::config::reload::ReloadHandle;
+use portico::Gateway;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any single wait in a test: a failure, not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub reload: ReloadHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// Start a gateway from YAML text (listeners should use 127.0.0.1:0).
+    pub async fn start(yaml: &str) -> TestGateway {
+        let config = portico::config::load_str(yaml, "test.yaml")
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::start_config(config, None).await
+    }
+
+    /// Start from a file, so reloads read it.
+    pub async fn start_file(path: PathBuf) -> TestGateway {
+        let config = portico::config::load_file(&path)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::start_config(config, Some(path)).await
+    }
+
+    async fn start_config(
+        config: portico::config::model::Config,
+        path: Option<PathBuf>,
+    ) -> TestGateway {
+        let gateway = Gateway::bind(config, path).await.expect("gateway binds");
+        let addr = gateway.listeners()[0].1;
+        let admin = gateway.admin_addr();
+        let reload = gateway.reload_handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.run(async move {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            addr,
+            admin,
+            reload,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Begin shutdown; the returned handle resolves once draining is over.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("gateway still running")
+    }
+
+    pub async fn shutdown(mut self) {
+        let task = self.begin_shutdown();
+        within("gateway shutdown", task)
+            .await
+            .expect("gateway task");
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub type BoxBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(data: impl Into<Bytes>) -> BoxBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A backend on 127.0.0.1:0 serving HTTP/1.1 and h2c with `handler`.
+pub async fn backend<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that answers every request with a JSON description of what it received:
+/// `{"name", "method", "path", "query", "version", "headers": {name: [values]}, "body"}`.
+pub async fn echo_backend(name: &'static str) -> SocketAddr {
+    backend(move |req: Request<Incoming>| async move {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut headers = serde_json::Map::new();
+        for key in parts.headers.keys() {
+            let values: Vec<serde_json::Value> = parts
+                .headers
+                .get_all(key)
+                .iter()
+                .map(|v| {
+                    serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                })
+                .collect();
+            headers.insert(key.as_str().to_string(), values.into());
+        }
+        let description = serde_json::json!({
+            "name": name,
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "version": format!("{:?}", parts.version),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        });
+        Response::builder()
+            .header("content-type", "application/json")
+            .header("x-backend", name)
+            .body(full(description.to_string()))
+            .expect("response")
+    })
+    .await
+}
+
+/// A loopback port with nothing listening on it.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
+
+/// A response as the test sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the gateway's own JSON error shape and returns the error code.
+    pub fn error_code(&self) -> String {
+        assert_eq!(
+            self.headers.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
+        let json = self.json();
+        let id = json["error"]["request_id"].as_str().expect("request_id");
+        assert!(!id.is_empty(), "request id present");
+        assert!(json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        json["error"]["code"].as_str().expect("code").to_string()
+    }
+}
+
+/// Send one request over a new HTTP/1.1 connection.
+pub async fn send(addr: SocketAddr, req: Request<BoxBody>) -> Reply {
+    within("an HTTP/1.1 exchange", async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let response = sender.send_request(req).await.expect("response");
+        collect(response).await
+    })
+    .await
+}
+
+/// Send one request over a new h2c (prior knowledge) connection.
+pub async fn send_h2(addr: SocketAddr, req: Request<BoxBody>) -> Reply {
+    within("an h2c exchange", async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let response = sender.send_request(req).await.expect("response");
+        collect(response).await
+    })
+    .await
+}
+
+pub async fn collect(response: Response<Incoming>) -> Reply {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// GET `path` with `Host: host` (HTTP/1.1).
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(full(""))
+        .expect("request");
+    send(addr, req).await
+}
+
+/// Write raw bytes, then read until the server closes the connection.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    within("a raw exchange", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(bytes).await.expect("write");
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+}
+
+/// A config with one listener on 127.0.0.1:0, access log off, and the given clusters and
+/// routes sections (YAML text, already indented at top level).
+pub fn config(clusters_and_routes: &str) -> String {
+    format!(
+        "access_log: {{ enabled: false }}\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\n{clusters_and_routes}"
+    )
+}
+
+/// `GET /metrics` from the admin listener.
+pub async fn metrics(admin: SocketAddr) -> String {
+    get(admin, "admin", "/metrics").await.text()
+}

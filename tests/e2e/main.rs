@@ -1,0 +1,15 @@
+//! End-to-end tests: the real gateway on 127.0.0.1:0 in front of real backends, driven by
+//! a real HTTP client. One test binary (faster to build and link than one per file).
+
+mod common;
+
+mod admission;
+mod cli;
+mod headers;
+mod lifecycle;
+mod limits;
+mod protocols;
+mod reload;
+mod routing;
+mod streaming;
+mod upstream_errors;

@@ -1,0 +1,115 @@
+//! Protocol bridging: h2c clients to HTTP/1.1 backends and back, and WebSocket upgrades.
+
+use crate::common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode, Version};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn an_h2c_client_reaches_an_http1_backend() {
+    let users = echo_backend("users").await;
+    let gw = TestGateway::start(&config(&format!(
+        "clusters:\n  - {{ name: users, endpoints: [\"{users}\"], protocol: http1 }}\nroutes:\n  - {{ cluster: users, match: {{ host: api.example.com }} }}\n"
+    )))
+    .await;
+    let req = Request::post(format!("http://api.example.com/things?x=1"))
+        .version(Version::HTTP_2)
+        .body(full("h2 body"))
+        .expect("req");
+    let reply = send_h2(gw.addr, req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let json = reply.json();
+    assert_eq!(json["version"], "HTTP/1.1");
+    assert_eq!(json["path"], "/things");
+    assert_eq!(json["body"], "h2 body");
+    assert_eq!(
+        json["headers"]["host"][0], "api.example.com",
+        ":authority becomes Host"
+    );
+    assert_eq!(reply.headers["x-request-id"].len(), 32);
+}
+
+#[tokio::test]
+async fn an_http1_client_reaches_an_h2c_backend_over_one_multiplexed_connection() {
+    let users = echo_backend("users").await;
+    let gw = TestGateway::start(&config(&format!(
+        "clusters:\n  - {{ name: users, endpoints: [\"{users}\"], protocol: http2 }}\nroutes:\n  - {{ cluster: users }}\n"
+    )))
+    .await;
+    let mut exchanges = Vec::new();
+    for i in 0..10 {
+        let addr = gw.addr;
+        exchanges.push(tokio::spawn(async move {
+            let req = Request::post(format!("/n/{i}"))
+                .header("host", "api.example.com")
+                .body(full(format!("body {i}")))
+                .expect("req");
+            send(addr, req).await
+        }));
+    }
+    for (i, exchange) in exchanges.into_iter().enumerate() {
+        let reply = within("an exchange", exchange).await.expect("task");
+        assert_eq!(reply.status, StatusCode::OK);
+        let json = reply.json();
+        assert_eq!(json["version"], "HTTP/2.0");
+        assert_eq!(json["path"], format!("/n/{i}"));
+        assert_eq!(json["body"], format!("body {i}"));
+    }
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let ws_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() || message.is_binary() {
+                        if ws.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let gw = TestGateway::start(&config(&format!(
+        "clusters:\n  - {{ name: ws, endpoints: [\"{ws_addr}\"] }}\nroutes:\n  - {{ cluster: ws, match: {{ path_prefix: /ws }} }}\n"
+    )))
+    .await;
+
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut ws, response) = within(
+        "the websocket handshake",
+        tokio_tungstenite::client_async(format!("ws://{}/ws/echo", gw.addr), stream),
+    )
+    .await
+    .expect("handshake through the gateway");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert!(response.headers().contains_key("x-request-id"));
+    for text in ["hello", "through", "portico"] {
+        ws.send(Message::text(text)).await.expect("send");
+        let echoed = within("an echo", ws.next())
+            .await
+            .expect("message")
+            .expect("ok");
+        assert_eq!(echoed.into_text().expect("text").as_str(), text);
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .expect("send");
+    let echoed = within("a binary echo", ws.next())
+        .await
+        .expect("message")
+        .expect("ok");
+    assert_eq!(echoed.into_data().as_ref(), &[0u8, 1, 2, 255]);
+    ws.close(None).await.expect("close");
+}
