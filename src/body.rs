@@ -34,7 +34,9 @@ pub enum BodyError {
 
 pin_project! {
     #[project = BodyProj]
+    #[derive(Default)]
     pub enum Body {
+        #[default]
         Empty,
         Full { data: Option<Bytes> },
         Client { #[pin] body: ClientBody },
@@ -54,12 +56,6 @@ impl Body {
         } else {
             Body::Full { data: Some(data) }
         }
-    }
-}
-
-impl Default for Body {
-    fn default() -> Self {
-        Body::Empty
     }
 }
 

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use portico::config::{self, model::Config};
 use portico::Gateway;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -131,7 +131,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn validate(path: &PathBuf) -> ExitCode {
+fn validate(path: &Path) -> ExitCode {
     match config::load_file(path) {
         Ok(config) => {
             println!(
@@ -150,7 +150,7 @@ fn validate(path: &PathBuf) -> ExitCode {
     }
 }
 
-fn explain(path: &PathBuf, method: &str, url: &str, headers: &[String]) -> anyhow::Result<()> {
+fn explain(path: &Path, method: &str, url: &str, headers: &[String]) -> anyhow::Result<()> {
     let config = config::load_file(path)?;
     let report = portico::explain::explain(&config, method, url, headers)?;
     print!("{report}");

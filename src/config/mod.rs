@@ -6,8 +6,8 @@
 //!    parser, duplicate keys and multiple documents rejected);
 //! 3. substitute `${ENV}` references while converting the tree to JSON (`env.rs`), noting
 //!    which values were secrets;
-//! 4. deserialise into the serde mirror of the file ([`file`]) section by section and element
-//!    by element, so one typo does not hide the next (`structure.rs`);
+//! 4. deserialise into the serde mirror of the file ([`file`](mod@file)) section by section
+//!    and element by element, so one typo does not hide the next (`structure.rs`);
 //! 5. check meaning and cross-references and build the typed [`Config`] (`validate.rs`,
 //!    with `units.rs` for durations and sizes).
 //!

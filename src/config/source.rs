@@ -194,6 +194,11 @@ pub(crate) struct Entry {
 }
 
 impl Node {
+    fn is_empty_plain(&self) -> bool {
+        self.tag.is_none()
+            && matches!(&self.kind, NodeKind::Scalar { text, style: ScalarStyle::Plain } if text.is_empty())
+    }
+
     fn count(&self) -> usize {
         1 + match &self.kind {
             NodeKind::Scalar { .. } => 0,
@@ -324,7 +329,13 @@ impl TreeBuilder<'_> {
                     }
                     let key_node = self.node(event, key_mark, depth + 1)?;
                     let (event, value_mark) = self.next()?;
-                    let value = self.node(event, value_mark, depth + 1)?;
+                    let mut value = self.node(event, value_mark, depth + 1)?;
+                    // An empty value (`limits:` with nothing after it) is marked by the parser
+                    // where the next token starts, often lines later; its key is the useful
+                    // place to point at.
+                    if value.is_empty_plain() {
+                        value.pos = key_node.pos;
+                    }
                     let key = match key_node.kind {
                         NodeKind::Scalar { text, .. } => Some(text),
                         NodeKind::Sequence(_) | NodeKind::Mapping(_) => None,
@@ -697,6 +708,9 @@ mod tests {
             c.map.locate_key(&path("b.e[0].h")),
             Pos { line: 7, column: 7 }
         );
+        // An empty value is placed at its key, not at the next token.
+        let c2 = convert("a:\n\nb: 1\n");
+        assert_eq!(c2.map.locate(&path("a")), Pos { line: 1, column: 1 });
         // Absent values fall back to the nearest enclosing one.
         assert_eq!(c.map.locate(&path("b.e[0].zz")), Pos { line: 6, column: 7 });
         assert_eq!(

@@ -7,8 +7,10 @@
 //! `clusters[3]` would take two runs to fix. Here `runtime`, `admin` and `access_log` are
 //! deserialised as wholes and every element of `listeners`, `clusters` and `routes` on its
 //! own, each through `serde_path_to_error` so the failing key path (and through the
-//! `SourceMap`, its line:column) is known. One problem per failing element: inside an
-//! element serde still stops at the first error, which is nearly always the only one.
+//! `SourceMap`, its line:column) is known. Inside an element serde still stops at the first
+//! error, so the offending key is set aside and the element deserialised again: every
+//! structural mistake is reported, and an element that deserialises without its bad keys
+//! still gets its semantic checks (the file is rejected either way).
 //!
 //! serde's messages are rewritten into the file's vocabulary ("mapping", "list", "whole
 //! number") and misspelt keys get a "did you mean".
@@ -231,6 +233,7 @@ impl Splitter<'_> {
     /// A missing required key, or a wrong type for the element as a whole, ends the retries.
     fn deserialize<T: DeserializeOwned>(&mut self, value: &Value, base: &KeyPath) -> Option<T> {
         let mut value = Cow::Borrowed(value);
+        let mut removed: Vec<Vec<Seg>> = Vec::new();
         for _ in 0..MAX_RETRIES {
             let err = match serde_path_to_error::deserialize::<_, T>(value.as_ref()) {
                 Ok(parsed) => return Some(parsed),
@@ -250,6 +253,14 @@ impl Splitter<'_> {
                 path.push(seg.clone());
             }
             let raw = err.inner().to_string();
+            if let Some(field) = missing_field(&raw) {
+                // A required key we removed for having the wrong type: already reported.
+                let mut missing = inner.clone();
+                missing.push(Seg::Key(field.to_string()));
+                if removed.contains(&missing) {
+                    return None;
+                }
+            }
             let problem = match parse_unknown_field(&raw) {
                 // serde_path_to_error's path already ends with the unknown key.
                 Some((key, expected)) => {
@@ -263,8 +274,12 @@ impl Splitter<'_> {
                 }
             };
             self.problems.push(problem);
-            if raw.starts_with("missing field") || !remove_key(value.to_mut(), &inner) {
+            if missing_field(&raw).is_some() {
                 return None;
+            }
+            match remove_key(value.to_mut(), &inner) {
+                Some(key_path) => removed.push(key_path),
+                None => return None,
             }
         }
         None
@@ -272,12 +287,10 @@ impl Splitter<'_> {
 }
 
 /// Remove the mapping entry that holds the value at `path` (for a list item, the whole list:
-/// removing one item would renumber the rest and misplace later problems). False when
-/// there is no such entry.
-fn remove_key(value: &mut Value, path: &[Seg]) -> bool {
-    let Some(last_key) = path.iter().rposition(|seg| matches!(seg, Seg::Key(_))) else {
-        return false;
-    };
+/// removing one item would renumber the rest and misplace later problems). Returns the path
+/// of the removed entry, `None` when there is no such entry.
+fn remove_key(value: &mut Value, path: &[Seg]) -> Option<Vec<Seg>> {
+    let last_key = path.iter().rposition(|seg| matches!(seg, Seg::Key(_)))?;
     let mut parent = Some(value);
     for seg in &path[..last_key] {
         parent = match (parent, seg) {
@@ -287,9 +300,19 @@ fn remove_key(value: &mut Value, path: &[Seg]) -> bool {
         };
     }
     match (parent, &path[last_key]) {
-        (Some(Value::Object(object)), Seg::Key(key)) => object.remove(key).is_some(),
-        _ => false,
+        (Some(Value::Object(object)), Seg::Key(key)) => {
+            object.remove(key)?;
+            Some(path[..=last_key].to_vec())
+        }
+        _ => None,
     }
+}
+
+/// `missing field `x`` → `x`.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
 }
 
 /// `unknown field `x`, expected one of `a`, `b`` → (`x`, [`a`, `b`]).
@@ -368,10 +391,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Rewrite one of serde's messages in the words of the file.
 fn humanize(message: &str, path: &KeyPath) -> String {
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-    {
+    if let Some(field) = missing_field(message) {
         return format!("missing required key `{field}`");
     }
     if let Some(rest) = message.strip_prefix("invalid length ") {
@@ -492,7 +512,11 @@ mod tests {
                     .to_string()
             )]
         );
-        assert!(parts.routes[0].is_none());
+        // The rest of the element still deserialised, so it gets semantic checks too.
+        let Some(route) = &parts.routes[0] else {
+            panic!("route recovered")
+        };
+        assert_eq!(route.matcher.headers[0].value, None);
     }
 
     #[test]
@@ -553,7 +577,41 @@ routes:
             ]
         );
         assert!(parts.clusters[2].is_some());
-        assert_eq!(parts.unparsed_cluster_names, ["a", "b"]);
+        // `a` recovered once its misspelt key was set aside; `b` lacks a required key.
+        assert!(parts.clusters[0].is_some());
+        assert_eq!(parts.unparsed_cluster_names, ["b"]);
+    }
+
+    #[test]
+    fn several_mistakes_in_one_element_are_all_reported() {
+        let text = "\
+routes:
+  - cluster: [a]
+    timout: 5s
+    match:
+      methods: [GET, 7]
+      pth_prefix: /x
+    max_body_size: {}
+";
+        let (parts, problems) = split_text(text);
+        let found: Vec<_> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.line, p.column))
+            .collect();
+        // serde visits keys in sorted order; problems are sorted by position later.
+        assert_eq!(
+            found,
+            [
+                ("routes[0].cluster", 2, 14),
+                ("routes[0].match.methods[1]", 5, 22),
+                ("routes[0].match.pth_prefix", 6, 7),
+                ("routes[0].max_body_size", 7, 20),
+                ("routes[0].timout", 3, 5),
+            ]
+        );
+        // `cluster` is required and was unusable, so the route is not rebuilt without it
+        // (and "missing required key `cluster`" is not reported on top).
+        assert!(parts.routes[0].is_none());
     }
 
     #[test]

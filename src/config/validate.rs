@@ -56,8 +56,10 @@ const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
 /// What secrets are replaced with in `Config::redacted_dump`.
 pub(crate) const REDACTED: &str = "<redacted>";
 
-/// Check everything and build the [`Config`]. The config is `Some` only when every part
-/// deserialised and no problem was found here.
+/// Check everything and build the [`Config`]. The config is `Some` only when every part is
+/// present and no problem was found here; the caller still refuses it if an earlier stage
+/// reported one (an element is present after `structure.rs` set a bad key aside, so that its
+/// other fields are checked too).
 pub(crate) fn validate(parts: &Parts, map: &SourceMap) -> (Option<Config>, Vec<Problem>) {
     let mut v = Validator {
         map,
@@ -324,9 +326,10 @@ impl Validator<'_> {
                 continue;
             };
             let path = section.index(index);
-            let name_ok = self.unique_name(&path, "listener", &file.name, index, &mut names);
+            let name_ok = self.unique_name(&section, index, "listener", &file.name, &mut names);
             let address = self.socket_addr(&path.key("address"), &file.address);
-            let address = address.and_then(|address| self.unshared_address(&path, file, address));
+            let address =
+                address.and_then(|address| self.unshared_address(index, &file.name, address));
             let limits = self.limits(&path.key("limits"), &file.limits);
             listeners.push(match (name_ok, address, limits) {
                 (true, Some(address), Some(limits)) => Some(Listener {
@@ -344,22 +347,20 @@ impl Validator<'_> {
     /// Names must be non-empty and unique within their list; `seen` maps name → first index.
     fn unique_name<'n>(
         &mut self,
-        element: &KeyPath,
+        section: &KeyPath,
+        index: usize,
         kind: &str,
         name: &'n str,
-        index: usize,
         seen: &mut HashMap<&'n str, usize>,
     ) -> bool {
-        let path = element.key("name");
+        let path = section.index(index).key("name");
         if name.is_empty() {
             self.report(&path, format!("a {kind} name cannot be empty"));
             return false;
         }
         if let Some(first) = seen.get(name) {
-            let Some(Seg::Key(list)) = element.segments().first() else {
-                return false;
-            };
-            let message = format!("duplicate {kind} name `{name}` (also {list}[{first}])");
+            let first = section.index(*first);
+            let message = format!("duplicate {kind} name `{name}` (also {first})");
             self.report(&path, message);
             return false;
         }
@@ -370,14 +371,10 @@ impl Validator<'_> {
     /// Two listeners cannot bind overlapping addresses; port 0 (pick a free port) never clashes.
     fn unshared_address(
         &mut self,
-        element: &KeyPath,
-        file: &ListenerFile,
+        index: usize,
+        name: &str,
         address: SocketAddr,
     ) -> Option<SocketAddr> {
-        let index = match element.segments().last() {
-            Some(Seg::Index(index)) => *index,
-            _ => 0,
-        };
         let clash = self
             .bound
             .iter()
@@ -396,10 +393,11 @@ impl Validator<'_> {
                     address.port()
                 )
             };
-            self.report(&element.key("address"), message);
+            let path = KeyPath::root().key("listeners").index(index).key("address");
+            self.report(&path, message);
             return None;
         }
-        self.bound.push((index, file.name.clone(), address));
+        self.bound.push((index, name.to_string(), address));
         Some(address)
     }
 
@@ -498,7 +496,7 @@ impl Validator<'_> {
                 continue;
             };
             let path = section.index(index);
-            let name_ok = self.unique_name(&path, "cluster", &file.name, index, &mut names);
+            let name_ok = self.unique_name(&section, index, "cluster", &file.name, &mut names);
             let endpoints = self.endpoints(&path.key("endpoints"), &file.endpoints);
             let protocol = match file.protocol.as_deref() {
                 None | Some("http1") => Some(UpstreamProtocol::Http1),
@@ -589,29 +587,7 @@ impl Validator<'_> {
             };
             let path = section.index(index);
 
-            let name = file
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("route-{index}"));
-            let mut name_ok = true;
-            if name.is_empty() {
-                self.report(&path.key("name"), "a route name cannot be empty");
-                name_ok = false;
-            } else if let Some(first) = names.get(&name) {
-                let message = if file.name.is_some() {
-                    format!("duplicate route name `{name}` (also routes[{first}])")
-                } else {
-                    format!(
-                        "this route's default name `{name}` is already used by routes[{first}]; \
-                         give it a name"
-                    )
-                };
-                self.report(&path.key("name"), message);
-                name_ok = false;
-            } else {
-                names.insert(name.clone(), index);
-            }
-
+            let name = self.route_name(&path, index, file, &mut names);
             let cluster = match cluster_index.get(file.cluster.as_str()) {
                 Some(index) => Some(*index),
                 None => {
@@ -658,7 +634,7 @@ impl Validator<'_> {
 
             let route = (|| {
                 Some(Route {
-                    name: name_ok.then_some(name)?,
+                    name: name?,
                     matcher: matcher?,
                     cluster: file.cluster.clone(),
                     cluster_index: cluster?,
@@ -673,6 +649,40 @@ impl Validator<'_> {
             routes.push(route);
         }
         routes
+    }
+
+    /// The route's name (given, or `route-<index>`), unique among routes. A default name can
+    /// clash with a given one (`name: route-3` on another route), so both are checked.
+    fn route_name(
+        &mut self,
+        route: &KeyPath,
+        index: usize,
+        file: &RouteFile,
+        seen: &mut HashMap<String, usize>,
+    ) -> Option<String> {
+        let name = match &file.name {
+            Some(name) => name.clone(),
+            None => format!("route-{index}"),
+        };
+        let path = route.key("name");
+        if name.is_empty() {
+            self.report(&path, "a route name cannot be empty");
+            return None;
+        }
+        if let Some(first) = seen.get(&name) {
+            let message = if file.name.is_some() {
+                format!("duplicate route name `{name}` (also routes[{first}])")
+            } else {
+                format!(
+                    "this route's default name `{name}` is already used by routes[{first}]; give \
+                     it a name"
+                )
+            };
+            self.report(&path, message);
+            return None;
+        }
+        seen.insert(name.clone(), index);
+        Some(name)
     }
 
     fn matcher(&mut self, path: &KeyPath, file: &MatchFile) -> Option<RouteMatch> {
@@ -787,7 +797,7 @@ impl Validator<'_> {
                 match crate::routing::PathTemplate::parse(text) {
                     Ok(_) => Some(PathMatch::Template(text.to_string())),
                     Err(err) => {
-                        self.report(&key_path, format!("invalid path template {text:?}: {err}"));
+                        self.report(&key_path, format!("{text:?}: {err}"));
                         None
                     }
                 }

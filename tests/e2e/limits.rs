@@ -143,7 +143,7 @@ async fn a_client_trickling_its_head_is_cut_by_a_total_budget() {
     // test itself waits on the connection closing.)
     let trickle = tokio::spawn(async move {
         let head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ";
-        for byte in head.iter().chain(std::iter::repeat(&b'a').take(400)) {
+        for byte in head.iter().chain(std::iter::repeat_n(&b'a', 400)) {
             if writer.write_all(&[*byte]).await.is_err() {
                 return;
             }

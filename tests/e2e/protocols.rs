@@ -12,7 +12,7 @@ async fn an_h2c_client_reaches_an_http1_backend() {
         "clusters:\n  - {{ name: users, endpoints: [\"{users}\"], protocol: http1 }}\nroutes:\n  - {{ cluster: users, match: {{ host: api.example.com }} }}\n"
     )))
     .await;
-    let req = Request::post(format!("http://api.example.com/things?x=1"))
+    let req = Request::post("http://api.example.com/things?x=1")
         .version(Version::HTTP_2)
         .body(full("h2 body"))
         .expect("req");
@@ -70,10 +70,9 @@ async fn websocket_echo_through_the_gateway() {
                     return;
                 };
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() || message.is_binary() {
-                        if ws.send(message).await.is_err() {
-                            return;
-                        }
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
+                    {
+                        return;
                     }
                 }
             });

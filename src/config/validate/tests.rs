@@ -536,7 +536,7 @@ fn path_conditions() {
         (
             "{path_template: '/v1/{id'}",
             "match.path_template",
-            "invalid path template \"/v1/{id\": unclosed `{` in path template",
+            "\"/v1/{id\": invalid path template at byte 4: '{' is never closed",
         ),
     ];
     for (yaml, path, message) in cases {
