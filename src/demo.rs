@@ -68,7 +68,7 @@ Backends: users x2 (round robin), reports (HTTP/2 cleartext, streams slowly). Tr
   curl -i http://{public}/v1/nothing -H 'Host: api.example.com'          # 404, JSON error
   curl -N http://{public}/reports/stream                                  # streamed as it is produced
   curl -i --http2-prior-knowledge http://{public}/reports/summary         # h2c to the gateway
-  curl -i 'http://{public}/v1/users/%2e%2e/admin' -H 'Host: api.example.com'   # normalised, stays in /v1/users
+  curl -i 'http://{public}/v1/users/%2e%2e/admin' -H 'Host: api.example.com'   # normalised to /v1/admin: no route, 404
   curl -s http://{admin}/metrics | grep portico_requests_total
   curl -s http://{admin}/config
 
