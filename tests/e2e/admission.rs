@@ -16,9 +16,7 @@ async fn counted_gateway() -> (TestGateway, Arc<AtomicUsize>) {
         }
     })
     .await;
-    let yaml = config(&format!(
-        "clusters:\n  - {{ name: b, endpoints: [\"{addr}\"] }}\nroutes:\n  - {{ cluster: b, max_body_size: 1KiB }}\n"
-    ));
+    let yaml = single_route(addr, ", max_body_size: 1KiB");
     (TestGateway::start(&yaml).await, hits)
 }
 

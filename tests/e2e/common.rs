@@ -233,18 +233,33 @@ impl Reply {
     }
 }
 
+/// A new HTTP/1.1 client connection to `addr`, its driver running in the background.
+pub async fn h1_connection(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<BoxBody> {
+    let stream = within("a connection", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream));
+    let (sender, conn) = within("a handshake", handshake).await.expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// Send one request over a new HTTP/1.1 connection.
 pub async fn send(addr: SocketAddr, req: Request<BoxBody>) -> Reply {
     within("an HTTP/1.1 exchange", async {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
+        let mut sender = h1_connection(addr).await;
         let response = sender.send_request(req).await.expect("response");
         collect(response).await
     })
     .await
+}
+
+/// A config with one cluster `b` at `backend` and one route to it with extra route keys
+/// (e.g. `", timeout: 200ms"`).
+pub fn single_route(backend: SocketAddr, route_keys: &str) -> String {
+    config(&format!(
+        "clusters:\n  - {{ name: b, endpoints: [\"{backend}\"] }}\nroutes:\n  - {{ cluster: b{route_keys} }}\n"
+    ))
 }
 
 /// Send one request over a new h2c (prior knowledge) connection.

@@ -82,9 +82,7 @@ routes:
 #[tokio::test]
 async fn a_callers_request_id_is_kept_and_a_bad_one_replaced() {
     let users = echo_backend("users").await;
-    let yaml = config(&format!(
-        "clusters:\n  - {{ name: users, endpoints: [\"{users}\"] }}\nroutes:\n  - {{ cluster: users }}\n"
-    ));
+    let yaml = single_route(users, "");
     let gw = TestGateway::start(&yaml).await;
 
     let req = Request::get("/")
@@ -110,9 +108,7 @@ async fn a_callers_request_id_is_kept_and_a_bad_one_replaced() {
 #[tokio::test]
 async fn host_rewrite_replaces_the_host_header() {
     let users = echo_backend("users").await;
-    let yaml = config(&format!(
-        "clusters:\n  - {{ name: users, endpoints: [\"{users}\"] }}\nroutes:\n  - {{ cluster: users, host_rewrite: internal.svc }}\n"
-    ));
+    let yaml = single_route(users, ", host_rewrite: internal.svc");
     let gw = TestGateway::start(&yaml).await;
     let json = get(gw.addr, "public.example", "/").await.json();
     assert_eq!(header(&json, "host"), ["internal.svc"]);

@@ -35,12 +35,7 @@ async fn reloading_under_continuous_load_fails_no_request() {
     for _ in 0..4 {
         let addr = gw.addr;
         clients.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .expect("hs");
-            tokio::spawn(conn);
+            let mut sender = h1_connection(addr).await;
             let mut failures = 0;
             let mut tags = std::collections::BTreeSet::new();
             for _ in 0..300 {

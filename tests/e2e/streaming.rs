@@ -36,19 +36,9 @@ async fn a_slow_backends_chunks_arrive_one_by_one() {
         async move { Response::new(channel_body(rx)) }
     })
     .await;
-    let gw = TestGateway::start(&config(&format!(
-        "clusters:\n  - {{ name: b, endpoints: [\"{addr}\"] }}\nroutes:\n  - {{ cluster: b }}\n"
-    )))
-    .await;
+    let gw = TestGateway::start(&single_route(addr, "")).await;
 
-    let stream = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("hs");
-    tokio::spawn(conn);
+    let mut sender = h1_connection(gw.addr).await;
     let req = Request::get("/")
         .header("host", "h")
         .body(full(""))
@@ -98,10 +88,7 @@ async fn a_request_body_reaches_the_backend_while_the_client_is_still_sending() 
         }
     })
     .await;
-    let gw = TestGateway::start(&config(&format!(
-        "clusters:\n  - {{ name: b, endpoints: [\"{addr}\"] }}\nroutes:\n  - {{ cluster: b }}\n"
-    )))
-    .await;
+    let gw = TestGateway::start(&single_route(addr, "")).await;
 
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(1);
     let req = Request::post("/")
@@ -145,18 +132,8 @@ async fn a_large_body_passes_through_intact() {
         )
     })
     .await;
-    let gw = TestGateway::start(&config(&format!(
-        "clusters:\n  - {{ name: b, endpoints: [\"{addr}\"] }}\nroutes:\n  - {{ cluster: b }}\n"
-    )))
-    .await;
-    let stream = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("hs");
-    tokio::spawn(conn);
+    let gw = TestGateway::start(&single_route(addr, "")).await;
+    let mut sender = h1_connection(gw.addr).await;
     let req = Request::get("/")
         .header("host", "h")
         .body(full(""))

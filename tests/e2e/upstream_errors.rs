@@ -46,14 +46,7 @@ async fn a_garbage_or_truncated_response_is_502() {
             .body(full(""))
             .expect("req");
         let outcome = tokio::time::timeout(PATIENCE, async {
-            let stream = tokio::net::TcpStream::connect(gw.addr)
-                .await
-                .expect("connect");
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .expect("hs");
-            tokio::spawn(conn);
+            let mut sender = h1_connection(gw.addr).await;
             let response = sender.send_request(req).await.expect("response head");
             let status = response.status();
             let body = http_body_util::BodyExt::collect(response.into_body()).await;
