@@ -54,6 +54,8 @@ pub enum GatewayError {
     AuthorityMismatch { target: String, host: String },
     #[error("the request has no Host header")]
     MissingHost,
+    #[error("the Host header {0:?} is not a host name")]
+    InvalidHost(String),
     #[error("invalid request path: {0}")]
     BadPath(#[from] crate::routing::PathError),
     #[error("the request target is {len} bytes long; the limit is {limit}")]
@@ -78,6 +80,16 @@ pub enum GatewayError {
     UpstreamProtocol(#[source] hyper::Error),
     #[error("HTTP handshake with the upstream failed")]
     UpstreamHandshake(#[source] hyper::Error),
+    #[error("TLS with an endpoint of cluster {cluster} failed (certificate not trusted, wrong name, or no common protocol)")]
+    UpstreamTls {
+        cluster: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("this route requires a verified client certificate")]
+    ClientCertificateRequired,
+    #[error("plain HTTP was sent to a TLS port; use https://")]
+    PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
     BadUpstreamRequest(#[source] http::Error),
     /// An error the HTTP parser answered before a request existed (see `server::conn_guard`).
@@ -124,6 +136,13 @@ impl GatewayError {
             MissingHost => (
                 StatusCode::BAD_REQUEST,
                 "missing_host",
+                Source::Client,
+                Level::Debug,
+                false,
+            ),
+            InvalidHost(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_host",
                 Source::Client,
                 Level::Debug,
                 false,
@@ -198,6 +217,27 @@ impl GatewayError {
                 Level::Warn,
                 true,
             ),
+            UpstreamTls { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_tls_failed",
+                Source::Upstream,
+                Level::Warn,
+                true,
+            ),
+            ClientCertificateRequired => (
+                StatusCode::FORBIDDEN,
+                "client_certificate_required",
+                Source::Client,
+                Level::Info,
+                false,
+            ),
+            PlainHttpToTlsPort => (
+                StatusCode::BAD_REQUEST,
+                "plain_http_to_tls_port",
+                Source::Client,
+                Level::Info,
+                false,
+            ),
             BadUpstreamRequest(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -231,6 +271,7 @@ impl GatewayError {
                 | GatewayError::RequestBodyTimeout(_)
                 | GatewayError::ClientBodyAborted(_)
                 | GatewayError::Parser { .. }
+                | GatewayError::PlainHttpToTlsPort
         )
     }
 

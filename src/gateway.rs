@@ -26,6 +26,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::middleware::{build_route_stack, RouteHandler};
 use crate::routing::{normalize_path, Lookup, RequestView, Router};
 use crate::server::conn_guard::ConnState;
+use crate::server::tls::TlsInfo;
 use crate::upstream::{Cluster, DownstreamUpgrade};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -83,6 +84,7 @@ pub struct Runtime {
 pub struct RouteEntry {
     pub name: Arc<str>,
     pub cluster: Arc<str>,
+    pub require_client_cert: bool,
     pub handler: Arc<dyn RouteHandler>,
     pub metrics: Arc<RouteMetrics>,
 }
@@ -91,6 +93,12 @@ pub struct RouteEntry {
 pub enum BuildError {
     #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
+    #[error("cannot set up TLS for cluster {cluster}")]
+    UpstreamTls {
+        cluster: String,
+        #[source]
+        source: crate::upstream::tls::UpstreamTlsError,
+    },
 }
 
 impl Runtime {
@@ -113,16 +121,22 @@ impl Runtime {
             .clusters
             .iter()
             .map(|cfg| match old_clusters.get(cfg.name.as_str()) {
-                Some(old) if old.config == *cfg => Arc::clone(old),
-                _ => Arc::new(Cluster::new(cfg, metrics)),
+                Some(old) if old.config == *cfg => Ok(Arc::clone(old)),
+                _ => Cluster::new(cfg, metrics).map(Arc::new).map_err(|source| {
+                    BuildError::UpstreamTls {
+                        cluster: cfg.name.clone(),
+                        source,
+                    }
+                }),
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let routes = config
             .routes
             .iter()
             .map(|route| RouteEntry {
                 name: route.name.as_str().into(),
                 cluster: route.cluster.as_str().into(),
+                require_client_cert: route.require_client_cert,
                 handler: build_route_stack(route, clusters[route.cluster_index].clone()),
                 metrics: metrics.route(&route.name),
             })
@@ -149,6 +163,31 @@ pub struct ListenerContext {
     pub name: Arc<str>,
     pub config: model::Listener,
     pub metrics: Arc<crate::metrics::ListenerMetrics>,
+    /// The `Strict-Transport-Security` value of a TLS listener, made once.
+    pub hsts: Option<HeaderValue>,
+}
+
+impl ListenerContext {
+    pub fn new(config: &model::Listener, metrics: &Metrics) -> ListenerContext {
+        ListenerContext {
+            name: config.name.as_str().into(),
+            hsts: config
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.hsts.as_ref())
+                .map(model::Hsts::header_value),
+            config: config.clone(),
+            metrics: metrics.listener(&config.name),
+        }
+    }
+
+    /// The header that carries the client certificate's identity upstream, if configured.
+    fn client_cert_header(&self) -> Option<&HeaderName> {
+        self.config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_auth.forward_header.as_ref())
+    }
 }
 
 /// Per-connection facts, shared by all requests on the connection.
@@ -158,6 +197,8 @@ pub struct ConnInfo {
     /// The client address as a header value, made once per connection.
     pub peer_ip: HeaderValue,
     pub state: Arc<ConnState>,
+    /// What the TLS handshake established; `None` on plaintext listeners.
+    pub tls: Option<TlsInfo>,
 }
 
 /// Request ids: a random per-process prefix and a counter, 32 hex digits. Unique across
@@ -291,6 +332,12 @@ pub async fn handle(
 
     let headers = response.headers_mut();
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(hsts) = &conn.listener.hsts {
+        // A backend that sets its own policy knows its site best.
+        headers
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
     if conn.listener.config.via {
         headers.append(header::VIA, via_value(Version::HTTP_11));
     }
@@ -357,6 +404,9 @@ async fn proxy(
         });
     }
     let host = effective_host(&req)?;
+    if let Some(redirect) = conn.listener.config.redirect_https {
+        return redirect_to_https(redirect, host.as_ref(), req.uri());
+    }
 
     // Normalise the path once: the router matches it and the upstream receives it, so no
     // request can reach a backend path outside the prefix it was routed by.
@@ -394,6 +444,9 @@ async fn proxy(
     };
     facts.route = Some(index);
     let entry = &runtime.routes[index];
+    if entry.require_client_cert && !conn.tls.as_ref().is_some_and(|tls| tls.client_verified) {
+        return Err(GatewayError::ClientCertificateRequired);
+    }
 
     let upgrade = is_upgrade_request(&req);
     if upgrade {
@@ -413,6 +466,44 @@ async fn proxy(
         }
     });
     entry.handler.handle(req).await
+}
+
+/// The answer of a `redirect_https` listener: the same host (without its port) and target
+/// on `https://`, never forwarded. A request without a host cannot be redirected.
+fn redirect_to_https(
+    redirect: model::RedirectHttps,
+    host: Option<&HeaderValue>,
+    uri: &Uri,
+) -> Result<Response<Body>, GatewayError> {
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .ok_or(GatewayError::MissingHost)?;
+    let name = match host.rfind(':') {
+        // `[::1]:8080` → `[::1]`; a bare `[::1]` has its last `:` inside the brackets.
+        Some(colon) if !host[colon..].contains(']') => &host[..colon],
+        _ => host,
+    };
+    // Only a host name or IP literal may go into the Location: nothing that could turn it
+    // into another URL (`evil.example/`, `user@…`).
+    let valid = !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        });
+    if !valid {
+        return Err(GatewayError::InvalidHost(host.to_string()));
+    }
+    let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let location = if redirect.port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{}{target}", redirect.port)
+    };
+    let location = HeaderValue::from_str(&location).map_err(|_| GatewayError::MissingHost)?;
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() =
+        StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::PERMANENT_REDIRECT);
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
 }
 
 fn declared_length(headers: &HeaderMap) -> u64 {
@@ -491,7 +582,19 @@ fn set_forwarding_headers(
             }
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if conn.tls.is_some() { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(name) = conn.listener.client_cert_header() {
+        // Whatever the client sent under this name is never trusted.
+        headers.remove(name);
+        if let Some(identity) = conn
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_identity.as_ref())
+        {
+            headers.insert(name.clone(), identity.clone());
+        }
+    }
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         if !headers.contains_key(header::HOST) {

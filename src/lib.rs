@@ -32,6 +32,7 @@ pub mod explain;
 pub mod gateway;
 pub mod metrics;
 pub mod middleware;
+pub mod pki;
 pub mod routing;
 pub mod server;
 pub mod upstream;

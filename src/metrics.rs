@@ -71,6 +71,121 @@ impl RouteMetrics {
 pub struct ClusterMetrics {
     pub connect_errors: AtomicU64,
     pub connections_opened: AtomicU64,
+    /// TLS handshakes with an endpoint that failed (untrusted or wrong-name certificate…).
+    pub tls_errors: AtomicU64,
+}
+
+/// How a downstream TLS handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeOutcome {
+    Success,
+    /// The client spoke something other than TLS (usually plaintext HTTP).
+    NotTls,
+    /// Not finished within the listener's handshake timeout.
+    Timeout,
+    /// `unknown_sni: refuse` and no certificate covers the requested name.
+    UnknownSni,
+    /// Client certificates are required and none was presented.
+    NoClientCert,
+    /// The client certificate did not verify (untrusted, expired, wrong usage…).
+    BadClientCert,
+    /// No common protocol version, cipher suite, group or ALPN protocol.
+    Incompatible,
+    /// The client aborted with an alert (typically: it does not trust our certificate).
+    ClientAlert,
+    /// Malformed or unexpected handshake messages.
+    BadMessage,
+    /// The client closed the connection (or it failed) mid-handshake.
+    Closed,
+    Other,
+}
+
+impl HandshakeOutcome {
+    pub const ALL: [HandshakeOutcome; 11] = [
+        HandshakeOutcome::Success,
+        HandshakeOutcome::NotTls,
+        HandshakeOutcome::Timeout,
+        HandshakeOutcome::UnknownSni,
+        HandshakeOutcome::NoClientCert,
+        HandshakeOutcome::BadClientCert,
+        HandshakeOutcome::Incompatible,
+        HandshakeOutcome::ClientAlert,
+        HandshakeOutcome::BadMessage,
+        HandshakeOutcome::Closed,
+        HandshakeOutcome::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeOutcome::Success => "success",
+            HandshakeOutcome::NotTls => "not_tls",
+            HandshakeOutcome::Timeout => "timeout",
+            HandshakeOutcome::UnknownSni => "unknown_sni",
+            HandshakeOutcome::NoClientCert => "no_client_cert",
+            HandshakeOutcome::BadClientCert => "bad_client_cert",
+            HandshakeOutcome::Incompatible => "incompatible",
+            HandshakeOutcome::ClientAlert => "client_alert",
+            HandshakeOutcome::BadMessage => "bad_message",
+            HandshakeOutcome::Closed => "closed",
+            HandshakeOutcome::Other => "other",
+        }
+    }
+}
+
+/// One certificate a TLS listener serves, for the expiry gauge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// Position in the listener's `certificates` list.
+    pub index: usize,
+    /// The first DNS name, else the subject.
+    pub name: String,
+    /// `notAfter`, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Per TLS listener: handshakes by outcome, negotiated versions, certificate reloads and
+/// the expiry of the certificates currently served.
+#[derive(Default)]
+pub struct TlsMetrics {
+    handshakes: [AtomicU64; HandshakeOutcome::ALL.len()],
+    tls12: AtomicU64,
+    tls13: AtomicU64,
+    reload_success: AtomicU64,
+    reload_failure: AtomicU64,
+    expiry: Mutex<Vec<CertificateExpiry>>,
+}
+
+impl TlsMetrics {
+    pub fn handshake(&self, outcome: HandshakeOutcome) {
+        if let Some(i) = HandshakeOutcome::ALL.iter().position(|o| *o == outcome) {
+            self.handshakes[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn handshakes(&self, outcome: HandshakeOutcome) -> u64 {
+        HandshakeOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |i| self.handshakes[i].load(Relaxed))
+    }
+
+    /// `tls13`: TLS 1.3, else 1.2 (nothing older is offered).
+    pub fn negotiated(&self, tls13: bool) {
+        if tls13 {
+            self.tls13.fetch_add(1, Relaxed);
+        } else {
+            self.tls12.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn reloaded(&self, certificates: Vec<CertificateExpiry>) {
+        self.reload_success.fetch_add(1, Relaxed);
+        *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = certificates;
+    }
+
+    pub fn reload_refused(&self) {
+        self.reload_failure.fetch_add(1, Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -92,6 +207,7 @@ struct Registry {
     routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
     clusters: Mutex<BTreeMap<String, Arc<ClusterMetrics>>>,
     listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
+    tls: Mutex<BTreeMap<String, Arc<TlsMetrics>>>,
     local_responses: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
     reload_success: AtomicU64,
     reload_failure: AtomicU64,
@@ -115,6 +231,10 @@ impl Metrics {
 
     pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
         get_or_create(&self.inner.listeners, &name.to_string())
+    }
+
+    pub fn tls(&self, listener: &str) -> Arc<TlsMetrics> {
+        get_or_create(&self.inner.tls, &listener.to_string())
     }
 
     /// A response the gateway answered itself, by error code (`route_not_found`, …).
@@ -263,6 +383,24 @@ impl Metrics {
             );
         }
 
+        header(
+            &mut out,
+            "portico_upstream_tls_errors_total",
+            "counter",
+            "Failed TLS handshakes with upstream endpoints.",
+        );
+        for (name, m) in &clusters {
+            let _ = writeln!(
+                out,
+                "portico_upstream_tls_errors_total{{cluster=\"{}\"}} {}",
+                escape(name),
+                m.tls_errors.load(Relaxed)
+            );
+        }
+
+        let tls = r.tls.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        render_tls(&mut out, &tls);
+
         let local = r
             .local_responses
             .lock()
@@ -313,6 +451,84 @@ impl Metrics {
     }
 }
 
+fn render_tls(out: &mut String, listeners: &BTreeMap<String, Arc<TlsMetrics>>) {
+    header(
+        out,
+        "portico_tls_handshakes_total",
+        "counter",
+        "Downstream TLS handshakes by listener and outcome.",
+    );
+    for (name, m) in listeners {
+        for outcome in HandshakeOutcome::ALL {
+            let _ = writeln!(
+                out,
+                "portico_tls_handshakes_total{{listener=\"{}\",outcome=\"{}\"}} {}",
+                escape(name),
+                outcome.label(),
+                m.handshakes(outcome)
+            );
+        }
+    }
+    header(
+        out,
+        "portico_tls_versions_total",
+        "counter",
+        "Successful downstream TLS handshakes by negotiated protocol version.",
+    );
+    for (name, m) in listeners {
+        for (version, counter) in [("TLSv1.2", &m.tls12), ("TLSv1.3", &m.tls13)] {
+            let _ = writeln!(
+                out,
+                "portico_tls_versions_total{{listener=\"{}\",version=\"{version}\"}} {}",
+                escape(name),
+                counter.load(Relaxed)
+            );
+        }
+    }
+    header(
+        out,
+        "portico_tls_certificate_reloads_total",
+        "counter",
+        "Certificate loads (start, file change, SIGHUP) by listener and outcome.",
+    );
+    for (name, m) in listeners {
+        for (outcome, counter) in [
+            ("success", &m.reload_success),
+            ("failure", &m.reload_failure),
+        ] {
+            let _ = writeln!(
+                out,
+                "portico_tls_certificate_reloads_total{{listener=\"{}\",outcome=\"{outcome}\"}} {}",
+                escape(name),
+                counter.load(Relaxed)
+            );
+        }
+    }
+    header(
+        out,
+        "portico_tls_certificate_expiry_seconds",
+        "gauge",
+        "notAfter of each certificate a listener serves, as a Unix timestamp.",
+    );
+    for (name, m) in listeners {
+        let expiry = m
+            .expiry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for cert in expiry {
+            let _ = writeln!(
+                out,
+                "portico_tls_certificate_expiry_seconds{{listener=\"{}\",certificate=\"{}\",name=\"{}\"}} {}",
+                escape(name),
+                cert.index,
+                escape(&cert.name),
+                cert.not_after
+            );
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -345,6 +561,27 @@ mod tests {
         assert!(text
             .contains("portico_request_duration_seconds_bucket{route=\"users\",le=\"0.005\"} 1"));
         assert!(text.contains("portico_request_duration_seconds_count{route=\"users\"} 2"));
+    }
+
+    #[test]
+    fn tls_series() {
+        let metrics = Metrics::default();
+        let tls = metrics.tls("secure");
+        tls.handshake(HandshakeOutcome::Success);
+        tls.handshake(HandshakeOutcome::NotTls);
+        tls.negotiated(true);
+        tls.reloaded(vec![CertificateExpiry {
+            index: 0,
+            name: "api.example.com".into(),
+            not_after: 1_900_000_000,
+        }]);
+        let text = metrics.render();
+        assert!(text
+            .contains("portico_tls_handshakes_total{listener=\"secure\",outcome=\"not_tls\"} 1"));
+        assert!(
+            text.contains("portico_tls_versions_total{listener=\"secure\",version=\"TLSv1.3\"} 1")
+        );
+        assert!(text.contains("portico_tls_certificate_expiry_seconds{listener=\"secure\",certificate=\"0\",name=\"api.example.com\"} 1900000000"));
     }
 
     #[test]

@@ -62,6 +62,86 @@ pub struct ListenerFile {
     pub via: Option<bool>,
     #[serde(default)]
     pub limits: ListenerLimitsFile,
+    /// Terminate TLS on this listener. Absent = plaintext HTTP.
+    pub tls: Option<ListenerTlsFile>,
+    /// Answer every request with a redirect to HTTPS instead of proxying (plaintext
+    /// listeners only).
+    pub redirect_https: Option<RedirectHttpsFile>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// At least one; the first is the default certificate.
+    pub certificates: Vec<CertificateFile>,
+    /// `default` (serve the first certificate) or `refuse` (fail the handshake) for a
+    /// server name no certificate covers. Default `default`.
+    pub unknown_sni: Option<String>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// A handshake not finished within this is cut. Default `10s`.
+    pub handshake_timeout: Option<String>,
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthFile>,
+    /// `Strict-Transport-Security` on every response of this listener. Default: none.
+    pub hsts: Option<HstsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Names this certificate is chosen for (`api.example.com`, `*.example.com`). Default:
+    /// the certificate's DNS subject alternative names.
+    pub server_names: Option<Vec<String>>,
+}
+
+/// Client certificates (mTLS) on a listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthFile {
+    /// `none` (default), `optional` or `required`.
+    pub mode: Option<String>,
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub ca: Option<String>,
+    /// Forward the verified client certificate's subject and SANs upstream in this header.
+    /// Default: not forwarded. The header is always removed from client requests first.
+    pub forward_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HstsFile {
+    /// How long browsers remember to use HTTPS only. Default `8760h` (365 days).
+    pub max_age: Option<String>,
+    /// Default `false`.
+    pub include_subdomains: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectHttpsFile {
+    /// The HTTPS port in the Location. Default `443` (then left out of the URL).
+    pub port: Option<u16>,
+    /// `301` or `308` (default; keeps the method and body).
+    pub status: Option<u16>,
+}
+
+/// TLS to a cluster's endpoints.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// PEM bundle of the CAs to trust. Default: the Mozilla root set (webpki-roots).
+    pub ca: Option<String>,
+    /// The name sent as SNI and verified in the certificate. Default: the endpoint's host.
+    pub server_name: Option<String>,
+    /// A client certificate for mTLS to the backend (with `client_key`).
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -97,6 +177,8 @@ pub struct ClusterFile {
     pub connect_timeout: Option<String>,
     #[serde(default)]
     pub pool: PoolFile,
+    /// Speak TLS to the endpoints. Absent = plaintext.
+    pub tls: Option<UpstreamTlsFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -128,6 +210,9 @@ pub struct RouteFile {
     pub request_headers: HeaderOpsFile,
     #[serde(default)]
     pub response_headers: HeaderOpsFile,
+    /// Answer 403 unless the connection presented a verified client certificate.
+    /// Default `false`.
+    pub require_client_cert: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -108,13 +108,25 @@ fn render_problems(origin: &str, problems: &[Problem]) -> String {
     out
 }
 
-/// Read and load a config file. Problems are reported against the path as given.
+/// Read and load a config file. Problems are reported against the path as given; relative
+/// file paths inside it (certificates, keys, CA bundles) are relative to its directory.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    load_str(&text, &path.display().to_string())
+    load_file_text(&text, path)
+}
+
+/// Load text that was read from `path` (the reload reads the bytes itself).
+pub fn load_file_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let base = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    load_str_in(
+        text,
+        &path.display().to_string(),
+        &|name| std::env::var(name).ok(),
+        base,
+    )
 }
 
 /// Load config text, taking `${ENV}` values from the process environment. A variable whose
@@ -129,6 +141,17 @@ pub fn load_str_with_env(
     text: &str,
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    load_str_in(text, origin, env, None)
+}
+
+/// The whole pipeline. Relative file paths in the config resolve against `base_dir`, or the
+/// working directory when there is none (text that did not come from a file).
+pub fn load_str_in(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: Option<&Path>,
 ) -> Result<Config, ConfigError> {
     let invalid = |mut problems: Vec<Problem>| {
         // Stable, so problems at the same position keep the order the stages found them in.
@@ -150,7 +173,7 @@ pub fn load_str_with_env(
             return Err(invalid(problems));
         }
     };
-    let (config, semantic) = validate::validate(&parts, &converted.map);
+    let (config, semantic) = validate::validate(&parts, &converted.map, base_dir);
 
     // A value whose `${...}` failed holds placeholder text; anything later stages say about
     // it (or inside it) is noise next to "environment variable X is not set".

@@ -57,6 +57,84 @@ pub struct Listener {
     pub address: SocketAddr,
     pub via: bool,
     pub limits: ListenerLimits,
+    pub tls: Option<ListenerTls>,
+    pub redirect_https: Option<RedirectHttps>,
+}
+
+/// TLS termination settings. The files are read (and re-read when they change) by
+/// `server/tls.rs`; validation has checked they parse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// At least one; the first is the default.
+    pub certificates: Vec<CertificateSource>,
+    pub unknown_sni: UnknownSni,
+    pub min_version: TlsVersion,
+    pub handshake_timeout: Duration,
+    pub client_auth: ClientAuth,
+    pub hsts: Option<Hsts>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateSource {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Lowercase; `*.example.com` for wildcards. Empty = the certificate's DNS SANs.
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSni {
+    /// Serve the first certificate.
+    DefaultCertificate,
+    /// Fail the handshake (`unrecognized_name`).
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClientAuth {
+    pub mode: ClientAuthMode,
+    /// Present unless `mode` is `None`.
+    pub ca: Option<PathBuf>,
+    pub forward_header: Option<HeaderName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuthMode {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hsts {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+}
+
+impl Hsts {
+    pub fn header_value(&self) -> HeaderValue {
+        let text = if self.include_subdomains {
+            format!("max-age={}; includeSubDomains", self.max_age.as_secs())
+        } else {
+            format!("max-age={}", self.max_age.as_secs())
+        };
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("max-age=0"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedirectHttps {
+    /// 443 is left out of the Location.
+    pub port: u16,
+    /// 301 or 308.
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +171,18 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub pool: PoolSettings,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to a cluster's endpoints; the files are read when the cluster is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// `None` = the Mozilla root set compiled in (webpki-roots).
+    pub ca: Option<PathBuf>,
+    /// SNI and the name verified; `None` = each endpoint's host.
+    pub server_name: Option<String>,
+    /// (certificate chain, key) for mTLS to the backend.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// One upstream address as configured. `host` is an IP literal or a DNS name resolved when a
@@ -116,7 +206,7 @@ impl std::fmt::Display for Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
     Http1,
-    /// HTTP/2 over cleartext with prior knowledge (h2c).
+    /// HTTP/2: h2c with prior knowledge, or `h2` via ALPN when the cluster has `tls`.
     Http2,
 }
 
@@ -149,6 +239,7 @@ pub struct Route {
     pub max_body_size: u64,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    pub require_client_cert: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

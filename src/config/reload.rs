@@ -100,7 +100,7 @@ impl ReloadHandle {
         }
         *last = Some(bytes.clone());
         let text = String::from_utf8_lossy(&bytes);
-        let config = config::load_str(&text, &path.display().to_string())?;
+        let config = config::load_file_text(&text, path)?;
         self.apply(config)?;
         Ok(true)
     }

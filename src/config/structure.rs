@@ -38,7 +38,9 @@ pub(crate) const SECTIONS: [&str; 6] = [
 const MAX_RETRIES: usize = 32;
 
 /// Keys whose value is a duration string; a bare number there gets a message about units.
-const DURATION_KEYS: [&str; 7] = [
+const DURATION_KEYS: [&str; 9] = [
+    "handshake_timeout",
+    "max_age",
     "drain_timeout",
     "watch_interval",
     "header_read_timeout",
@@ -86,11 +88,13 @@ pub(crate) fn wants_text(path: &KeyPath) -> bool {
     let key = |seg: &Seg, names: &[&str]| matches!(seg, Seg::Key(k) if names.contains(&k.as_str()));
     let index = |seg: &Seg| matches!(seg, Seg::Index(_));
     match path.segments() {
-        [listeners, i, limits, size] => {
+        // `min_version: 1.2` is a YAML number; it means the text "1.2".
+        [listeners, i, section, name] => {
             key(listeners, &["listeners"])
                 && index(i)
-                && key(limits, &["limits"])
-                && key(size, &["max_header_bytes", "max_uri_length"])
+                && ((key(section, &["limits"])
+                    && key(name, &["max_header_bytes", "max_uri_length"]))
+                    || (key(section, &["tls"]) && key(name, &["min_version"])))
         }
         [routes, i, size] => key(routes, &["routes"]) && index(i) && key(size, &["max_body_size"]),
         [routes, i, direction, op, Seg::Key(_)] => {
@@ -545,7 +549,7 @@ routes:
                     4,
                     5,
                     "unknown key `conect_timeout`, did you mean `connect_timeout`? (expected \
-                     one of `name`, `endpoints`, `protocol`, `connect_timeout`, `pool`)"
+                     one of `name`, `endpoints`, `protocol`, `connect_timeout`, `pool`, `tls`)"
                         .into()
                 ),
                 (

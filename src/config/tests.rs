@@ -373,6 +373,7 @@ fn all_defaults() {
             max_body_size: 10 * 1024 * 1024,
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
+            require_client_cert: false,
         }
     );
     assert_eq!(
@@ -384,6 +385,7 @@ fn all_defaults() {
                       "path_template": null, "methods": [], "headers": [], "query": []},
             "request_headers": {"set": {}, "add": {}, "remove": []},
             "response_headers": {"set": {}, "add": {}, "remove": []},
+            "require_client_cert": null,
         })
     );
 }

@@ -9,23 +9,27 @@
 //! the code that builds the runtime from it never re-validates (see `model.rs`).
 
 use super::file::{
-    AccessLogFile, AdminFile, ClusterFile, HeaderOpsFile, ListenerFile, ListenerLimitsFile,
-    MatchFile, RouteFile, RuntimeFile,
+    AccessLogFile, AdminFile, ClientAuthFile, ClusterFile, HeaderOpsFile, HstsFile, ListenerFile,
+    ListenerLimitsFile, ListenerTlsFile, MatchFile, RedirectHttpsFile, RouteFile, RuntimeFile,
+    UpstreamTlsFile,
 };
 use super::model::{
-    AccessLogSettings, AccessLogTarget, AdminSettings, Cluster, Config, Endpoint, HeaderCondition,
-    HeaderOps, HostMatch, Listener, ListenerLimits, PathMatch, PoolSettings, QueryCondition, Route,
-    RouteMatch, RuntimeSettings, UpstreamProtocol,
+    AccessLogSettings, AccessLogTarget, AdminSettings, CertificateSource, ClientAuth,
+    ClientAuthMode, Cluster, Config, Endpoint, HeaderCondition, HeaderOps, HostMatch, Hsts,
+    Listener, ListenerLimits, ListenerTls, PathMatch, PoolSettings, QueryCondition, RedirectHttps,
+    Route, RouteMatch, RuntimeSettings, TlsVersion, UnknownSni, UpstreamProtocol, UpstreamTls,
 };
 use super::source::{KeyPath, Seg, SourceMap};
 use super::structure::{closest, Parts};
 use super::units::{format_size, parse_duration, parse_size};
 use super::Problem;
+use crate::pki;
 use http::{HeaderName, HeaderValue, Method};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Connection-level headers (RFC 9110 §7.6.1 plus the legacy `proxy-connection`): the proxy
@@ -52,6 +56,8 @@ const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What secrets are replaced with in `Config::redacted_dump`.
 pub(crate) const REDACTED: &str = "<redacted>";
@@ -60,11 +66,16 @@ pub(crate) const REDACTED: &str = "<redacted>";
 /// present and no problem was found here; the caller still refuses it if an earlier stage
 /// reported one (an element is present after `structure.rs` set a bad key aside, so that its
 /// other fields are checked too).
-pub(crate) fn validate(parts: &Parts, map: &SourceMap) -> (Option<Config>, Vec<Problem>) {
+pub(crate) fn validate(
+    parts: &Parts,
+    map: &SourceMap,
+    base_dir: Option<&Path>,
+) -> (Option<Config>, Vec<Problem>) {
     let mut v = Validator {
         map,
         problems: Vec::new(),
         bound: Vec::new(),
+        base_dir,
     };
     let runtime = parts.runtime.as_ref().and_then(|r| v.runtime(r));
     let access_log = parts.access_log.as_ref().and_then(|a| v.access_log(a));
@@ -129,9 +140,97 @@ struct Validator<'a> {
     problems: Vec<Problem>,
     /// Listeners whose address parsed: (index, name, address), for overlap checks.
     bound: Vec<(usize, String, SocketAddr)>,
+    /// Relative file paths resolve against this (the config file's directory).
+    base_dir: Option<&'a Path>,
 }
 
 impl Validator<'_> {
+    /// A config file path: relative ones are taken from the config file's directory.
+    fn file_path(&self, text: &str) -> PathBuf {
+        let path = PathBuf::from(text);
+        match self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        }
+    }
+
+    /// A PEM file of certificates (at least one), read and parsed now so a typo is a
+    /// validation problem rather than a failed start.
+    fn pem_certificates(
+        &mut self,
+        path: &KeyPath,
+        text: &str,
+    ) -> Option<(PathBuf, Vec<CertificateDer<'static>>)> {
+        if text.is_empty() {
+            self.report(path, "cannot be empty: expected the path of a PEM file");
+            return None;
+        }
+        let file = self.file_path(text);
+        match pki::read_certificates(&file) {
+            Ok(certs) => Some((file, certs)),
+            Err(error) => {
+                self.report(path, error.to_string());
+                None
+            }
+        }
+    }
+
+    fn pem_private_key(
+        &mut self,
+        path: &KeyPath,
+        text: &str,
+    ) -> Option<(PathBuf, PrivateKeyDer<'static>)> {
+        if text.is_empty() {
+            self.report(path, "cannot be empty: expected the path of a PEM file");
+            return None;
+        }
+        let file = self.file_path(text);
+        match pki::read_private_key(&file) {
+            Ok(key) => Some((file, key)),
+            Err(error) => {
+                self.report(path, error.to_string());
+                None
+            }
+        }
+    }
+
+    /// A certificate chain and its key, checked to belong together.
+    fn key_pair(
+        &mut self,
+        cert_path: &KeyPath,
+        cert: &str,
+        key_path: &KeyPath,
+        key: &str,
+    ) -> Option<(PathBuf, PathBuf, Vec<CertificateDer<'static>>)> {
+        let chain = self.pem_certificates(cert_path, cert);
+        let key = self.pem_private_key(key_path, key);
+        let ((cert_file, chain), (key_file, key)) = (chain?, key?);
+        if let Err(error) = pki::certified_key(chain.clone(), key) {
+            let message = format!(
+                "{} cannot be used with {}: {error}",
+                key_file.display(),
+                cert_file.display()
+            );
+            self.report(key_path, message);
+            return None;
+        }
+        Some((cert_file, key_file, chain))
+    }
+
+    /// A CA bundle usable as trust anchors.
+    fn ca_bundle(&mut self, path: &KeyPath, text: &str) -> Option<PathBuf> {
+        let (file, cas) = self.pem_certificates(path, text)?;
+        if let Err(error) = pki::root_store(cas) {
+            let message = format!(
+                "{} holds a certificate that cannot be a trust anchor: {error}",
+                file.display()
+            );
+            self.report(path, message);
+            return None;
+        }
+        Some(file)
+    }
+
     /// A problem with the value at `path` (or, if the file has none there, its parent).
     fn report(&mut self, path: &KeyPath, message: impl Into<String>) {
         let pos = self.map.locate(path);
@@ -331,17 +430,311 @@ impl Validator<'_> {
             let address =
                 address.and_then(|address| self.unshared_address(index, &file.name, address));
             let limits = self.limits(&path.key("limits"), &file.limits);
-            listeners.push(match (name_ok, address, limits) {
-                (true, Some(address), Some(limits)) => Some(Listener {
-                    name: file.name.clone(),
-                    address,
-                    via: file.via.unwrap_or(false),
-                    limits,
-                }),
+            let tls = match &file.tls {
+                None => Some(None),
+                Some(tls) => self.listener_tls(&path.key("tls"), tls).map(Some),
+            };
+            let redirect_https = match &file.redirect_https {
+                None => Some(None),
+                Some(redirect) => self
+                    .redirect_https(&path.key("redirect_https"), redirect, file.tls.is_some())
+                    .map(Some),
+            };
+            listeners.push(match (name_ok, address, limits, tls, redirect_https) {
+                (true, Some(address), Some(limits), Some(tls), Some(redirect_https)) => {
+                    Some(Listener {
+                        name: file.name.clone(),
+                        address,
+                        via: file.via.unwrap_or(false),
+                        limits,
+                        tls,
+                        redirect_https,
+                    })
+                }
                 _ => None,
             });
         }
         listeners
+    }
+
+    fn listener_tls(&mut self, path: &KeyPath, file: &ListenerTlsFile) -> Option<ListenerTls> {
+        let section = path.key("certificates");
+        let mut ok = true;
+        if file.certificates.is_empty() {
+            self.report(
+                &section,
+                "at least one certificate is required: `- {cert: server.pem, key: server-key.pem}`",
+            );
+            ok = false;
+        }
+        // Which certificate first claimed each name, to report overlaps.
+        let mut claimed: HashMap<String, usize> = HashMap::new();
+        let mut certificates = Vec::with_capacity(file.certificates.len());
+        for (index, entry) in file.certificates.iter().enumerate() {
+            let item = section.index(index);
+            let pair = self.key_pair(&item.key("cert"), &entry.cert, &item.key("key"), &entry.key);
+            let explicit = match &entry.server_names {
+                None => Some(Vec::new()),
+                Some(list) => self.server_names(&item.key("server_names"), list),
+            };
+            let (Some((cert, key, chain)), Some(explicit)) = (pair, explicit) else {
+                ok = false;
+                continue;
+            };
+            let names = if explicit.is_empty() {
+                pki::inspect(&chain[0])
+                    .map(|facts| facts.dns_names)
+                    .unwrap_or_default()
+            } else {
+                explicit.clone()
+            };
+            if names.is_empty() && index > 0 {
+                let message = format!(
+                    "{} has no DNS names (subject alternative names), so SNI can never select                      it; list its names in server_names (only the first certificate is served                      without a match)",
+                    cert.display()
+                );
+                self.report(&item.key("cert"), message);
+                ok = false;
+            }
+            for name in names {
+                match claimed.get(&name) {
+                    Some(first) if *first != index => {
+                        let message = format!(
+                            "the name {name} is also served by certificates[{first}]; each name                              must select one certificate"
+                        );
+                        self.report(&item, message);
+                        ok = false;
+                    }
+                    _ => {
+                        claimed.insert(name, index);
+                    }
+                }
+            }
+            certificates.push(CertificateSource {
+                cert,
+                key,
+                server_names: explicit,
+            });
+        }
+        let unknown_sni = match file.unknown_sni.as_deref() {
+            None | Some("default") => Some(UnknownSni::DefaultCertificate),
+            Some("refuse") => Some(UnknownSni::Refuse),
+            Some(other) => {
+                let message = format!("unknown value {other:?}: expected default or refuse");
+                self.report(&path.key("unknown_sni"), message);
+                None
+            }
+        };
+        let min_version = match file.min_version.as_deref() {
+            None | Some("1.2") => Some(TlsVersion::Tls12),
+            Some("1.3") => Some(TlsVersion::Tls13),
+            Some(other) => {
+                let message = format!(
+                    "unsupported TLS version {other:?}: expected \"1.2\" or \"1.3\" (older \
+                     versions are not offered)"
+                );
+                self.report(&path.key("min_version"), message);
+                None
+            }
+        };
+        let handshake_timeout = self.duration(
+            &path.key("handshake_timeout"),
+            file.handshake_timeout.as_deref(),
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            false,
+        );
+        let client_auth = match &file.client_auth {
+            None => Some(ClientAuth::default()),
+            Some(auth) => self.client_auth(&path.key("client_auth"), auth),
+        };
+        let hsts = match &file.hsts {
+            None => Some(None),
+            Some(hsts) => self.hsts(&path.key("hsts"), hsts).map(Some),
+        };
+        Some(ListenerTls {
+            certificates: ok.then_some(certificates)?,
+            unknown_sni: unknown_sni?,
+            min_version: min_version?,
+            handshake_timeout: handshake_timeout?,
+            client_auth: client_auth?,
+            hsts: hsts?,
+        })
+    }
+
+    /// `server_names`: DNS names or `*.` wildcards, lowercased, at least one.
+    fn server_names(&mut self, path: &KeyPath, list: &[String]) -> Option<Vec<String>> {
+        if list.is_empty() {
+            self.report(
+                path,
+                "an empty list selects nothing; leave server_names out to use the \
+                 certificate's own names",
+            );
+            return None;
+        }
+        let mut names = Vec::with_capacity(list.len());
+        let mut ok = true;
+        for (index, text) in list.iter().enumerate() {
+            match parse_host(text) {
+                Ok(HostMatch::Exact(name)) if !name.starts_with('[') => names.push(name),
+                Ok(HostMatch::Suffix(suffix)) => names.push(format!("*{suffix}")),
+                Ok(HostMatch::Exact(_)) => {
+                    self.report(
+                        &path.index(index),
+                        "an IP address is never sent as SNI; list DNS names only",
+                    );
+                    ok = false;
+                }
+                Err(message) => {
+                    self.report(&path.index(index), message);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(names)
+    }
+
+    fn client_auth(&mut self, path: &KeyPath, file: &ClientAuthFile) -> Option<ClientAuth> {
+        let mode = match file.mode.as_deref() {
+            None | Some("none") => Some(ClientAuthMode::None),
+            Some("optional") => Some(ClientAuthMode::Optional),
+            Some("required") => Some(ClientAuthMode::Required),
+            Some(other) => {
+                let message =
+                    format!("unknown mode {other:?}: expected none, optional or required");
+                self.report(&path.key("mode"), message);
+                None
+            }
+        };
+        let ca = match (mode, file.ca.as_deref()) {
+            (Some(ClientAuthMode::None), Some(_)) => {
+                self.report(
+                    &path.key("ca"),
+                    "has no effect with mode none; set mode to optional or required",
+                );
+                None
+            }
+            (Some(ClientAuthMode::None), None) | (None, _) => Some(None),
+            (Some(_), None) => {
+                self.report(
+                    path,
+                    "`ca` (a PEM bundle of the CAs client certificates must chain to) is \
+                     required when mode is optional or required",
+                );
+                None
+            }
+            (Some(_), Some(text)) => self.ca_bundle(&path.key("ca"), text).map(Some),
+        };
+        let forward_header = match file.forward_header.as_deref() {
+            None => Some(None),
+            Some(_) if mode == Some(ClientAuthMode::None) => {
+                self.report(
+                    &path.key("forward_header"),
+                    "there is no client certificate to forward with mode none",
+                );
+                None
+            }
+            Some(text) => match header_op_name(text, true) {
+                Ok(name) => Some(Some(name)),
+                Err(message) => {
+                    self.report(&path.key("forward_header"), message);
+                    None
+                }
+            },
+        };
+        Some(ClientAuth {
+            mode: mode?,
+            ca: ca?,
+            forward_header: forward_header?,
+        })
+    }
+
+    fn hsts(&mut self, path: &KeyPath, file: &HstsFile) -> Option<Hsts> {
+        // max-age=0 is meaningful: it tells browsers to forget the policy.
+        let max_age = self.duration(
+            &path.key("max_age"),
+            file.max_age.as_deref(),
+            DEFAULT_HSTS_MAX_AGE,
+            true,
+        )?;
+        Some(Hsts {
+            max_age,
+            include_subdomains: file.include_subdomains.unwrap_or(false),
+        })
+    }
+
+    fn redirect_https(
+        &mut self,
+        path: &KeyPath,
+        file: &RedirectHttpsFile,
+        has_tls: bool,
+    ) -> Option<RedirectHttps> {
+        if has_tls {
+            self.report(
+                path,
+                "a TLS listener cannot redirect to HTTPS: it already is HTTPS; remove \
+                 redirect_https or tls",
+            );
+            return None;
+        }
+        let port = match file.port.unwrap_or(443) {
+            0 => {
+                self.report(&path.key("port"), "must be a port from 1 to 65535");
+                None
+            }
+            port => Some(port),
+        };
+        let status = match file.status.unwrap_or(308) {
+            status @ (301 | 308) => Some(status),
+            other => {
+                let message = format!(
+                    "{other} is not a redirect status used here: expected 301 or 308 (308 \
+                     keeps the method and body)"
+                );
+                self.report(&path.key("status"), message);
+                None
+            }
+        };
+        Some(RedirectHttps {
+            port: port?,
+            status: status?,
+        })
+    }
+
+    fn upstream_tls(&mut self, path: &KeyPath, file: &UpstreamTlsFile) -> Option<UpstreamTls> {
+        let ca = match file.ca.as_deref() {
+            None => Some(None),
+            Some(text) => self.ca_bundle(&path.key("ca"), text).map(Some),
+        };
+        let server_name = match file.server_name.as_deref() {
+            None => Some(None),
+            Some(text) => match rustls_pki_types::ServerName::try_from(text) {
+                Ok(_) => Some(Some(text.to_ascii_lowercase())),
+                Err(_) => {
+                    let message = format!("{text:?} is not a DNS name or IP address usable as SNI");
+                    self.report(&path.key("server_name"), message);
+                    None
+                }
+            },
+        };
+        let client_cert = match (file.client_cert.as_deref(), file.client_key.as_deref()) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => self
+                .key_pair(&path.key("client_cert"), cert, &path.key("client_key"), key)
+                .map(|(cert, key, _)| Some((cert, key))),
+            (Some(_), None) => {
+                self.report(path, "client_cert needs client_key (its private key)");
+                None
+            }
+            (None, Some(_)) => {
+                self.report(path, "client_key needs client_cert (the certificate chain)");
+                None
+            }
+        };
+        Some(UpstreamTls {
+            ca: ca?,
+            server_name: server_name?,
+            client_cert: client_cert?,
+        })
     }
 
     /// Names must be non-empty and unique within their list; `seen` maps name → first index.
@@ -521,8 +914,13 @@ impl Validator<'_> {
                 pool_defaults.idle_timeout,
                 false,
             );
+            let tls = match &file.tls {
+                None => Some(None),
+                Some(tls) => self.upstream_tls(&path.key("tls"), tls).map(Some),
+            };
             let cluster = (|| {
                 Some(Cluster {
+                    tls: tls?,
                     name: name_ok.then(|| file.name.clone())?,
                     endpoints: endpoints?,
                     protocol: protocol?,
@@ -578,6 +976,15 @@ impl Validator<'_> {
                 }
             }
         }
+        // A route that requires a client certificate needs a listener that asks for one.
+        let any_client_auth = parts.listeners.iter().flatten().any(|listener| {
+            listener
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.client_auth.as_ref())
+                .and_then(|auth| auth.mode.as_deref())
+                .is_some_and(|mode| mode == "optional" || mode == "required")
+        });
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut routes = Vec::with_capacity(parts.routes.len());
         for (index, file) in parts.routes.iter().enumerate() {
@@ -631,6 +1038,15 @@ impl Validator<'_> {
                 self.header_ops(&path.key("request_headers"), &file.request_headers, true);
             let response_headers =
                 self.header_ops(&path.key("response_headers"), &file.response_headers, false);
+            let require_client_cert = file.require_client_cert.unwrap_or(false);
+            let client_cert_ok = !require_client_cert || any_client_auth;
+            if !client_cert_ok {
+                self.report(
+                    &path.key("require_client_cert"),
+                    "no listener asks for client certificates (listeners[].tls.client_auth.mode \
+                     optional or required), so this route could never be used",
+                );
+            }
 
             let route = (|| {
                 Some(Route {
@@ -644,6 +1060,7 @@ impl Validator<'_> {
                     max_body_size: max_body_size?,
                     request_headers: request_headers?,
                     response_headers: response_headers?,
+                    require_client_cert: client_cert_ok.then_some(require_client_cert)?,
                 })
             })();
             routes.push(route);

@@ -6,11 +6,13 @@
 //! accepting, asks every connection to finish its in-flight requests (HTTP/2 gets a
 //! GOAWAY, idle HTTP/1.1 connections close at once) and waits up to the drain deadline.
 //!
-//! Each connection is one task: the socket wrapped in the connection guard, served by
-//! hyper-util's auto builder (HTTP/1.1, or HTTP/2 when the client starts with the h2c
-//! preface), with one timer that enforces the header-read and idle budgets.
+//! Each connection is one task: on a TLS listener, first the handshake ([`tls`]); then the
+//! (decrypted) stream wrapped in the connection guard, served by hyper-util's auto builder
+//! (HTTP/1.1, or HTTP/2 when the client starts with the HTTP/2 preface — h2c, or h2 after
+//! ALPN), with one timer that enforces the header-read and idle budgets.
 
 pub mod conn_guard;
+pub mod tls;
 
 use crate::admin;
 use crate::config::model::{Config, Listener};
@@ -31,6 +33,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use tls::{CertificateReloader, TlsListener};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -45,11 +49,18 @@ pub enum StartError {
     },
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("cannot load the TLS certificates of listener {name}")]
+    Tls {
+        name: String,
+        #[source]
+        source: tls::TlsLoadError,
+    },
 }
 
 struct BoundListener {
     context: Arc<ListenerContext>,
     listener: TcpListener,
+    tls: Option<Arc<TlsListener>>,
 }
 
 /// A gateway with its sockets bound, ready to [`run`](Gateway::run).
@@ -58,6 +69,7 @@ pub struct Gateway {
     listeners: Vec<BoundListener>,
     admin: Option<TcpListener>,
     reload: ReloadHandle,
+    certificates: CertificateReloader,
 }
 
 impl Gateway {
@@ -66,7 +78,23 @@ impl Gateway {
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, StartError> {
         let metrics = Metrics::default();
         let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut tls_listeners = Vec::new();
         for listener in &config.listeners {
+            // Certificates first: a listener whose files do not load never binds.
+            let tls = match &listener.tls {
+                Some(settings) => {
+                    let loaded =
+                        TlsListener::new(&listener.name, settings, metrics.tls(&listener.name))
+                            .map_err(|source| StartError::Tls {
+                                name: listener.name.clone(),
+                                source,
+                            })?;
+                    let loaded = Arc::new(loaded);
+                    tls_listeners.push(loaded.clone());
+                    Some(loaded)
+                }
+                None => None,
+            };
             let bound = TcpListener::bind(listener.address)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -75,12 +103,9 @@ impl Gateway {
                     source,
                 })?;
             listeners.push(BoundListener {
-                context: Arc::new(ListenerContext {
-                    name: listener.name.as_str().into(),
-                    config: listener.clone(),
-                    metrics: metrics.listener(&listener.name),
-                }),
+                context: Arc::new(ListenerContext::new(listener, &metrics)),
                 listener: bound,
+                tls,
             });
         }
         let admin = match &config.admin {
@@ -101,7 +126,14 @@ impl Gateway {
             listeners,
             admin,
             reload,
+            certificates: CertificateReloader::new(tls_listeners),
         })
+    }
+
+    /// Reloads TLS certificates from their files (the file watch and SIGHUP use it too);
+    /// `subscribe()` on it reports each check.
+    pub fn certificate_reloader(&self) -> CertificateReloader {
+        self.certificates.clone()
     }
 
     /// The bound address of a listener (with the real port when the config said `:0`).
@@ -151,6 +183,9 @@ impl Gateway {
             tokio::spawn(admin::serve(listener, self.shared.clone(), stop_rx.clone()));
         }
         reload::spawn_watchers(self.reload.clone(), stop_rx.clone());
+        let watch_interval = self.shared.runtime.load().config.runtime.watch_interval;
+        self.certificates
+            .spawn_watchers(watch_interval, stop_rx.clone());
         drop(drain_tx);
 
         shutdown.await;
@@ -204,7 +239,11 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
-    let BoundListener { context, listener } = bound;
+    let BoundListener {
+        context,
+        listener,
+        tls,
+    } = bound;
     let builder = Arc::new(http_builder(&context.config));
     let permits = Arc::new(Semaphore::new(context.config.limits.max_connections));
     let on_parser_error = parser_error_renderer(shared.clone());
@@ -227,6 +266,7 @@ async fn accept_loop(
                 tokio::spawn(serve_connection(
                     stream,
                     peer,
+                    tls.clone(),
                     context.clone(),
                     shared.clone(),
                     builder.clone(),
@@ -282,10 +322,14 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// One accepted connection, start to end: the TLS handshake on a TLS listener (here, in the
+/// connection's own task, bounded by the handshake timeout and cut short by shutdown), then
+/// HTTP over whichever stream that gave.
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<Arc<TlsListener>>,
     context: Arc<ListenerContext>,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -296,6 +340,69 @@ async fn serve_connection(
     context.metrics.active_connections.fetch_add(1, Relaxed);
     let _active = ActiveGuard(context.metrics.clone());
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        let conn = Connection {
+            peer,
+            context,
+            shared,
+            builder,
+            on_parser_error,
+            tls: None,
+        };
+        return serve_http(stream, conn, stop).await;
+    };
+    let handshake = tokio::select! {
+        handshake = tls.handshake(stream, peer) => handshake,
+        _ = crate::server::stopped(&mut stop) => return,
+    };
+    match handshake {
+        tls::Handshake::Done(stream, info) => {
+            let conn = Connection {
+                peer,
+                context,
+                shared,
+                builder,
+                on_parser_error,
+                tls: Some(info),
+            };
+            serve_http(stream, conn, stop).await;
+        }
+        tls::Handshake::PlainHttp(mut stream) => {
+            // Like NGINX: tell a plaintext client what went wrong, then close.
+            let answer = on_parser_error(&GatewayError::PlainHttpToTlsPort);
+            let write = async {
+                stream.write_all(&answer).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+        }
+        tls::Handshake::Failed => {}
+    }
+}
+
+/// What [`serve_http`] needs besides the stream.
+struct Connection {
+    peer: SocketAddr,
+    context: Arc<ListenerContext>,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    on_parser_error: ParserErrorRenderer,
+    tls: Option<tls::TlsInfo>,
+}
+
+/// Serve HTTP on a plaintext socket or a TLS stream (the guard sees decrypted bytes).
+async fn serve_http<IO>(stream: IO, conn: Connection, mut stop: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Connection {
+        peer,
+        context,
+        shared,
+        builder,
+        on_parser_error,
+        tls,
+    } = conn;
     let state = Arc::new(ConnState::new());
     let info = Arc::new(ConnInfo {
         listener: context.clone(),
@@ -303,6 +410,7 @@ async fn serve_connection(
         peer_ip: HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
         state: state.clone(),
+        tls,
     });
     let io = TokioIo::new(GuardedIo::new(stream, state.clone(), on_parser_error));
     let service = service_fn(move |req| {

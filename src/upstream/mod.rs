@@ -12,6 +12,7 @@
 //! configuration is unchanged, so pooled connections survive reloads.
 
 pub mod pool;
+pub mod tls;
 pub mod tunnel;
 
 use crate::body::{Body, UpstreamBody};
@@ -28,6 +29,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tls::{UpstreamTls, UpstreamTlsError};
 
 /// The client side of an HTTP/1.1 upgrade, carried in the request's extensions from the
 /// gateway (which took it from hyper) to the upstream (which joins it to the backend's side).
@@ -42,27 +44,34 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(config: &model::Cluster, metrics: &Metrics) -> Cluster {
+    /// Build a cluster; with `tls`, its CA bundle and client certificate are read now.
+    pub fn new(config: &model::Cluster, metrics: &Metrics) -> Result<Cluster, UpstreamTlsError> {
         let cluster_metrics = metrics.cluster(&config.name);
-        let endpoints = config
-            .endpoints
-            .iter()
-            .map(|endpoint| {
-                Arc::new(EndpointPool::new(
-                    endpoint.clone(),
-                    config.protocol,
-                    config.connect_timeout,
-                    config.pool.clone(),
-                    cluster_metrics.clone(),
-                ))
-            })
-            .collect();
-        Cluster {
+        let tls = match &config.tls {
+            Some(settings) => Some(Arc::new(UpstreamTls::new(settings, config.protocol)?)),
+            None => None,
+        };
+        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        for endpoint in &config.endpoints {
+            let tls = match &tls {
+                Some(tls) => Some((tls.clone(), tls.server_name_for(endpoint)?)),
+                None => None,
+            };
+            endpoints.push(Arc::new(EndpointPool::new(
+                endpoint.clone(),
+                config.protocol,
+                config.connect_timeout,
+                config.pool.clone(),
+                cluster_metrics.clone(),
+                tls,
+            )));
+        }
+        Ok(Cluster {
             name: config.name.as_str().into(),
             config: config.clone(),
             endpoints,
             next: AtomicUsize::new(0),
-        }
+        })
     }
 
     pub fn endpoints(&self) -> &[Arc<EndpointPool>] {
@@ -103,6 +112,10 @@ impl Cluster {
                 source,
             },
             Some(ConnectError::Handshake { source, .. }) => GatewayError::UpstreamHandshake(source),
+            Some(ConnectError::Tls { source, .. }) => GatewayError::UpstreamTls {
+                cluster: self.name.to_string(),
+                source,
+            },
             None => GatewayError::UpstreamConnect {
                 cluster: self.name.to_string(),
                 source: std::io::Error::other("the cluster has no endpoints"),
@@ -259,7 +272,11 @@ fn to_http2(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if endpoint.is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     parts.authority = Some(authority);
     parts.path_and_query = Some(path);
     *req.uri_mut() =

@@ -10,8 +10,10 @@
 use crate::body::Body;
 use crate::config::model::{Endpoint, PoolSettings, UpstreamProtocol};
 use crate::metrics::ClusterMetrics;
+use crate::upstream::tls::{UpstreamIo, UpstreamTls};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +32,12 @@ pub enum ConnectError {
     },
     #[error("connection to {endpoint} timed out")]
     Timeout { endpoint: String },
+    #[error("TLS with {endpoint} failed")]
+    Tls {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("HTTP handshake with {endpoint} failed")]
     Handshake {
         endpoint: String,
@@ -62,6 +70,8 @@ pub struct EndpointPool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     metrics: Arc<ClusterMetrics>,
+    /// The cluster's TLS client and the name this endpoint is verified against.
+    tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
 }
 
 /// One checked-out HTTP/1.1 connection. Dropping it without [`Lease::release`] closes it
@@ -84,6 +94,7 @@ impl EndpointPool {
         connect_timeout: Duration,
         settings: PoolSettings,
         metrics: Arc<ClusterMetrics>,
+        tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
     ) -> EndpointPool {
         let literal = endpoint
             .host
@@ -100,7 +111,13 @@ impl EndpointPool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             metrics,
+            tls,
         }
+    }
+
+    /// Whether this endpoint is reached over TLS (HTTP/2 requests then say `:scheme https`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn protocol(&self) -> UpstreamProtocol {
@@ -199,21 +216,39 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    async fn dial(&self) -> Result<TokioIo<TcpStream>, ConnectError> {
+    /// TCP connect, then the TLS handshake for a TLS cluster; both within the connect
+    /// timeout.
+    async fn dial(&self) -> Result<TokioIo<UpstreamIo>, ConnectError> {
         let attempt = async {
-            match self.literal {
+            let stream = match self.literal {
                 Some(addr) => TcpStream::connect(addr).await,
                 None => TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port)).await,
+            }
+            .map_err(|source| ConnectError::Io {
+                endpoint: self.label.to_string(),
+                source,
+            })?;
+            // Small request/response exchanges: don't let Nagle hold back the last segment.
+            let _ = stream.set_nodelay(true);
+            match &self.tls {
+                None => Ok(UpstreamIo::Plain(stream)),
+                Some((tls, name)) => match tls.connect(name.clone(), stream).await {
+                    Ok(stream) => Ok(UpstreamIo::Tls(Box::new(stream))),
+                    Err(source) => {
+                        self.metrics.tls_errors.fetch_add(1, Relaxed);
+                        Err(ConnectError::Tls {
+                            endpoint: self.label.to_string(),
+                            source,
+                        })
+                    }
+                },
             }
         };
         let stream = match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
+            Ok(Err(error)) => {
                 self.metrics.connect_errors.fetch_add(1, Relaxed);
-                return Err(ConnectError::Io {
-                    endpoint: self.label.to_string(),
-                    source,
-                });
+                return Err(error);
             }
             Err(_) => {
                 self.metrics.connect_errors.fetch_add(1, Relaxed);
@@ -222,8 +257,6 @@ impl EndpointPool {
                 });
             }
         };
-        // Small request/response exchanges: don't let Nagle hold back the last segment.
-        let _ = stream.set_nodelay(true);
         self.metrics.connections_opened.fetch_add(1, Relaxed);
         Ok(TokioIo::new(stream))
     }
