@@ -5,9 +5,16 @@
 //! with their addresses filled in through its `${PORTICO_DEMO_…}` variables, and the
 //! gateway serves it on `127.0.0.1:8080` (admin on `127.0.0.1:9901`). Each backend answers
 //! with a JSON description of the request it received, so what the gateway added or
-//! rewrote is visible in every `curl`.
+//! rewrote is visible in every `curl`. With certificates (from `portico certs`, or made on
+//! the fly by the CLI), a second listener serves the same routes over HTTPS on
+//! `127.0.0.1:8443` (HTTP/2 via ALPN, HSTS).
 
-use crate::config::{self, model::Config, ConfigError};
+use crate::config::{
+    self,
+    model::{self, Config},
+    ConfigError,
+};
+use crate::dev_certs::DevCerts;
 use crate::Gateway;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -39,24 +46,52 @@ pub async fn start_backends() -> std::io::Result<DemoBackends> {
     })
 }
 
-/// The demo config with the backends' real addresses.
-pub fn config(backends: &DemoBackends) -> Result<Config, ConfigError> {
+/// The demo config with the backends' real addresses, plus an HTTPS listener when `certs`
+/// are given. That listener is added here rather than in `config/demo.yaml` because the
+/// certificate files only exist once generated, and the shipped file must validate anywhere.
+pub fn config(backends: &DemoBackends, certs: Option<&DevCerts>) -> Result<Config, ConfigError> {
     let env = |name: &str| match name {
         "PORTICO_DEMO_USERS_A" => Some(backends.users_a.to_string()),
         "PORTICO_DEMO_USERS_B" => Some(backends.users_b.to_string()),
         "PORTICO_DEMO_REPORTS" => Some(backends.reports.to_string()),
         other => std::env::var(other).ok(),
     };
-    config::load_str_with_env(DEMO_CONFIG, "config/demo.yaml", &env)
+    let mut config = config::load_str_with_env(DEMO_CONFIG, "config/demo.yaml", &env)?;
+    if let Some(certs) = certs {
+        config.listeners.push(model::Listener {
+            name: "public-tls".into(),
+            address: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            via: true,
+            limits: model::ListenerLimits::default(),
+            tls: Some(model::ListenerTls {
+                certificates: vec![model::CertificateSource {
+                    cert: certs.cert.clone(),
+                    key: certs.key.clone(),
+                    server_names: Vec::new(),
+                }],
+                unknown_sni: model::UnknownSni::DefaultCertificate,
+                min_version: model::TlsVersion::Tls12,
+                handshake_timeout: Duration::from_secs(10),
+                client_auth: model::ClientAuth::default(),
+                hsts: Some(model::Hsts {
+                    max_age: Duration::from_secs(300),
+                    include_subdomains: false,
+                }),
+            }),
+            redirect_https: None,
+        });
+    }
+    Ok(config)
 }
 
-pub fn instructions(gateway: &Gateway) -> String {
+pub fn instructions(gateway: &Gateway, certs: Option<&DevCerts>) -> String {
     let public = gateway
         .listener_addr("public")
         .map_or_else(|| "127.0.0.1:8080".into(), |a| a.to_string());
     let admin = gateway
         .admin_addr()
         .map_or_else(|| "127.0.0.1:9901".into(), |a| a.to_string());
+    let https = https_instructions(gateway, certs);
     format!(
         r#"Portico demo: gateway on http://{public}, admin on http://{admin}
 Backends: users x2 (round robin), reports (HTTP/2 cleartext, streams slowly). Try:
@@ -71,9 +106,31 @@ Backends: users x2 (round robin), reports (HTTP/2 cleartext, streams slowly). Tr
   curl -i 'http://{public}/v1/users/%2e%2e/admin' -H 'Host: api.example.com'   # normalised to /v1/admin: no route, 404
   curl -s http://{admin}/metrics | grep portico_requests_total
   curl -s http://{admin}/config
-
+{https}
 Ctrl-C stops (in-flight requests are drained first).
 "#
+    )
+}
+
+/// The HTTPS part of the instructions.
+fn https_instructions(gateway: &Gateway, certs: Option<&DevCerts>) -> String {
+    let (Some(certs), Some(addr)) = (certs, gateway.listener_addr("public-tls")) else {
+        return String::new();
+    };
+    let ca = certs.ca.display();
+    let port = addr.port();
+    format!(
+        r#"
+HTTPS on {addr} (certificate from {cert}; HTTP/2 via ALPN, HSTS):
+
+  curl -i --cacert {ca} https://localhost:{port}/v1/users/42 -H 'Host: api.example.com'
+  curl -si --cacert {ca} --resolve api.example.com:{port}:127.0.0.1 https://api.example.com:{port}/v1/users/7 | grep -i -e '^HTTP' -e strict-transport
+  curl -s http://{admin}/metrics | grep portico_tls_
+"#,
+        cert = certs.cert.display(),
+        admin = gateway
+            .admin_addr()
+            .map_or_else(|| "127.0.0.1:9901".into(), |a| a.to_string()),
     )
 }
 

@@ -27,6 +27,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod dev_certs;
 pub mod error;
 pub mod explain;
 pub mod gateway;

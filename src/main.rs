@@ -1,4 +1,4 @@
-//! The `portico` command line: `run`, `validate`, `explain` and `demo`. Thin: it parses
+//! The `portico` command line: `run`, `validate`, `explain`, `certs` and `demo`. Thin: it parses
 //! arguments, sets up logging and the async runtime, and calls into the library.
 
 use anyhow::Context as _;
@@ -39,7 +39,15 @@ enum Command {
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
     },
-    /// Start demo backends on loopback and the gateway in front of them.
+    /// Generate a local development CA and a server certificate for localhost, 127.0.0.1
+    /// and api.example.com (ca.pem, server.pem, server-key.pem).
+    Certs {
+        /// Where to write them.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+    /// Start demo backends on loopback and the gateway in front of them (HTTP on :8080,
+    /// HTTPS on :8443 with the certificates from ./certs, or fresh ones in a temp dir).
     Demo {
         /// Worker threads (default: the demo config's runtime.workers, else one per CPU).
         #[arg(long)]
@@ -59,6 +67,7 @@ fn main() -> ExitCode {
             url,
             headers,
         } => explain(&config, &method, &url, &headers),
+        Command::Certs { dir } => certs(&dir),
         Command::Demo { workers } => demo(workers),
     };
     match result {
@@ -157,13 +166,38 @@ fn explain(path: &Path, method: &str, url: &str, headers: &[String]) -> anyhow::
     Ok(())
 }
 
+fn certs(dir: &Path) -> anyhow::Result<()> {
+    let certs = portico::dev_certs::generate(dir)?;
+    println!(
+        "Wrote a development CA and a server certificate for {}:\n  {}  (trust this: curl --cacert {} …)\n  {}\n  {}  (private key, mode 0600; never commit it)",
+        portico::dev_certs::SERVER_NAMES.join(", "),
+        certs.ca.display(),
+        certs.ca.display(),
+        certs.cert.display(),
+        certs.key.display()
+    );
+    Ok(())
+}
+
+/// The demo's certificates: `./certs` when `portico certs` made them, else a fresh set in a
+/// temporary directory (so the demo serves HTTPS out of the box, and never writes into the
+/// working tree by surprise).
+fn demo_certs() -> anyhow::Result<portico::dev_certs::DevCerts> {
+    if let Some(certs) = portico::dev_certs::DevCerts::existing(Path::new("certs")) {
+        return Ok(certs);
+    }
+    let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
+    portico::dev_certs::generate(&dir).context("cannot make the demo's certificates")
+}
+
 fn demo(workers: Option<usize>) -> anyhow::Result<()> {
     let rt = runtime(workers)?;
+    let certs = demo_certs()?;
     rt.block_on(async {
         let backends = portico::demo::start_backends().await?;
-        let config = portico::demo::config(&backends)?;
+        let config = portico::demo::config(&backends, Some(&certs))?;
         let gateway = Gateway::bind(config, None).await?;
-        print!("{}", portico::demo::instructions(&gateway));
+        print!("{}", portico::demo::instructions(&gateway, Some(&certs)));
         gateway.run(shutdown_signal()).await;
         Ok(())
     })

@@ -12,4 +12,5 @@ mod protocols;
 mod reload;
 mod routing;
 mod streaming;
+mod tls;
 mod upstream_errors;
