@@ -3,11 +3,13 @@
 //! # Request path
 //! ```text
 //! TCP accept (server/)                 per-listener connection limit
+//!  └ TLS handshake (server/tls.rs)      TLS listeners: SNI cert, ALPN, mTLS, timeout
 //!  └ connection guard (server/conn_guard.rs)   header-read + idle budgets, parser errors as JSON
 //!     └ hyper: HTTP/1.1, HTTP/2, h2c   head size / header count limits
 //!        └ gateway::handle (gateway.rs)        request id, admission, routing, forwarding headers
 //!           └ route stack (middleware/)        body limit → transforms → timeout
-//!              └ upstream (upstream/)          endpoint pick, pooled connection, tunnel for upgrades
+//!              └ upstream (upstream/)          endpoint pick, pooled connection (TLS in
+//!                                              upstream/tls.rs), tunnel for upgrades
 //! ```
 //! Everything the gateway answers itself is a typed [`error::GatewayError`], classified in
 //! one table into a status and a JSON body.
@@ -18,7 +20,10 @@
 //! - [`gateway`]: the request path and the runtime built from a config.
 //! - [`middleware`]: per-route tower layers and the route stack.
 //! - [`upstream`]: clusters, connection pools, upgrade tunnels.
-//! - [`server`]: listeners, connections, drain; [`admin`]: the admin listener.
+//! - [`server`]: listeners, TLS termination and certificate reload, connections, drain;
+//!   [`admin`]: the admin listener.
+//! - [`pki`]: PEM files, the crypto provider, the few X.509 facts read from certificates;
+//!   [`dev_certs`]: `portico certs`.
 //! - [`metrics`], [`access_log`]: observability; [`body`]: the streaming body types.
 //! - [`demo`], [`explain`]: the `portico demo` backends and `portico explain`.
 

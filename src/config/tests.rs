@@ -40,7 +40,14 @@ fn the_reference_config_is_valid() {
         Ok(config) => config,
         Err(err) => panic!("{err}"),
     };
-    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners.len(), 3);
+    assert_eq!(
+        config.listeners[2].redirect_https,
+        Some(RedirectHttps {
+            port: 8443,
+            status: 308
+        })
+    );
     assert_eq!(config.clusters.len(), 3);
     assert_eq!(config.routes.len(), 5);
     assert_eq!(config.routes[4].name, "route-4");

@@ -941,3 +941,33 @@ async fn plaintext_garbage_and_silence_on_a_tls_port_end_cleanly() {
         1
     );
 }
+
+#[test]
+fn portico_certs_writes_a_ca_and_a_server_certificate_with_a_private_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("certs");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["certs", "--dir", target.to_str().expect("utf8")])
+        .output()
+        .expect("run portico");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--cacert"));
+    let chain = portico::pki::read_certificates(&target.join("server.pem")).expect("chain");
+    let facts = portico::pki::inspect(&chain[0]).expect("leaf");
+    assert_eq!(facts.dns_names, ["localhost", "api.example.com"]);
+    portico::pki::read_certificates(&target.join("ca.pem")).expect("ca");
+    portico::pki::read_private_key(&target.join("server-key.pem")).expect("key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(target.join("server-key.pem"))
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key is readable by its owner only");
+    }
+}

@@ -954,3 +954,294 @@ fn redaction_replaces_only_existing_paths() {
         serde_json::json!({"a": {"b": [1, {"c": "<redacted>"}]}, "d": "plain"})
     );
 }
+
+/// PEM files for the TLS tests: `server.pem`/`server-key.pem` (localhost), `other-key.pem`
+/// (a key that belongs to nothing), `ca.pem` (self-signed, usable as a trust anchor).
+fn tls_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.path().join("server-key.pem"), key.serialize_pem()).expect("write");
+    std::fs::write(dir.path().join("ca.pem"), cert.pem()).expect("write");
+    let other = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(dir.path().join("other-key.pem"), other.serialize_pem()).expect("write");
+    dir
+}
+
+/// A config whose only listener has `tls` built from `keys` (YAML flow-mapping entries);
+/// relative paths resolve against `dir`.
+fn tls_config(dir: &Path, keys: &str, extra: &str) -> Result<Config, Vec<Problem>> {
+    let text = format!(
+        "listeners:\n  - name: secure\n    address: 127.0.0.1:8443\n    tls: {{ {keys} }}\n{extra}clusters:\n  - name: backend\n    endpoints: [127.0.0.1:9000]\n"
+    );
+    match crate::config::load_str_in(&text, "t.yaml", &|_| None, Some(dir)) {
+        Ok(config) => Ok(config),
+        Err(ConfigError::Invalid { problems, .. }) => Err(problems),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+fn tls_problems(dir: &Path, keys: &str, extra: &str) -> Vec<(String, String)> {
+    match tls_config(dir, keys, extra) {
+        Ok(_) => panic!("expected problems for {keys}"),
+        Err(problems) => problems.into_iter().map(|p| (p.path, p.message)).collect(),
+    }
+}
+
+const CERT: &str = "certificates: [{cert: server.pem, key: server-key.pem}]";
+
+#[test]
+fn listener_tls_defaults_and_relative_paths() {
+    let dir = tls_files();
+    let config = tls_config(dir.path(), CERT, "").expect("valid");
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.certificates[0].cert, dir.path().join("server.pem"));
+    assert!(tls.certificates[0].server_names.is_empty());
+    assert_eq!(tls.unknown_sni, UnknownSni::DefaultCertificate);
+    assert_eq!(tls.min_version, TlsVersion::Tls12);
+    assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(tls.client_auth, ClientAuth::default());
+    assert_eq!(tls.hsts, None);
+
+    let config = tls_config(
+        dir.path(),
+        &format!(
+            "{CERT}, unknown_sni: refuse, min_version: 1.3, handshake_timeout: 2s, \
+             client_auth: {{mode: optional, ca: ca.pem, forward_header: X-Client-Cert}}, \
+             hsts: {{max_age: 1h, include_subdomains: true}}"
+        ),
+        "",
+    )
+    .expect("valid");
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.unknown_sni, UnknownSni::Refuse);
+    assert_eq!(tls.min_version, TlsVersion::Tls13);
+    assert_eq!(tls.client_auth.mode, ClientAuthMode::Optional);
+    assert_eq!(
+        tls.client_auth
+            .forward_header
+            .as_ref()
+            .map(HeaderName::as_str),
+        Some("x-client-cert")
+    );
+    let hsts = tls.hsts.as_ref().expect("hsts");
+    assert_eq!(hsts.header_value(), "max-age=3600; includeSubDomains");
+}
+
+#[test]
+fn listener_tls_problems_name_the_key() {
+    let dir = tls_files();
+    let d = dir.path();
+    let at = |path: &str, needle: &str, found: Vec<(String, String)>| {
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(needle)),
+            "no `{needle}` at {path} in {found:#?}"
+        );
+    };
+    at(
+        "listeners[0].tls.certificates[0].cert",
+        "cannot read",
+        tls_problems(
+            d,
+            "certificates: [{cert: missing.pem, key: server-key.pem}]",
+            "",
+        ),
+    );
+    at(
+        "listeners[0].tls.certificates[0].key",
+        "cannot be used with",
+        tls_problems(
+            d,
+            "certificates: [{cert: server.pem, key: other-key.pem}]",
+            "",
+        ),
+    );
+    at(
+        "listeners[0].tls.certificates[0].key",
+        "no PRIVATE KEY",
+        tls_problems(d, "certificates: [{cert: server.pem, key: server.pem}]", ""),
+    );
+    at(
+        "listeners[0].tls.certificates",
+        "at least one certificate",
+        tls_problems(d, "certificates: []", ""),
+    );
+    at(
+        "listeners[0].tls.certificates[0].server_names[1]",
+        "`*` is only allowed",
+        tls_problems(
+            d,
+            "certificates: [{cert: server.pem, key: server-key.pem, server_names: [a.example, 'a.*.example']}]",
+            "",
+        ),
+    );
+    at(
+        "listeners[0].tls.certificates[1]",
+        "also served by certificates[0]",
+        tls_problems(
+            d,
+            "certificates: [{cert: server.pem, key: server-key.pem}, {cert: server.pem, key: server-key.pem}]",
+            "",
+        ),
+    );
+    at(
+        "listeners[0].tls.unknown_sni",
+        "expected default or refuse",
+        tls_problems(d, &format!("{CERT}, unknown_sni: reject"), ""),
+    );
+    at(
+        "listeners[0].tls.min_version",
+        "unsupported TLS version \"1.1\"",
+        tls_problems(d, &format!("{CERT}, min_version: 1.1"), ""),
+    );
+    at(
+        "listeners[0].tls.handshake_timeout",
+        "greater than 0s",
+        tls_problems(d, &format!("{CERT}, handshake_timeout: 0s"), ""),
+    );
+    at(
+        "listeners[0].tls.client_auth",
+        "`ca`",
+        tls_problems(d, &format!("{CERT}, client_auth: {{mode: required}}"), ""),
+    );
+    at(
+        "listeners[0].tls.client_auth.mode",
+        "expected none, optional or required",
+        tls_problems(
+            d,
+            &format!("{CERT}, client_auth: {{mode: always, ca: ca.pem}}"),
+            "",
+        ),
+    );
+    at(
+        "listeners[0].tls.client_auth.forward_header",
+        "hop-by-hop",
+        tls_problems(
+            d,
+            &format!(
+                "{CERT}, client_auth: {{mode: optional, ca: ca.pem, forward_header: connection}}"
+            ),
+            "",
+        ),
+    );
+    at(
+        "listeners[0].tls.client_auth.forward_header",
+        "mode none",
+        tls_problems(
+            d,
+            &format!("{CERT}, client_auth: {{forward_header: x-cert}}"),
+            "",
+        ),
+    );
+    at(
+        "listeners[0].tls.ciphers",
+        "unknown key `ciphers`",
+        tls_problems(d, &format!("{CERT}, ciphers: all"), ""),
+    );
+}
+
+#[test]
+fn redirects_and_routes_that_require_client_certificates() {
+    let dir = tls_files();
+    let d = dir.path();
+    let found = tls_problems(d, CERT, "    redirect_https: { port: 8443 }\n");
+    assert_eq!(
+        found,
+        [pair(
+            "listeners[0].redirect_https",
+            "a TLS listener cannot redirect to HTTPS: it already is HTTPS; remove redirect_https or tls"
+        )]
+    );
+    let plain = ok(
+        "listeners:\n  - name: plain\n    address: 127.0.0.1:8080\n    redirect_https: {port: 8443}\n",
+    );
+    assert_eq!(
+        plain.listeners[0].redirect_https,
+        Some(RedirectHttps {
+            port: 8443,
+            status: 308
+        })
+    );
+    assert_eq!(
+        problem("listeners:\n  - name: plain\n    address: 127.0.0.1:8080\n    redirect_https: {status: 302}\n"),
+        pair(
+            "listeners[0].redirect_https.status",
+            "302 is not a redirect status used here: expected 301 or 308 (308 keeps the method and body)"
+        )
+    );
+    assert_eq!(
+        problem(&route("    require_client_cert: true\n")),
+        pair(
+            "routes[0].require_client_cert",
+            "no listener asks for client certificates (listeners[].tls.client_auth.mode optional or required), so this route could never be used"
+        )
+    );
+    let config = tls_config(
+        d,
+        &format!("{CERT}, client_auth: {{mode: required, ca: ca.pem}}"),
+        "",
+    );
+    assert!(config.is_ok());
+}
+
+#[test]
+fn upstream_tls_settings() {
+    let dir = tls_files();
+    let d = dir.path();
+    let cluster = |tls: &str| {
+        format!(
+            "listeners:\n  - name: public\n    address: 127.0.0.1:8080\nclusters:\n  - name: secure\n    endpoints: [backend.internal:443]\n    tls: {tls}\n"
+        )
+    };
+    let load = |text: &str| match crate::config::load_str_in(text, "t.yaml", &|_| None, Some(d)) {
+        Ok(config) => Ok(config),
+        Err(ConfigError::Invalid { problems, .. }) => Err(problems
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect::<Vec<_>>()),
+        Err(other) => panic!("{other}"),
+    };
+    let config = load(&cluster("{}")).expect("system roots");
+    assert_eq!(
+        config.clusters[0].tls,
+        Some(UpstreamTls {
+            ca: None,
+            server_name: None,
+            client_cert: None
+        })
+    );
+    let config = load(&cluster(
+        "{ca: ca.pem, server_name: Backend.Example, client_cert: server.pem, client_key: server-key.pem}",
+    ))
+    .expect("valid");
+    let tls = config.clusters[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.ca, Some(d.join("ca.pem")));
+    assert_eq!(tls.server_name.as_deref(), Some("backend.example"));
+    assert_eq!(
+        tls.client_cert,
+        Some((d.join("server.pem"), d.join("server-key.pem")))
+    );
+    assert_eq!(
+        load(&cluster("{client_cert: server.pem}")).expect_err("half a pair"),
+        [pair(
+            "clusters[0].tls",
+            "client_cert needs client_key (its private key)"
+        )]
+    );
+    assert_eq!(
+        load(&cluster("{server_name: 'not a name'}")).expect_err("bad name"),
+        [pair(
+            "clusters[0].tls.server_name",
+            "\"not a name\" is not a DNS name or IP address usable as SNI"
+        )]
+    );
+    let found = load(&cluster("{insecure_skip_verify: true}")).expect_err("not offered");
+    assert!(
+        found[0].1.starts_with("unknown key `insecure_skip_verify`"),
+        "{found:?}"
+    );
+}
