@@ -218,7 +218,7 @@ impl<'a> Der<'a> {
         Ok((tag, contents))
     }
 
-    fn expect(&mut self, tag: u8, expected: &'static str) -> Result<&'a [u8], DerError> {
+    fn take(&mut self, tag: u8, expected: &'static str) -> Result<&'a [u8], DerError> {
         match self.any()? {
             (found, contents) if found == tag => Ok(contents),
             (found, _) => Err(DerError::UnexpectedTag { expected, found }),
@@ -228,21 +228,21 @@ impl<'a> Der<'a> {
 
 /// Walk a DER certificate for [`CertFacts`].
 pub fn inspect(der: &[u8]) -> Result<CertFacts, DerError> {
-    let certificate = Der::new(der).expect(SEQUENCE, "Certificate")?;
-    let tbs = Der::new(certificate).expect(SEQUENCE, "TBSCertificate")?;
+    let certificate = Der::new(der).take(SEQUENCE, "Certificate")?;
+    let tbs = Der::new(certificate).take(SEQUENCE, "TBSCertificate")?;
     let mut fields = Der::new(tbs);
     if fields.peek_tag() == Some(0xa0) {
         fields.any()?; // [0] version
     }
-    fields.expect(0x02, "serialNumber")?;
-    fields.expect(SEQUENCE, "signature")?;
-    fields.expect(SEQUENCE, "issuer")?;
-    let mut validity = Der::new(fields.expect(SEQUENCE, "validity")?);
+    fields.take(0x02, "serialNumber")?;
+    fields.take(SEQUENCE, "signature")?;
+    fields.take(SEQUENCE, "issuer")?;
+    let mut validity = Der::new(fields.take(SEQUENCE, "validity")?);
     validity.any()?; // notBefore
     let (tag, text) = validity.any()?;
     let not_after = parse_time(tag, text)?;
-    let subject = render_name(fields.expect(SEQUENCE, "subject")?)?;
-    fields.expect(SEQUENCE, "subjectPublicKeyInfo")?;
+    let subject = render_name(fields.take(SEQUENCE, "subject")?)?;
+    fields.take(SEQUENCE, "subjectPublicKeyInfo")?;
     let mut facts = CertFacts {
         not_after,
         subject,
@@ -253,14 +253,14 @@ pub fn inspect(der: &[u8]) -> Result<CertFacts, DerError> {
         if tag != 0xa3 {
             continue; // issuerUniqueID / subjectUniqueID
         }
-        let mut extensions = Der::new(Der::new(contents).expect(SEQUENCE, "extensions")?);
+        let mut extensions = Der::new(Der::new(contents).take(SEQUENCE, "extensions")?);
         while !extensions.is_empty() {
-            let mut extension = Der::new(extensions.expect(SEQUENCE, "Extension")?);
-            let oid = extension.expect(OID, "extnID")?;
+            let mut extension = Der::new(extensions.take(SEQUENCE, "Extension")?);
+            let oid = extension.take(OID, "extnID")?;
             if extension.peek_tag() == Some(0x01) {
                 extension.any()?; // critical
             }
-            let value = extension.expect(OCTET_STRING, "extnValue")?;
+            let value = extension.take(OCTET_STRING, "extnValue")?;
             if oid == OID_SUBJECT_ALT_NAME {
                 read_alt_names(value, &mut facts)?;
             }
@@ -270,7 +270,7 @@ pub fn inspect(der: &[u8]) -> Result<CertFacts, DerError> {
 }
 
 fn read_alt_names(value: &[u8], facts: &mut CertFacts) -> Result<(), DerError> {
-    let mut names = Der::new(Der::new(value).expect(SEQUENCE, "GeneralNames")?);
+    let mut names = Der::new(Der::new(value).take(SEQUENCE, "GeneralNames")?);
     while !names.is_empty() {
         let (tag, contents) = names.any()?;
         let text = || String::from_utf8_lossy(contents).into_owned();
@@ -351,11 +351,11 @@ fn render_name(name: &[u8]) -> Result<String, DerError> {
     let mut rdns = Vec::new();
     let mut reader = Der::new(name);
     while !reader.is_empty() {
-        let mut set = Der::new(reader.expect(SET, "RelativeDistinguishedName")?);
+        let mut set = Der::new(reader.take(SET, "RelativeDistinguishedName")?);
         let mut parts = Vec::new();
         while !set.is_empty() {
-            let mut pair = Der::new(set.expect(SEQUENCE, "AttributeTypeAndValue")?);
-            let oid = pair.expect(OID, "AttributeType")?;
+            let mut pair = Der::new(set.take(SEQUENCE, "AttributeTypeAndValue")?);
+            let oid = pair.take(OID, "AttributeType")?;
             let (tag, value) = pair.any()?;
             let mut part = attribute_name(oid);
             part.push('=');
