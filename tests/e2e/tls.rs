@@ -276,7 +276,10 @@ fn yaml_path(path: &Path) -> String {
 async fn sni_picks_exact_and_wildcard_certificates_and_unknown_names_get_the_default() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("test CA");
-    let a = ca.issue_with("a", &["a.example.com"], |p| {
+    // The first (default) certificate also covers fallback.example.org, but its
+    // server_names leave that name out: SNI never selects it by that name, so a client
+    // asking for it proves the default is served for unknown names.
+    let a = ca.issue_with("a", &["a.example.com", "fallback.example.org"], |p| {
         p.not_after = rcgen::date_time_ymd(2040, 1, 2);
     });
     let wild = ca.issue("wild", &["*.b.example.com"]);
@@ -287,7 +290,7 @@ async fn sni_picks_exact_and_wildcard_certificates_and_unknown_names_get_the_def
     address: 127.0.0.1:0
     tls:
       certificates:
-        - {{ cert: {}, key: {} }}
+        - {{ cert: {}, key: {}, server_names: [a.example.com] }}
         - {{ cert: {}, key: {} }}
 clusters:
   - {{ name: b, endpoints: [\"{backend}\"] }}
@@ -302,14 +305,22 @@ routes:
     );
     let gw = Running::start(&yaml).await;
     let addr = gw.addr("secure");
-    // The client must not reject the default certificate for a name it does not cover,
-    // or we could not see which one was served: check the choice, then the name rules.
     let client = client_config(&ca.pem(), &[b"http/1.1"], None);
 
     let stream = tls_connect(addr, client.clone(), "a.example.com")
         .await
         .expect("a");
-    assert_eq!(served_names(&stream), ["a.example.com"]);
+    assert_eq!(
+        served_names(&stream),
+        ["a.example.com", "fallback.example.org"]
+    );
+    let stream = tls_connect(addr, client.clone(), "fallback.example.org")
+        .await
+        .expect("unknown name, default certificate");
+    assert_eq!(
+        served_names(&stream),
+        ["a.example.com", "fallback.example.org"]
+    );
     let stream = tls_connect(addr, client.clone(), "x.b.example.com")
         .await
         .expect("wild");
@@ -333,11 +344,11 @@ routes:
         )
         .await;
     assert_eq!(expiry, 2_209_075_200, "2040-01-02T00:00:00Z");
-    assert!(
-        gw.metric("portico_tls_handshakes_total{listener=\"secure\",outcome=\"success\"}")
-            .await
-            >= 3
-    );
+    gw.wait_metric(
+        "portico_tls_handshakes_total{listener=\"secure\",outcome=\"success\"}",
+        4,
+    )
+    .await;
     // Both clients that refused the default certificate said so with an alert.
     gw.wait_metric(
         "portico_tls_handshakes_total{listener=\"secure\",outcome=\"client_alert\"}",
