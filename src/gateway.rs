@@ -239,7 +239,10 @@ impl RequestIds {
             out[2 * i] = HEX[usize::from(byte >> 4)];
             out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
         }
-        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        // An owned buffer behind a reference count: the id is cloned into the upstream
+        // request and the response, and a plain `Vec` would be copied on the first clone.
+        HeaderValue::from_maybe_shared(Bytes::from_owner(out))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 
     /// The caller's id when it is a sane token, else a new one.
@@ -346,39 +349,32 @@ pub async fn handle(
         headers.remove(header::CONNECTION);
     }
 
-    let upstream = match response.body() {
-        Body::Upstream { body } => Some(body.upstream().clone()),
+    let entry = facts.route.and_then(|i| runtime.routes.get(i));
+    let route_metrics = entry.map_or_else(|| runtime.unmatched.clone(), |e| e.metrics.clone());
+    // Everything the access log needs is gathered only when there is an access log.
+    let log = match (runtime.access_log.as_ref(), facts.log.take()) {
+        (Some(sink), Some(facts)) => Some(Box::new(PendingLog {
+            sink: sink.clone(),
+            facts: *facts,
+            request_id,
+            route: entry.map(|e| e.name.clone()),
+            cluster: entry.map(|e| e.cluster.clone()),
+            upstream: match response.body() {
+                Body::Upstream { body } => Some(body.upstream().clone()),
+                _ => None,
+            },
+            error_code,
+        })),
         _ => None,
     };
-    let (route_metrics, route_name, cluster_name) =
-        match facts.route.and_then(|i| runtime.routes.get(i)) {
-            Some(entry) => (
-                entry.metrics.clone(),
-                Some(entry.name.clone()),
-                Some(entry.cluster.clone()),
-            ),
-            None => (runtime.unmatched.clone(), None, None),
-        };
-    let status = response.status().as_u16();
     let done = Done {
         conn,
         metrics: route_metrics,
-        status,
+        status: response.status().as_u16(),
         started,
         bytes_out: 0,
         completed: false,
-        log: match (runtime.access_log.clone(), facts.log.take()) {
-            (Some(sink), Some(facts)) => Some(Box::new(PendingLog {
-                sink,
-                facts: *facts,
-                request_id,
-                route: route_name,
-                cluster: cluster_name,
-                upstream,
-                error_code,
-            })),
-            _ => None,
-        },
+        log,
     };
     response.map(|body| ResponseBody::new(body, done))
 }
@@ -560,6 +556,8 @@ fn set_forwarding_headers(
     let version = req.version();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrade);
+    // Room for the headers added below in one step, instead of growing the map twice.
+    headers.reserve(4);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -618,45 +616,85 @@ fn via_value(version: Version) -> HeaderValue {
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and every header the
 /// `Connection` header names. `te: trailers` survives (gRPC needs it). With `keep_upgrade`,
-/// `Upgrade` stays for a protocol switch. A single pass decides whether any work is needed,
-/// so the common request without such headers costs one scan.
+/// `Upgrade` stays for a protocol switch.
+///
+/// This runs on every request and response, so it is shaped for the common cases: one
+/// pass over the names finds which hop-by-hop headers are present (usually none, or a lone
+/// `Connection: keep-alive`), and only those are removed; the usual `Connection` tokens
+/// (`keep-alive`, `close`, `upgrade`) never allocate.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let any = headers.keys().any(|name| {
-        name == header::CONNECTION
-            || name == header::TRANSFER_ENCODING
-            || name == header::TE
-            || name == header::UPGRADE
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-    });
-    if !any {
+    const CONNECTION: u8 = 1;
+    const TRANSFER_ENCODING: u8 = 2;
+    const TE: u8 = 4;
+    const UPGRADE: u8 = 8;
+    const KEEP_ALIVE_BIT: u8 = 16;
+    const PROXY_CONNECTION_BIT: u8 = 32;
+    // Direct lookups: cheaper than walking every header of a typical request.
+    let mut present = 0u8;
+    for (name, bit) in [
+        (&header::CONNECTION, CONNECTION),
+        (&header::TRANSFER_ENCODING, TRANSFER_ENCODING),
+        (&header::TE, TE),
+        (&header::UPGRADE, UPGRADE),
+        (&KEEP_ALIVE, KEEP_ALIVE_BIT),
+        (&PROXY_CONNECTION, PROXY_CONNECTION_BIT),
+    ] {
+        if headers.contains_key(name) {
+            present |= bit;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .filter(|name| name != header::TE)
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if present & CONNECTION != 0 {
+        let mut named = Vec::new();
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+        {
+            // The fixed set below covers these; `close` names no header.
+            let common = [
+                "keep-alive",
+                "close",
+                "upgrade",
+                "te",
+                "transfer-encoding",
+                "",
+            ];
+            if common.iter().any(|c| token.eq_ignore_ascii_case(c)) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    if !keep_upgrade {
+    if present & TRANSFER_ENCODING != 0 {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if present & KEEP_ALIVE_BIT != 0 {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if present & PROXY_CONNECTION_BIT != 0 {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if present & UPGRADE != 0 && !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(header::TE);
+    if present & TE != 0 {
+        let trailers_only = headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !trailers_only {
+            headers.remove(header::TE);
+        }
     }
 }
 
@@ -703,9 +741,10 @@ struct Done {
 
 impl Drop for Done {
     fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
         self.metrics.observe(self.status, elapsed);
-        self.conn.state.request_finished();
+        self.conn.state.request_finished(now.into_std());
         if let Some(log) = self.log.take() {
             let PendingLog {
                 sink,

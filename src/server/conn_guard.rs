@@ -30,7 +30,11 @@ static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// Milliseconds since the process epoch, never 0 (0 means "unset" below).
 fn now_ms() -> u64 {
-    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    ms_since_epoch(Instant::now())
+}
+
+fn ms_since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*EPOCH).as_millis()).unwrap_or(u64::MAX - 1) + 1
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -47,6 +51,20 @@ pub struct ConnState {
     first_read_seen: AtomicBool,
     /// The head being read carries both Content-Length and Transfer-Encoding.
     conflicting_framing: AtomicBool,
+    /// What the watchdog asked the connection task to do ([`Close`]), and how to wake it.
+    close: std::sync::atomic::AtomicU8,
+    waker: atomic_waker::AtomicWaker,
+}
+
+/// A request from the connection's watchdog to the task serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Close {
+    None = 0,
+    /// Finish in-flight requests, then close (HTTP/2: GOAWAY).
+    Graceful = 1,
+    /// Close now.
+    Abort = 2,
 }
 
 /// What the watchdog decided.
@@ -71,6 +89,23 @@ impl ConnState {
         self.http2.load(Relaxed)
     }
 
+    /// Ask the connection task to close (the watchdog's side).
+    pub fn request_close(&self, how: Close) {
+        self.close.fetch_max(how as u8, Relaxed);
+        self.waker.wake();
+    }
+
+    /// What the watchdog asked for, registering the connection task to be woken when that
+    /// changes (the connection task's side, on every poll).
+    pub fn poll_close(&self, waker: &std::task::Waker) -> Close {
+        self.waker.register(waker);
+        match self.close.load(Relaxed) {
+            0 => Close::None,
+            1 => Close::Graceful,
+            _ => Close::Abort,
+        }
+    }
+
     /// A request head has been parsed and handed to the gateway. Returns true when that head
     /// had conflicting framing headers.
     pub fn request_started(&self) -> bool {
@@ -79,10 +114,11 @@ impl ConnState {
         self.conflicting_framing.swap(false, Relaxed)
     }
 
-    /// The response has been sent (or abandoned).
-    pub fn request_finished(&self) {
+    /// The response has been sent (or abandoned) at `now` (the caller has just read the
+    /// clock for its own purposes; reading it again would cost as much again).
+    pub fn request_finished(&self, now: Instant) {
         if self.in_flight.fetch_sub(1, Relaxed) == 1 {
-            self.idle_since_ms.store(now_ms(), Relaxed);
+            self.idle_since_ms.store(ms_since_epoch(now), Relaxed);
         }
     }
 
@@ -435,7 +471,7 @@ mod tests {
             state.check(Duration::ZERO, Duration::ZERO),
             Verdict::Wait(_)
         ));
-        state.request_finished();
+        state.request_finished(Instant::now());
         assert_eq!(state.check(Duration::ZERO, Duration::ZERO), Verdict::Idle);
     }
 }

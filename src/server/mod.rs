@@ -21,7 +21,7 @@ use crate::error::GatewayError;
 use crate::gateway::{self, BuildError, ConnInfo, ListenerContext, Runtime, Shared};
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use conn_guard::{ConnState, GuardedIo, Verdict};
+use conn_guard::{Close, ConnState, GuardedIo, Verdict};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -334,7 +334,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     on_parser_error: ParserErrorRenderer,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
 ) {
     context.metrics.active_connections.fetch_add(1, Relaxed);
@@ -421,33 +421,61 @@ where
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
 
+    // Timers and shutdown are watched by a companion task, so that the many wake-ups of
+    // this task while it serves requests cost one atomic load each instead of polling a
+    // timer and a shutdown future every time.
+    let watchdog = tokio::spawn(watchdog(state.clone(), context.clone(), peer, stop));
+    let mut graceful_sent = false;
+    let result = std::future::poll_fn(|cx| {
+        match state.poll_close(cx.waker()) {
+            Close::None => {}
+            Close::Graceful => {
+                if !graceful_sent {
+                    graceful_sent = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            Close::Abort => return std::task::Poll::Ready(Ok(())),
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    watchdog.abort();
+    if let Err(error) = result {
+        tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+    }
+}
+
+/// The single timer of a connection (header-read and idle budgets) and its shutdown signal.
+async fn watchdog(
+    state: Arc<ConnState>,
+    context: Arc<ListenerContext>,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let limits = &context.config.limits;
     let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
-    tokio::pin!(timer);
-    let mut closing = false;
+    let shutdown = stopped(&mut stop);
+    tokio::pin!(timer, shutdown);
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
-                }
-                break;
+            _ = &mut shutdown => {
+                state.request_close(Close::Graceful);
+                return;
             }
-            _ = crate::server::stopped(&mut stop), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = &mut timer, if !closing => match state.check(limits.idle_timeout, limits.header_read_timeout) {
+            _ = &mut timer => match state.check(limits.idle_timeout, limits.header_read_timeout) {
                 Verdict::Wait(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
                 Verdict::Idle => {
                     context.metrics.idle_closed.fetch_add(1, Relaxed);
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    state.request_close(Close::Graceful);
+                    // Stay: an HTTP/2 connection finishes its streams; shutdown may still come.
+                    timer.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 }
                 Verdict::HeadTimeout => {
                     context.metrics.header_timeouts.fetch_add(1, Relaxed);
                     tracing::info!(peer = %peer, "request head not received in time; closing");
-                    break;
+                    state.request_close(Close::Abort);
+                    return;
                 }
             }
         }

@@ -79,19 +79,61 @@ impl Cluster {
     }
 
     /// Send one request to the cluster.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, GatewayError> {
+    pub async fn send(
+        self: Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
         let upgrade = req.extensions_mut().remove::<DownstreamUpgrade>();
+        if upgrade.is_some() || self.config.protocol == model::UpstreamProtocol::Http2 {
+            // The less common paths are boxed so that their larger futures don't inflate the
+            // state every HTTP/1.1 request carries (and copies).
+            return Box::pin(self.send_other(req, upgrade)).await;
+        }
+        // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
+        let mut req = to_http1(req);
         let count = self.endpoints.len();
         let start = self.next.fetch_add(1, Relaxed);
         let mut last_error = None;
         for attempt in 0..count {
             let endpoint = &self.endpoints[(start + attempt) % count];
-            let outcome = match (endpoint.protocol(), &upgrade) {
-                (model::UpstreamProtocol::Http2, _) => self.send_http2(endpoint, req).await,
-                (model::UpstreamProtocol::Http1, Some(client_side)) => {
+            if let Some(mut lease) = endpoint.checkout_http1().await {
+                match lease.sender().try_send_request(req).await {
+                    Ok(response) => return Ok(wrap(response, Some(lease), endpoint)),
+                    // The pooled connection closed before our request went out: use a new one.
+                    Err(mut error) => match error.take_message() {
+                        Some(request) => req = request,
+                        None => return Err(GatewayError::from_upstream_send(error.into_error())),
+                    },
+                }
+            }
+            match Box::pin(self.send_on_new_connection(endpoint, req)).await {
+                Attempt::Done(result) => return result,
+                Attempt::NotSent(request, error) => {
+                    tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
+                    req = request;
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(self.exhausted(last_error))
+    }
+
+    /// HTTP/2 upstreams and HTTP/1.1 upgrades, endpoint by endpoint.
+    async fn send_other(
+        &self,
+        mut req: Request<Body>,
+        upgrade: Option<DownstreamUpgrade>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let count = self.endpoints.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        let mut last_error = None;
+        for attempt in 0..count {
+            let endpoint = &self.endpoints[(start + attempt) % count];
+            let outcome = match &upgrade {
+                Some(client_side) if endpoint.protocol() == model::UpstreamProtocol::Http1 => {
                     self.send_upgrade(endpoint, req, client_side.clone()).await
                 }
-                (model::UpstreamProtocol::Http1, None) => self.send_http1(endpoint, req).await,
+                _ => self.send_http2(endpoint, req).await,
             };
             match outcome {
                 Attempt::Done(result) => return result,
@@ -102,7 +144,12 @@ impl Cluster {
                 }
             }
         }
-        Err(match last_error {
+        Err(self.exhausted(last_error))
+    }
+
+    /// The error once every endpoint has refused a connection.
+    fn exhausted(&self, last_error: Option<ConnectError>) -> GatewayError {
+        match last_error {
             Some(ConnectError::Timeout { .. }) => GatewayError::UpstreamConnectTimeout {
                 cluster: self.name.to_string(),
                 timeout: self.config.connect_timeout,
@@ -120,25 +167,14 @@ impl Cluster {
                 cluster: self.name.to_string(),
                 source: std::io::Error::other("the cluster has no endpoints"),
             },
-        })
+        }
     }
 
-    async fn send_http1(&self, endpoint: &Arc<EndpointPool>, req: Request<Body>) -> Attempt {
-        let mut req = to_http1(req);
-        if let Some(mut lease) = endpoint.checkout_http1().await {
-            match lease.sender().try_send_request(req).await {
-                Ok(response) => return Attempt::Done(Ok(wrap(response, Some(lease), endpoint))),
-                // The pooled connection closed before our request went out: use a new one.
-                Err(mut error) => match error.take_message() {
-                    Some(request) => req = request,
-                    None => {
-                        return Attempt::Done(Err(GatewayError::from_upstream_send(
-                            error.into_error(),
-                        )))
-                    }
-                },
-            }
-        }
+    async fn send_on_new_connection(
+        &self,
+        endpoint: &Arc<EndpointPool>,
+        req: Request<Body>,
+    ) -> Attempt {
         let mut lease = match endpoint.connect_http1(false).await {
             Ok(lease) => lease,
             Err(error) => return Attempt::NotSent(req, error),
@@ -306,7 +342,6 @@ impl tower_service::Service<Request<Body>> for UpstreamService {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let cluster = self.cluster.clone();
-        Box::pin(async move { cluster.send(req).await })
+        Box::pin(self.cluster.clone().send(req))
     }
 }
