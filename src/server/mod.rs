@@ -334,7 +334,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     on_parser_error: ParserErrorRenderer,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
 ) {
     context.metrics.active_connections.fetch_add(1, Relaxed);
@@ -391,7 +391,7 @@ struct Connection {
 }
 
 /// Serve HTTP on a plaintext socket or a TLS stream (the guard sees decrypted bytes).
-async fn serve_http<IO>(stream: IO, conn: Connection, mut stop: watch::Receiver<bool>)
+async fn serve_http<IO>(stream: IO, conn: Connection, stop: watch::Receiver<bool>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
