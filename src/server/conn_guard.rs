@@ -89,6 +89,12 @@ impl ConnState {
         self.http2.load(Relaxed)
     }
 
+    /// The connection speaks HTTP/2 (decided from ALPN or the h2c preface).
+    pub fn mark_http2(&self) {
+        self.http2.store(true, Relaxed);
+        self.head_started_ms.store(0, Relaxed);
+    }
+
     /// Ask the connection task to close (the watchdog's side).
     pub fn request_close(&self, how: Close) {
         self.close.fetch_max(how as u8, Relaxed);
@@ -253,6 +259,9 @@ pub struct GuardedIo<T> {
     scan: HeadScan,
     /// Replacement bytes being written instead of hyper's bare error response.
     rewrite: Option<(bytes::Bytes, usize)>,
+    /// Bytes already read (to choose the protocol) that hyper must still see first.
+    replay: Vec<u8>,
+    replayed: usize,
     on_parser_error: Arc<dyn Fn(&GatewayError) -> bytes::Bytes + Send + Sync>,
 }
 
@@ -269,8 +278,17 @@ impl<T> GuardedIo<T> {
             state,
             scan: HeadScan::default(),
             rewrite: None,
+            replay: Vec::new(),
+            replayed: 0,
             on_parser_error,
         }
+    }
+
+    /// Serve `bytes` (already read from the stream and already seen by the guard) before
+    /// anything else is read.
+    pub fn replay(&mut self, bytes: Vec<u8>) {
+        self.replay = bytes;
+        self.replayed = 0;
     }
 }
 
@@ -306,8 +324,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             this.state.on_read(&buf.filled()[before..], &mut this.scan);

@@ -7,9 +7,10 @@
 //! GOAWAY, idle HTTP/1.1 connections close at once) and waits up to the drain deadline.
 //!
 //! Each connection is one task: on a TLS listener, first the handshake ([`tls`]); then the
-//! (decrypted) stream wrapped in the connection guard, served by hyper-util's auto builder
-//! (HTTP/1.1, or HTTP/2 when the client starts with the HTTP/2 preface — h2c, or h2 after
-//! ALPN), with one timer that enforces the header-read and idle budgets.
+//! (decrypted) stream wrapped in the connection guard and served by hyper's HTTP/1.1 or
+//! HTTP/2 server — HTTP/2 when ALPN agreed on `h2`, or on cleartext when the client starts
+//! with the HTTP/2 preface (h2c prior knowledge). A companion watchdog task per connection
+//! holds its one timer (header-read and idle budgets) and the shutdown signal.
 
 pub mod conn_guard;
 pub mod tls;
@@ -25,7 +26,6 @@ use conn_guard::{Close, ConnState, GuardedIo, Verdict};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tls::{CertificateReloader, TlsListener};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -206,31 +206,60 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-/// hyper's server settings for one listener. The auto builder serves HTTP/1.1 and detects
-/// the HTTP/2 prior-knowledge preface (h2c) by itself.
-fn http_builder(listener: &Listener) -> auto::Builder<TokioExecutor> {
+/// hyper's server settings for one listener, one builder per protocol. Which one serves a
+/// connection is decided per connection ([`sniff_protocol`] for cleartext, ALPN for TLS).
+pub(crate) struct HttpBuilders {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+fn http_builders(listener: &Listener) -> HttpBuilders {
     let limits = &listener.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    {
-        let mut h1 = builder.http1();
-        // The read buffer bounds the request head: hyper answers 431 past it.
-        h1.max_buf_size(limits.max_header_bytes.max(8192))
-            .keep_alive(true)
-            .half_close(false);
-        // hyper keeps up to 100 header slots on the stack; any explicit value moves them to
-        // the heap for every request, so only set it when it differs.
-        if limits.max_headers != 100 {
-            h1.max_headers(limits.max_headers);
-        }
-        // Header read and idle timeouts are the connection guard's job (one timer per
-        // connection instead of one per request).
-        h1.header_read_timeout(None);
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    // The read buffer bounds the request head: hyper answers 431 past it.
+    h1.max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true)
+        .half_close(false);
+    // hyper keeps up to 100 header slots on the stack; any explicit value moves them to
+    // the heap for every request, so only set it when it differs.
+    if limits.max_headers != 100 {
+        h1.max_headers(limits.max_headers);
     }
-    builder
-        .http2()
-        .max_concurrent_streams(limits.max_concurrent_streams)
+    // Header read and idle timeouts are the connection guard's job (one timer per
+    // connection instead of one per request).
+    h1.header_read_timeout(None);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+    HttpBuilders { h1, h2 }
+}
+
+/// The connection preface an HTTP/2 client with prior knowledge (h2c) starts with; the
+/// first 14 bytes are enough to tell it from any HTTP/1 request line.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Read just enough of a cleartext connection to tell HTTP/2 prior knowledge from HTTP/1:
+/// the bytes read are handed back, to be replayed in front of the stream. (Deciding here,
+/// rather than with a protocol-sniffing wrapper around every read, keeps HTTP/1 connections
+/// on hyper's plain HTTP/1 path — less work per request and less memory per connection.)
+async fn sniff_protocol<IO: AsyncRead + Unpin>(
+    stream: &mut IO,
+) -> std::io::Result<(bool, Vec<u8>)> {
+    let mut seen = Vec::with_capacity(H2_PREFACE.len());
+    let mut buf = [0u8; 14];
+    while seen.len() < H2_PREFACE.len() {
+        let n = stream
+            .read(&mut buf[..H2_PREFACE.len() - seen.len()])
+            .await?;
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if !H2_PREFACE.starts_with(&seen) {
+            return Ok((false, seen));
+        }
+    }
+    Ok((seen.as_slice() == H2_PREFACE, seen))
 }
 
 async fn accept_loop(
@@ -244,7 +273,7 @@ async fn accept_loop(
         listener,
         tls,
     } = bound;
-    let builder = Arc::new(http_builder(&context.config));
+    let builder = Arc::new(http_builders(&context.config));
     let permits = Arc::new(Semaphore::new(context.config.limits.max_connections));
     let on_parser_error = parser_error_renderer(shared.clone());
     loop {
@@ -332,7 +361,7 @@ async fn serve_connection(
     tls: Option<Arc<TlsListener>>,
     context: Arc<ListenerContext>,
     shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<HttpBuilders>,
     on_parser_error: ParserErrorRenderer,
     mut stop: watch::Receiver<bool>,
     _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
@@ -385,7 +414,7 @@ struct Connection {
     peer: SocketAddr,
     context: Arc<ListenerContext>,
     shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<HttpBuilders>,
     on_parser_error: ParserErrorRenderer,
     tls: Option<tls::TlsInfo>,
 }
@@ -404,6 +433,8 @@ where
         tls,
     } = conn;
     let state = Arc::new(ConnState::new());
+    // TLS connections speak what ALPN agreed on; cleartext ones are sniffed.
+    let info_tls_alpn = tls.as_ref().map(|tls| tls.alpn.clone());
     let info = Arc::new(ConnInfo {
         listener: context.clone(),
         peer,
@@ -412,38 +443,85 @@ where
         state: state.clone(),
         tls,
     });
-    let io = TokioIo::new(GuardedIo::new(stream, state.clone(), on_parser_error));
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let info = info.clone();
         async move { Ok::<_, Infallible>(gateway::handle(shared, info, req).await) }
     });
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
+    let mut io = GuardedIo::new(stream, state.clone(), on_parser_error);
 
     // Timers and shutdown are watched by a companion task, so that the many wake-ups of
     // this task while it serves requests cost one atomic load each instead of polling a
     // timer and a shutdown future every time.
     let watchdog = tokio::spawn(watchdog(state.clone(), context.clone(), peer, stop));
+    let http2 = match &info_tls_alpn {
+        Some(alpn) => alpn.as_deref() == Some(b"h2".as_slice()),
+        None => {
+            let sniffed = {
+                let sniff = sniff_protocol(&mut io);
+                tokio::pin!(sniff);
+                // The watchdog's budgets apply while the first bytes are awaited too.
+                std::future::poll_fn(|cx| match state.poll_close(cx.waker()) {
+                    Close::None => sniff.as_mut().poll(cx).map(Some),
+                    Close::Graceful | Close::Abort => std::task::Poll::Ready(None),
+                })
+                .await
+            };
+            match sniffed {
+                Some(Ok((http2, seen))) => {
+                    io.replay(seen);
+                    http2
+                }
+                Some(Err(_)) | None => {
+                    watchdog.abort();
+                    return;
+                }
+            }
+        }
+    };
+    let result = if http2 {
+        state.mark_http2();
+        let connection = builder.h2.serve_connection(TokioIo::new(io), service);
+        drive(connection, &state, |c| c.graceful_shutdown()).await
+    } else {
+        let connection = builder
+            .h1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        drive(connection, &state, |c| c.graceful_shutdown()).await
+    };
+    watchdog.abort();
+    if let Err(error) = result {
+        tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+    }
+}
+
+/// Poll a hyper connection to its end, asking it to shut down gracefully, or dropping it,
+/// when the watchdog says so.
+async fn drive<F>(
+    connection: F,
+    state: &ConnState,
+    graceful_shutdown: impl Fn(std::pin::Pin<&mut F>),
+) -> Result<(), hyper::Error>
+where
+    F: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
     let mut graceful_sent = false;
-    let result = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         match state.poll_close(cx.waker()) {
             Close::None => {}
             Close::Graceful => {
                 if !graceful_sent {
                     graceful_sent = true;
-                    connection.as_mut().graceful_shutdown();
+                    graceful_shutdown(connection.as_mut());
                 }
             }
             Close::Abort => return std::task::Poll::Ready(Ok(())),
         }
         connection.as_mut().poll(cx)
     })
-    .await;
-    watchdog.abort();
-    if let Err(error) = result {
-        tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
-    }
+    .await
 }
 
 /// The single timer of a connection (header-read and idle budgets) and its shutdown signal.

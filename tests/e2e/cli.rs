@@ -2,6 +2,7 @@
 //! route a request takes, and every shipped config is valid.
 
 use std::process::Command;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn portico(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_portico"))
@@ -103,4 +104,80 @@ fn explain_shows_the_selected_route_and_why() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("405 method_not_allowed"), "{text}");
+}
+
+/// The real binary: SIGHUP reloads the file, SIGTERM drains and exits 0.
+#[tokio::test]
+async fn the_binary_reloads_on_sighup_and_exits_cleanly_on_sigterm() {
+    let backend = crate::common::echo_backend("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portico.yaml");
+    let write = |tag: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "runtime: {{ watch_interval: 0s, drain_timeout: 5s }}\naccess_log: {{ enabled: false }}\nadmin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - {{ name: public, address: \"127.0.0.1:0\" }}\nclusters:\n  - {{ name: b, endpoints: [\"{backend}\"] }}\nroutes:\n  - {{ cluster: b, response_headers: {{ set: {{ x-config: {tag} }} }} }}\n"
+            ),
+        )
+        .expect("write config");
+    };
+    write("one");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["run", "-c", path.to_str().expect("utf8")])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start portico");
+    let pid = child.id().expect("pid") as libc::pid_t;
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    // The log says where it listens (the config asked for port 0).
+    let listening = line_with(&mut lines, "listening").await;
+    let addr: std::net::SocketAddr = listening
+        .split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+    assert_eq!(
+        crate::common::get(addr, "h", "/").await.headers["x-config"],
+        "one"
+    );
+
+    write("two");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    line_with(&mut lines, "configuration reloaded").await;
+    assert_eq!(
+        crate::common::get(addr, "h", "/").await.headers["x-config"],
+        "two"
+    );
+
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = crate::common::within("portico to exit", child.wait())
+        .await
+        .expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// The next line of the child's log that contains `needle`.
+async fn line_with(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    crate::common::within(needle, async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read")
+                .expect("portico still running");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    })
+    .await
 }
