@@ -226,19 +226,10 @@ impl RequestIds {
     }
 
     pub fn next(&self) -> HeaderValue {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Relaxed);
         let mut out = [0u8; 32];
-        for (i, byte) in self
-            .prefix
-            .to_be_bytes()
-            .iter()
-            .chain(n.to_be_bytes().iter())
-            .enumerate()
-        {
-            out[2 * i] = HEX[usize::from(byte >> 4)];
-            out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-        }
+        hex_u64(self.prefix, &mut out[..16]);
+        hex_u64(n, &mut out[16..]);
         // An owned buffer behind a reference count: the id is cloned into the upstream
         // request and the response, and a plain `Vec` would be copied on the first clone.
         HeaderValue::from_maybe_shared(Bytes::from_owner(out))
@@ -256,6 +247,14 @@ impl RequestIds {
             }
             _ => self.next(),
         }
+    }
+}
+
+/// `value` as 16 lowercase hex digits into `out` (16 bytes).
+fn hex_u64(value: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = HEX[((value >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -595,8 +594,9 @@ fn set_forwarding_headers(
     }
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        if !headers.contains_key(header::HOST) {
-            // HTTP/2 clients send :authority instead; HTTP/1.1 upstreams need Host.
+        // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host. (An
+        // HTTP/1.x request with a host has it from its Host header: no lookup needed.)
+        if version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, host);
         }
     }
@@ -629,19 +629,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     const UPGRADE: u8 = 8;
     const KEEP_ALIVE_BIT: u8 = 16;
     const PROXY_CONNECTION_BIT: u8 = 32;
-    // Direct lookups: cheaper than walking every header of a typical request.
+    // One pass over the names; the length decides cheaply whether a name can be one of
+    // the six at all (measured cheaper than six hash lookups for a typical request).
     let mut present = 0u8;
-    for (name, bit) in [
-        (&header::CONNECTION, CONNECTION),
-        (&header::TRANSFER_ENCODING, TRANSFER_ENCODING),
-        (&header::TE, TE),
-        (&header::UPGRADE, UPGRADE),
-        (&KEEP_ALIVE, KEEP_ALIVE_BIT),
-        (&PROXY_CONNECTION, PROXY_CONNECTION_BIT),
-    ] {
-        if headers.contains_key(name) {
-            present |= bit;
-        }
+    for name in headers.keys() {
+        let name = name.as_str();
+        present |= match name.len() {
+            2 if name == "te" => TE,
+            7 if name == "upgrade" => UPGRADE,
+            10 if name == "connection" => CONNECTION,
+            10 if name == "keep-alive" => KEEP_ALIVE_BIT,
+            16 if name == "proxy-connection" => PROXY_CONNECTION_BIT,
+            17 if name == "transfer-encoding" => TRANSFER_ENCODING,
+            _ => 0,
+        };
     }
     if present == 0 {
         return;
