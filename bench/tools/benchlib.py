@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh: config generation, output parsing, the idle-connection client
+and the summary table. Standard library only (python3 is all a fresh Debian needs).
+
+Subcommands (all print to stdout):
+  nginx-origin DIR PORT              nginx.conf for the loopback origin
+  nginx-proxy DIR SCENARIO ...       nginx.conf for the proxy under test
+  portico-config SCENARIO ...        Portico YAML for the proxy under test
+  parse-wrk OUT                      JSON from wrk's output (bench/wrk/bench.lua prints it)
+  parse-h2load OUT LOG               JSON from h2load's output and its per-request log
+  idle HOST PORT COUNT               open COUNT keep-alive connections, one request each,
+                                     print "ready N", hold them until stdin closes
+  summarize RUNS.jsonl               medians per scenario/proxy, ratios, the markdown table
+"""
+
+import json
+import os
+import socket
+import statistics
+import sys
+
+ROUTES = 1000  # scenario (c)
+ORIGIN_BODY = "hello from origin\n"
+
+
+# --------------------------------------------------------------------------- configs
+
+def nginx_common(prefix, worker_connections):
+    """The top of every nginx.conf: one worker, no daemon, everything under `prefix`."""
+    return f"""daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+"""
+
+
+def nginx_temp_paths(prefix):
+    return "\n".join(
+        f"  {kind}_temp_path {prefix}/tmp/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
+def nginx_origin(prefix, port):
+    """The fast origin: a fixed small body from `return 200`, keep-alive without limit."""
+    return nginx_common(prefix, 4096) + f"""http {{
+  access_log off;
+{nginx_temp_paths(prefix)}
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  default_type text/plain;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ return 200 "{ORIGIN_BODY.strip()}\\n"; }}
+  }}
+}}
+"""
+
+
+def nginx_version_tuple():
+    out = os.popen("nginx -v 2>&1").read()
+    ver = out.strip().split("/")[-1].split()[0]
+    return tuple(int(x) for x in ver.split(".")[:3])
+
+
+def nginx_proxy(prefix, scenario, origin_port, h1_port, h2c_port, tls_port, cert, key, fwd):
+    """The proxy under test. One worker, access log off, keep-alive to the origin."""
+    new_h2 = nginx_version_tuple() >= (1, 25, 1)
+    forward = """
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Forwarded-Host $host;
+    proxy_set_header X-Request-Id $request_id;
+    add_header X-Request-Id $request_id;""" if fwd else ""
+    proxy = f"""proxy_pass http://origin;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";{forward}"""
+    if scenario == "c":
+        # 1000 prefix locations; the request matches the last one. proxy_* settings at
+        # server level are inherited by every location.
+        locations = "\n".join(
+            f"    location /svc{i:04d}/ {{ proxy_pass http://origin; }}" for i in range(ROUTES)
+        )
+        server_body = f"""    proxy_http_version 1.1;
+    proxy_set_header Connection "";{forward}
+{locations}"""
+    else:
+        server_body = f"""    location / {{
+    {proxy}
+    }}"""
+    # h2c with prior knowledge: nginx < 1.25.1 speaks it on a `listen ... http2` port
+    # (that port then speaks only HTTP/2); >= 1.25.1 uses `http2 on;` and keeps HTTP/1.1.
+    servers = [f"""  server {{
+    listen 127.0.0.1:{h1_port} backlog=4096;
+{server_body}
+  }}"""]
+    if new_h2:
+        servers.append(f"""  server {{
+    listen 127.0.0.1:{h2c_port} backlog=4096;
+    http2 on;
+{server_body}
+  }}""")
+    else:
+        servers.append(f"""  server {{
+    listen 127.0.0.1:{h2c_port} http2 backlog=4096;
+{server_body}
+  }}""")
+    if cert:
+        listen = (f"listen 127.0.0.1:{tls_port} ssl backlog=4096;\n    http2 on;" if new_h2
+                  else f"listen 127.0.0.1:{tls_port} ssl http2 backlog=4096;")
+        servers.append(f"""  server {{
+    {listen}
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+{server_body}
+  }}""")
+    return nginx_common(prefix, 4096) + f"""http {{
+  access_log off;
+{nginx_temp_paths(prefix)}
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream origin {{
+    server 127.0.0.1:{origin_port};
+    keepalive 64;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+  }}
+{chr(10).join(servers)}
+}}
+"""
+
+
+def portico_config(scenario, origin_port, port, tls_port, cert, key):
+    """Portico's config for the proxy under test: one worker, access log off, no admin
+    listener, no file watching (a stat every 2 s is not what we measure)."""
+    tls = ""
+    if cert:
+        tls = f"""
+  - name: tls
+    address: 127.0.0.1:{tls_port}
+    limits: {{ idle_timeout: 300s, max_connections: 20000 }}
+    tls:
+      certificates:
+        - cert: {cert}
+          key: {key}"""
+    if scenario == "c":
+        routes = "\n".join(
+            f"  - name: svc{i:04d}\n    match: {{ path_prefix: /svc{i:04d} }}\n    cluster: origin"
+            for i in range(ROUTES)
+        )
+    else:
+        routes = "  - name: all\n    cluster: origin"
+    return f"""# generated by bench/tools/benchlib.py (scenario {scenario})
+runtime:
+  workers: 1
+  watch_interval: 0s
+  drain_timeout: 0s
+access_log:
+  enabled: false
+listeners:
+  - name: plain
+    address: 127.0.0.1:{port}
+    limits: {{ idle_timeout: 300s, max_connections: 20000 }}{tls}
+clusters:
+  - name: origin
+    endpoints: [127.0.0.1:{origin_port}]
+    pool:
+      max_idle_per_endpoint: 64
+      idle_timeout: 300s
+routes:
+{routes}
+"""
+
+
+# --------------------------------------------------------------------------- parsing
+
+def parse_wrk(path):
+    """bench/wrk/bench.lua's done() prints one line `BENCH_JSON {...}`."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith("BENCH_JSON "):
+                d = json.loads(line[len("BENCH_JSON "):])
+                dur_s = d["duration_us"] / 1e6
+                errors = sum(d["errors"].values())
+                return {
+                    "requests": d["requests"],
+                    "ok": d["requests"] - d["errors"]["status"],
+                    "rps": d["requests"] / dur_s if dur_s else 0.0,
+                    "p50_us": d["p50_us"],
+                    "p99_us": d["p99_us"],
+                    "errors": errors,
+                    "error_detail": d["errors"],
+                }
+    raise SystemExit(f"{path}: no BENCH_JSON line (wrk failed?)")
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return None
+    k = (len(sorted_values) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def parse_h2load(path, log_path):
+    """h2load prints totals; per-request latencies come from its --log-file
+    (start µs, status, µs until end of response). `path` may hold the concatenated output of
+    several h2load processes (the fixed-rate run): the totals are summed."""
+    rps = 0.0
+    requests = ok = failed = errored = timeout = 0
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("finished in"):
+                # finished in 10.00s, 51234.50 req/s, 1.23MB/s
+                rps += float(line.split(",")[1].split()[0])
+            elif line.startswith("requests:"):
+                parts = line[len("requests:"):].split(",")
+                vals = {p.split()[1]: int(p.split()[0]) for p in parts}
+                requests += vals.get("done", 0)
+                failed += vals.get("failed", 0)
+                errored += vals.get("errored", 0)
+                timeout += vals.get("timeout", 0)
+            elif line.startswith("status codes:"):
+                parts = line[len("status codes:"):].split(",")
+                vals = {p.split()[1]: int(p.split()[0]) for p in parts}
+                ok += vals.get("2xx", 0)
+    lat = []
+    bad_status = 0
+    if os.path.exists(log_path):
+        with open(log_path) as f:
+            for line in f:
+                cols = line.split("\t")
+                if len(cols) >= 3:
+                    if not cols[1].startswith("2"):
+                        bad_status += 1
+                    lat.append(int(cols[2]))
+    lat.sort()
+    return {
+        "requests": requests,
+        "ok": ok,
+        "rps": rps,
+        "p50_us": percentile(lat, 50),
+        "p99_us": percentile(lat, 99),
+        "errors": failed + errored + timeout + max(0, requests - ok),
+        "error_detail": {"failed": failed, "errored": errored, "timeout": timeout,
+                         "non2xx": max(0, requests - ok), "non2xx_in_log": bad_status},
+    }
+
+
+# --------------------------------------------------------------------------- idle client
+
+def read_response(sock):
+    """Read one HTTP/1.1 response with a Content-Length body; return the status code."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response head")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+        if name.strip().lower() == b"transfer-encoding":
+            raise ConnectionError("chunked response not expected from the origin")
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed in the body")
+        rest += chunk
+    return status
+
+
+def idle(host, port, count, requests=1):
+    """`requests` = 0 only connects (the cost of an accepted connection before any request)."""
+    socks = []
+    failures = 0
+    for _ in range(count):
+        s = socket.create_connection((host, port), timeout=10)
+        for _ in range(requests):
+            s.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            try:
+                if read_response(s) != 200:
+                    failures += 1
+            except (ConnectionError, OSError):
+                failures += 1
+        socks.append(s)
+    print(f"ready {len(socks) - failures} {failures}", flush=True)
+    sys.stdin.read()  # hold until run.sh closes our stdin (or kills us)
+    # Check the connections are still open (the proxy must not have closed them).
+    alive = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            data = s.recv(1)
+            alive += 0 if data == b"" else 1
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    print(f"alive {alive}", flush=True)
+
+
+# --------------------------------------------------------------------------- summary
+
+SCENARIOS = [
+    ("a", "(a) GET, HTTP/1.1 keep-alive"),
+    ("b", "(b) POST 1 KiB body"),
+    ("c", "(c) 1000 routes, last matches"),
+    ("d", "(d) HTTPS (TLS 1.3) keep-alive, HTTP/1.1"),
+    ("d-h2", "(d-h2) HTTP/2 over TLS (h2load)"),
+    ("e", "(e) h2c prior knowledge (h2load)"),
+    ("rate", "fixed offered load, GET (50 × h2load --h1 -c1 --rps)"),
+]
+PROXY_ORDER = ["portico", "nginx", "nginx-fwd"]
+TARGET_RATIO = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.75, "d-h2": 0.75, "e": 0.75}
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}"
+
+
+def fmt_us(v):
+    if v is None:
+        return "–"
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
+
+
+def summarize(path):
+    runs = [json.loads(line) for line in open(path) if line.strip()]
+    load = [r for r in runs if r["scenario"] != "idle"]
+    idle_runs = [r for r in runs if r["scenario"] == "idle"]
+    summary = {}
+    out = []
+    out.append("| Scenario | Proxy | req/s | p50 | p99 | CPU µs/req | Portico/NGINX CPU | "
+               "proxy core busy | irq µs/req | others on proxy core | peak RSS | errors | rounds |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, title in SCENARIOS:
+        rows = {}
+        for proxy in PROXY_ORDER:
+            rs = [r for r in load if r["scenario"] == key and r["proxy"] == proxy]
+            if not rs:
+                continue
+            rows[proxy] = {
+                "rps": med([r["rps"] for r in rs]),
+                "p50_us": med([r["p50_us"] for r in rs]),
+                "p99_us": med([r["p99_us"] for r in rs]),
+                "cpu_us_per_req": med([r["cpu_us_per_req"] for r in rs]),
+                "cpu_util": med([r["cpu_util"] for r in rs]),
+                "irq_us_per_req": med([r.get("irq_us_per_req") for r in rs]),
+                "others_max": max(r.get("proxy_cpu_other", 0) for r in rs),
+                "peak_rss_kib": med([r["peak_rss_kib"] for r in rs]),
+                "errors": sum(r["errors"] for r in rs),
+                "rounds": len(rs),
+                "cpu_all": [round(r["cpu_us_per_req"], 2) if r["cpu_us_per_req"] else None
+                            for r in rs],
+                "p99_all": [r["p99_us"] for r in rs],
+                "offered_rps": rs[0].get("offered_rps"),
+            }
+        if not rows:
+            continue
+        summary[key] = rows
+        base = rows.get("nginx", {}).get("cpu_us_per_req")
+        for proxy, row in rows.items():
+            ratio = ""
+            if proxy == "portico" and base and row["cpu_us_per_req"]:
+                row["ratio"] = row["cpu_us_per_req"] / base
+                # The same ratio within each round (A and B measured back to back).
+                by_round = {r["round"]: r["cpu_us_per_req"] for r in load
+                            if r["scenario"] == key and r["proxy"] == "nginx"}
+                per_round = [r["cpu_us_per_req"] / by_round[r["round"]] for r in load
+                             if r["scenario"] == key and r["proxy"] == "portico"
+                             and r["cpu_us_per_req"] and by_round.get(r["round"])]
+                row["ratio_per_round"] = [round(x, 2) for x in per_round]
+                ratio = f"**{row['ratio']:.2f}×**"
+                if len(per_round) > 1:
+                    ratio += " (rounds: " + ", ".join(f"{x:.2f}" for x in per_round) + ")"
+            elif proxy == "nginx-fwd" and base and row["cpu_us_per_req"]:
+                ratio = f"({row['cpu_us_per_req'] / base:.2f}× nginx)"
+            label = title if key != "rate" else f"{title} = {fmt(row['offered_rps'], 0)} req/s"
+            out.append(
+                f"| {label} | {proxy} | {fmt(row['rps'], 0)} | {fmt_us(row['p50_us'])} | "
+                f"{fmt_us(row['p99_us'])} | {fmt(row['cpu_us_per_req'], 2)} | {ratio} | "
+                f"{fmt(row['cpu_util'] * 100, 0)} % | {fmt(row['irq_us_per_req'], 2)} | "
+                f"≤ {fmt(row['others_max'] * 100, 0)} % | {fmt(row['peak_rss_kib'] / 1024, 1)} MiB | "
+                f"{row['errors']} | {row['rounds']} |")
+    # Idle connections
+    idle_out = []
+    if idle_runs:
+        idle_out.append("| Proxy | connections | requests each | RSS before | RSS with the "
+                        "connections | bytes per connection | rounds |")
+        idle_out.append("|---|---:|---:|---:|---:|---:|---:|")
+        summary["idle"] = {}
+        summary["idle-unused"] = {}
+        for reqs in (1, 0):
+            for proxy in PROXY_ORDER:
+                rs = [r for r in idle_runs if r["proxy"] == proxy
+                      and r.get("requests_per_conn", 1) == reqs]
+                if not rs:
+                    continue
+                row = {
+                    "conns": med([r["conns"] for r in rs]),
+                    "rss_before_kib": med([r["rss_before_kib"] for r in rs]),
+                    "rss_after_kib": med([r["rss_after_kib"] for r in rs]),
+                    "bytes_per_conn": med([r["bytes_per_conn"] for r in rs]),
+                    "rounds": len(rs),
+                    "failures": sum(r["failures"] for r in rs),
+                    "alive_all": [r.get("alive") for r in rs],
+                }
+                summary["idle" if reqs == 1 else "idle-unused"][proxy] = row
+                idle_out.append(
+                    f"| {proxy} | {fmt(row['conns'], 0)} | {reqs} | "
+                    f"{fmt(row['rss_before_kib'] / 1024, 1)} MiB | "
+                    f"{fmt(row['rss_after_kib'] / 1024, 1)} MiB | {fmt(row['bytes_per_conn'], 0)} | "
+                    f"{row['rounds']} |")
+    # Targets
+    tgt = ["| Target | Figure | Result |", "|---|---|---|"]
+    for key, limit in TARGET_RATIO.items():
+        row = summary.get(key, {}).get("portico")
+        if row and "ratio" in row:
+            met = "met" if row["ratio"] <= limit else "NOT met"
+            tgt.append(f"| ({key}) CPU/request ≤ {limit:.2f}× NGINX | {row['ratio']:.2f}× | {met} |")
+        else:
+            tgt.append(f"| ({key}) CPU/request ≤ {limit:.2f}× NGINX | not measured | – |")
+    rate = summary.get("rate", {})
+    if "portico" in rate and "nginx" in rate:
+        p, n = rate["portico"]["p99_us"], rate["nginx"]["p99_us"]
+        offered = rate["portico"].get("offered_rps") or 0
+        short = [proxy for proxy in ("portico", "nginx")
+                 if offered and rate[proxy]["rps"] < 0.97 * offered]
+        verdict = "met" if p <= n else "NOT met"
+        if short:
+            verdict = (f"inconclusive: {', '.join(short)} did not reach the offered "
+                       f"{offered:,} req/s (load generator short of CPU?)")
+        tgt.append(f"| p99 at the same offered load ≤ NGINX | {fmt_us(p)} vs {fmt_us(n)} | "
+                   f"{verdict} |")
+    idle_sum = summary.get("idle", {})
+    if "portico" in idle_sum and "nginx" in idle_sum:
+        p, n = idle_sum["portico"]["bytes_per_conn"], idle_sum["nginx"]["bytes_per_conn"]
+        tgt.append(f"| memory per idle keep-alive conn ≤ NGINX | {p:,.0f} B vs {n:,.0f} B | "
+                   f"{'met' if p <= n else 'NOT met'} |")
+    disturbed = [f"{key} {proxy} ({row['others_max'] * 100:.0f} %)"
+                 for key, rows in summary.items() if key not in ("idle", "idle-unused")
+                 for proxy, row in rows.items() if row.get("others_max", 0) > 0.10]
+    if disturbed:
+        out.append("\nDisturbed: other processes used more than 10 % of the proxy core in a "
+                   "round of: " + ", ".join(disturbed) + ". Rerun those when the machine is "
+                   "quieter (`--only`).")
+    text = "\n".join(out) + "\n\nIdle keep-alive connections:\n\n" + "\n".join(idle_out) + \
+        "\n\nTargets:\n\n" + "\n".join(tgt) + "\n"
+    return text, summary
+
+
+def main(argv):
+    cmd = argv[1]
+    if cmd == "nginx-origin":
+        print(nginx_origin(argv[2], int(argv[3])))
+    elif cmd == "nginx-proxy":
+        # DIR SCENARIO ORIGIN H1 H2C TLS CERT KEY FWD
+        print(nginx_proxy(argv[2], argv[3], argv[4], argv[5], argv[6], argv[7],
+                          argv[8] or None, argv[9] or None, argv[10] == "1"))
+    elif cmd == "portico-config":
+        # SCENARIO ORIGIN PORT TLS CERT KEY
+        print(portico_config(argv[2], argv[3], argv[4], argv[5], argv[6] or None,
+                             argv[7] or None))
+    elif cmd == "parse-wrk":
+        print(json.dumps(parse_wrk(argv[2])))
+    elif cmd == "parse-h2load":
+        print(json.dumps(parse_h2load(argv[2], argv[3])))
+    elif cmd == "syscalls":
+        # perf stat -x, CSV of syscalls:sys_enter_* and the wrk output of the same window.
+        requests = parse_wrk(argv[3])["ok"]
+        counts = {}
+        for line in open(argv[2]):
+            cols = line.strip().split(",")
+            if len(cols) > 2 and cols[2].startswith("syscalls:sys_enter_"):
+                try:
+                    n = int(cols[0])
+                except ValueError:
+                    continue
+                if n:
+                    counts[cols[2][len("syscalls:sys_enter_"):]] = n
+        total = sum(counts.values())
+        print(f"{total / requests:.2f} syscalls per request ({requests} requests)")
+        for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            if n / requests >= 0.001:
+                print(f"  {name:<16} {n / requests:7.3f}")
+    elif cmd == "line":
+        # One run's record (stdin) as a progress line.
+        d = json.loads(sys.stdin.read())
+        us = lambda v: "-" if v is None else f"{v:.0f}"
+        print(f"[bench] {d['scenario']:<5} {d['proxy']:<9} r{d['round']}: {d['rps']:7.0f} req/s"
+              f"  p50 {us(d['p50_us']):>5} µs  p99 {us(d['p99_us']):>6} µs"
+              f"  CPU {d['cpu_us_per_req'] or 0:6.2f} µs/req ({d['cpu_util'] * 100:3.0f} % of CPU {argv[2]};"
+              f" others there {d['proxy_cpu_other'] * 100:2.0f} %, irq {d['proxy_cpu_irq'] * 100:2.0f} %;"
+              f" load CPU busy {d['load_cpu_busy'] * 100:3.0f} %)"
+              f"  peak RSS {d['peak_rss_kib'] / 1024:5.1f} MiB  errors {d['errors']}")
+    elif cmd == "idle":
+        idle(argv[2], int(argv[3]), int(argv[4]), int(argv[5]) if len(argv) > 5 else 1)
+    elif cmd == "summarize":
+        text, summary = summarize(argv[2])
+        if len(argv) > 3:
+            with open(argv[3], "w") as f:
+                json.dump(summary, f, indent=1)
+        print(text)
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
