@@ -99,10 +99,18 @@ fn init_logging() {
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers.filter(|w| *w > 0) {
-        builder.worker_threads(workers);
-    }
+    let mut builder = match workers.filter(|w| *w > 0) {
+        // One worker: a single-threaded scheduler does the same job without work-stealing
+        // queues and cross-thread wake-ups (the access log and blocking work keep their own
+        // threads).
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder
         .enable_all()
         .build()
