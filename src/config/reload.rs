@@ -152,45 +152,19 @@ pub(crate) fn spawn_watchers(handle: ReloadHandle, stop: watch::Receiver<bool>) 
     if handle.path.is_none() {
         return;
     }
-    #[cfg(unix)]
-    {
-        let handle = handle.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut hangups = match signal(SignalKind::hangup()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(error = %error, "cannot listen for SIGHUP; reload by file watch only");
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    received = hangups.recv() => {
-                        if received.is_none() {
-                            break;
-                        }
-                        tracing::info!("SIGHUP received: reloading configuration");
-                        let _ = handle.reload().await;
-                    }
-                    _ = crate::server::stopped(&mut stop) => break,
-                }
-            }
-        });
-    }
+    let on_hangup = handle.clone();
+    crate::server::on_each_hangup("configuration", stop.clone(), move || {
+        let handle = on_hangup.clone();
+        async move {
+            tracing::info!("SIGHUP received: reloading configuration");
+            let _ = handle.reload().await;
+        }
+    });
     let interval = handle.shared.runtime.load().config.runtime.watch_interval;
     if let Some(interval) = interval {
-        let mut stop = stop;
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => handle.reload_if_changed().await,
-                    _ = crate::server::stopped(&mut stop) => break,
-                }
-            }
+        crate::server::on_each_tick(interval, stop, move || {
+            let handle = handle.clone();
+            async move { handle.reload_if_changed().await }
         });
     }
 }

@@ -200,6 +200,55 @@ impl Gateway {
     }
 }
 
+/// Run `action` on every SIGHUP until shutdown (`what` names the reloaded thing in the
+/// warning logged when SIGHUP cannot be received).
+pub(crate) fn on_each_hangup<F, Fut>(
+    what: &'static str,
+    mut stop: watch::Receiver<bool>,
+    mut action: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; {what} reload by file watch only");
+            return;
+        };
+        loop {
+            tokio::select! {
+                received = hangups.recv() => match received {
+                    Some(()) => action().await,
+                    None => break,
+                },
+                _ = stopped(&mut stop) => break,
+            }
+        }
+    });
+}
+
+/// Run `action` every `interval` (the first time at once) until shutdown.
+pub(crate) fn on_each_tick<F, Fut>(
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut action: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => action().await,
+                _ = stopped(&mut stop) => break,
+            }
+        }
+    });
+}
+
 /// Resolves once shutdown has been signalled (at once if it already was).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The borrow guard `wait_for` returns is dropped here, never held across an await.

@@ -612,44 +612,19 @@ impl CertificateReloader {
         if self.listeners.is_empty() {
             return;
         }
-        #[cfg(unix)]
-        {
-            let reloader = self.clone();
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-                    tracing::warn!(
-                        "cannot listen for SIGHUP; certificates reload by file watch only"
-                    );
-                    return;
-                };
-                loop {
-                    tokio::select! {
-                        received = hangups.recv() => {
-                            if received.is_none() {
-                                break;
-                            }
-                            let _ = reloader.reload(true).await;
-                        }
-                        _ = crate::server::stopped(&mut stop) => break,
-                    }
-                }
-            });
-        }
+        let on_hangup = self.clone();
+        crate::server::on_each_hangup("certificates", stop.clone(), move || {
+            let reloader = on_hangup.clone();
+            async move {
+                let _ = reloader.reload(true).await;
+            }
+        });
         if let Some(interval) = interval {
             let reloader = self.clone();
-            let mut stop = stop;
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(interval);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = ticks.tick() => {
-                            let _ = reloader.reload(false).await;
-                        }
-                        _ = crate::server::stopped(&mut stop) => break,
-                    }
+            crate::server::on_each_tick(interval, stop, move || {
+                let reloader = reloader.clone();
+                async move {
+                    let _ = reloader.reload(false).await;
                 }
             });
         }

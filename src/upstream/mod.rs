@@ -106,13 +106,10 @@ impl Cluster {
                     },
                 }
             }
-            match Box::pin(self.send_on_new_connection(endpoint, req)).await {
-                Attempt::Done(result) => return result,
-                Attempt::NotSent(request, error) => {
-                    tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
-                    req = request;
-                    last_error = Some(error);
-                }
+            let outcome = Box::pin(self.send_on_new_connection(endpoint, req)).await;
+            match self.settle(outcome, &mut last_error) {
+                Next::Return(result) => return result,
+                Next::Retry(request) => req = request,
             }
         }
         Err(self.exhausted(last_error))
@@ -135,16 +132,25 @@ impl Cluster {
                 }
                 _ => self.send_http2(endpoint, req).await,
             };
-            match outcome {
-                Attempt::Done(result) => return result,
-                Attempt::NotSent(request, error) => {
-                    tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
-                    req = request;
-                    last_error = Some(error);
-                }
+            match self.settle(outcome, &mut last_error) {
+                Next::Return(result) => return result,
+                Next::Retry(request) => req = request,
             }
         }
         Err(self.exhausted(last_error))
+    }
+
+    /// The result of an attempt, or the request back when it never left the gateway (then
+    /// it may go to the next endpoint; the reason is kept for the final error).
+    fn settle(&self, outcome: Attempt, last_error: &mut Option<ConnectError>) -> Next {
+        match outcome {
+            Attempt::Done(result) => Next::Return(result),
+            Attempt::NotSent(request, error) => {
+                tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
+                *last_error = Some(error);
+                Next::Retry(request)
+            }
+        }
     }
 
     /// The error once every endpoint has refused a connection.
@@ -252,6 +258,13 @@ impl Cluster {
             ),
         }))
     }
+}
+
+/// What to do after an attempt.
+enum Next {
+    Return(Result<Response<Body>, GatewayError>),
+    /// The request never left the gateway: try the next endpoint with it.
+    Retry(Request<Body>),
 }
 
 enum Attempt {

@@ -170,19 +170,10 @@ impl EndpointPool {
                 endpoint: self.label.to_string(),
                 source,
             })?;
-        let label = self.label.clone();
         if upgrades {
-            tokio::spawn(async move {
-                if let Err(err) = conn.with_upgrades().await {
-                    tracing::debug!(upstream = %label, error = %err, "upstream connection ended");
-                }
-            });
+            spawn_driver(self.label.clone(), conn.with_upgrades());
         } else {
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(upstream = %label, error = %err, "upstream connection ended");
-                }
-            });
+            spawn_driver(self.label.clone(), conn);
         }
         Ok(Lease {
             pool: self.clone(),
@@ -206,12 +197,7 @@ impl EndpointPool {
                 endpoint: self.label.to_string(),
                 source,
             })?;
-        let label = self.label.clone();
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(upstream = %label, error = %err, "upstream h2 connection ended");
-            }
-        });
+        spawn_driver(self.label.clone(), conn);
         *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
         Ok(sender)
     }
@@ -268,6 +254,18 @@ impl EndpointPool {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+}
+
+/// Run an upstream connection's driver in its own task (once per connection).
+fn spawn_driver<F>(upstream: Arc<str>, connection: F)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(upstream = %upstream, error = %error, "upstream connection ended");
+        }
+    });
 }
 
 impl Lease {
