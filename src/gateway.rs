@@ -343,10 +343,6 @@ pub async fn handle(
     if conn.listener.config.via {
         headers.append(header::VIA, via_value(Version::HTTP_11));
     }
-    if conn.state.is_http2() {
-        // Connection-specific headers are forbidden in HTTP/2.
-        headers.remove(header::CONNECTION);
-    }
 
     let entry = facts.route.and_then(|i| runtime.routes.get(i));
     let route_metrics = entry.map_or_else(|| runtime.unmatched.clone(), |e| e.metrics.clone());

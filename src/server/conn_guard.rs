@@ -37,8 +37,6 @@ fn ms_since_epoch(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(*EPOCH).as_millis()).unwrap_or(u64::MAX - 1) + 1
 }
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-
 /// What the connection is doing, as far as its budgets are concerned.
 #[derive(Default)]
 pub struct ConnState {
@@ -47,8 +45,9 @@ pub struct ConnState {
     head_started_ms: AtomicU64,
     /// When the last request finished (or the connection opened).
     idle_since_ms: AtomicU64,
+    /// Set by [`ConnState::mark_http2`] once the protocol is known (ALPN or the h2c preface,
+    /// decided by the server before hyper runs): HTTP/2 has no request heads to time.
     http2: AtomicBool,
-    first_read_seen: AtomicBool,
     /// The head being read carries both Content-Length and Transfer-Encoding.
     conflicting_framing: AtomicBool,
     /// What the watchdog asked the connection task to do ([`Close`]), and how to wake it.
@@ -83,10 +82,6 @@ impl ConnState {
         let state = ConnState::default();
         state.idle_since_ms.store(now_ms(), Relaxed);
         state
-    }
-
-    pub fn is_http2(&self) -> bool {
-        self.http2.load(Relaxed)
     }
 
     /// The connection speaks HTTP/2 (decided from ALPN or the h2c preface).
@@ -131,9 +126,6 @@ impl ConnState {
     fn on_read(&self, bytes: &[u8], scan: &mut HeadScan) {
         if bytes.is_empty() {
             return;
-        }
-        if !self.first_read_seen.swap(true, Relaxed) && bytes.starts_with(H2_PREFACE) {
-            self.http2.store(true, Relaxed);
         }
         if self.http2.load(Relaxed) {
             return;

@@ -46,12 +46,6 @@ pub enum ConnectError {
     },
 }
 
-/// A sender ready for one request.
-pub enum Sender {
-    Http1(http1::SendRequest<Body>),
-    Http2(http2::SendRequest<Body>),
-}
-
 struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
@@ -246,14 +240,6 @@ impl EndpointPool {
         self.metrics.connections_opened.fetch_add(1, Relaxed);
         Ok(TokioIo::new(stream))
     }
-
-    /// Number of idle pooled HTTP/1.1 connections (for tests and the admin view).
-    pub fn idle_count(&self) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
 }
 
 /// Run an upstream connection's driver in its own task (once per connection).
@@ -271,15 +257,5 @@ where
 impl Lease {
     pub fn sender(&mut self) -> &mut http1::SendRequest<Body> {
         &mut self.sender
-    }
-
-    pub fn pool(&self) -> &Arc<EndpointPool> {
-        &self.pool
-    }
-}
-
-impl Sender {
-    pub fn is_http2(&self) -> bool {
-        matches!(self, Sender::Http2(_))
     }
 }
