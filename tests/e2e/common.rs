@@ -36,9 +36,13 @@ pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
 }
 
 pub struct TestGateway {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's address by name.
+    pub listeners: std::collections::HashMap<String, SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub reload: ReloadHandle,
+    pub certificates: portico::server::tls::CertificateReloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -64,19 +68,55 @@ impl TestGateway {
     ) -> TestGateway {
         let gateway = Gateway::bind(config, path).await.expect("gateway binds");
         let addr = gateway.listeners()[0].1;
+        let listeners = gateway.listeners().into_iter().collect();
         let admin = gateway.admin_addr();
         let reload = gateway.reload_handle();
+        let certificates = gateway.certificate_reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.run(async move {
             let _ = stopped.await;
         }));
         TestGateway {
             addr,
+            listeners,
             admin,
             reload,
+            certificates,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The address of the listener called `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners[name]
+    }
+
+    /// The value of one metric series (`name{labels}`) from the admin listener.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = metrics(self.admin.expect("admin listener")).await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+    }
+
+    /// Wait until a counter reaches `expected` (some are counted just after the event the
+    /// client sees, such as a connection closing).
+    pub async fn wait_metric(&self, series: &str, expected: u64) {
+        within(&format!("{series} to reach {expected}"), async {
+            loop {
+                let value = self.metric(series).await;
+                assert!(
+                    value <= expected,
+                    "{series} is {value}, more than {expected}"
+                );
+                if value == expected {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {

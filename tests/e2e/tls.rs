@@ -7,21 +7,18 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portico::server::tls::{CertReloadStatus, CertificateReloader};
-use portico::Gateway;
+use portico::server::tls::CertReloadStatus;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio_rustls::client::TlsStream;
 
 // ---------------------------------------------------------------------------------------
@@ -198,65 +195,7 @@ async fn https_get(
 }
 
 // ---------------------------------------------------------------------------------------
-// The gateway, with every listener and the certificate reloader at hand
-
-struct Running {
-    listeners: HashMap<String, SocketAddr>,
-    admin: SocketAddr,
-    reloader: CertificateReloader,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Running {
-    async fn start(yaml: &str) -> Running {
-        let config = portico::config::load_str(yaml, "tls-test.yaml")
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let gateway = Gateway::bind(config, None).await.expect("gateway binds");
-        let listeners = gateway.listeners().into_iter().collect();
-        let admin = gateway.admin_addr().expect("admin listener");
-        let reloader = gateway.certificate_reloader();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gateway.run(async move {
-            let _ = stopped.await;
-        }));
-        Running {
-            listeners,
-            admin,
-            reloader,
-            _stop: stop,
-        }
-    }
-
-    fn addr(&self, listener: &str) -> SocketAddr {
-        self.listeners[listener]
-    }
-
-    async fn metric(&self, series: &str) -> u64 {
-        let text = metrics(self.admin).await;
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
-    }
-
-    /// Wait until a counter reaches `expected`: a failed handshake is counted just after
-    /// the connection closes, so the client can see the close first.
-    async fn wait_metric(&self, series: &str, expected: u64) {
-        within(&format!("{series} to reach {expected}"), async {
-            loop {
-                let value = self.metric(series).await;
-                assert!(
-                    value <= expected,
-                    "{series} is {value}, more than {expected}"
-                );
-                if value == expected {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-    }
-}
+// Configs
 
 /// Header text shared by the configs below.
 fn preamble(watch_interval: &str) -> String {
@@ -303,8 +242,8 @@ routes:
         yaml_path(&put(dir.path(), "w.pem", &wild.cert)),
         yaml_path(&put(dir.path(), "w-key.pem", &wild.key)),
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("secure");
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("secure");
     let client = client_config(&ca.pem(), &[b"http/1.1"], None);
 
     let stream = tls_connect(addr, client.clone(), "a.example.com")
@@ -381,8 +320,8 @@ routes:
         yaml_path(&put(dir.path(), "a.pem", &a.cert)),
         yaml_path(&put(dir.path(), "a-key.pem", &a.key)),
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("strict");
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("strict");
     let client = client_config(&ca.pem(), &[b"http/1.1"], None);
 
     let error = tls_connect(addr, client.clone(), "unknown.example.org")
@@ -470,8 +409,8 @@ async fn http2_is_negotiated_by_alpn_and_reaches_an_http1_backend_with_https_fac
         backend,
         "  - { cluster: b }\n",
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("secure");
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("secure");
 
     let client = client_config(&ca.pem(), &[b"h2", b"http/1.1"], None);
     let stream = tls_connect(addr, client, "localhost")
@@ -536,8 +475,8 @@ async fn required_client_certificates_admit_trusted_clients_only() {
         backend,
         "  - { cluster: b }\n",
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("secure");
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("secure");
 
     let trusted = clients.issue("client-1", &["client-1.example.com"]);
     let client = client_config(&ca.pem(), &[b"http/1.1"], Some(&trusted));
@@ -606,8 +545,8 @@ async fn optional_client_certificates_are_forwarded_never_spoofed_and_gate_route
   - { cluster: b }
 ",
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("secure");
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("secure");
     let spoof = [("x-client-cert", "Subject=\"CN=admin\"")];
 
     // Without a certificate: the spoofed header is removed, the gated route answers 403.
@@ -720,8 +659,8 @@ routes:
 ",
         preamble("0s")
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("public");
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("public");
 
     let reply = get(addr, "gw", "/good/x").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -777,9 +716,9 @@ routes:
         yaml_path(&cert),
         yaml_path(&key),
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("secure");
-    let mut status = gw.reloader.subscribe();
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("secure");
+    let mut status = gw.certificates.subscribe();
     let client = client_config(&ca.pem(), &[b"http/1.1"], None);
 
     let old = tls_connect(addr, client.clone(), "localhost")
@@ -846,11 +785,11 @@ routes:
     );
 
     // The direct entry point (what SIGHUP calls) reports the refusal too.
-    assert!(gw.reloader.reload(true).await.is_err());
+    assert!(gw.certificates.reload(true).await.is_err());
     let v3 = ca.issue("v3", &["localhost", "v3.example.com"]);
     put(dir.path(), "server-key.pem", &v3.key);
     put(dir.path(), "server.pem", &v3.cert);
-    let _ = gw.reloader.reload(true).await.expect("reload");
+    let _ = gw.certificates.reload(true).await.expect("reload");
     let latest = tls_connect(addr, client, "localhost")
         .await
         .expect("handshake");
@@ -871,10 +810,10 @@ routes:
 ",
         preamble("0s")
     );
-    let gw = Running::start(&yaml).await;
+    let gw = TestGateway::start(&yaml).await;
 
     let reply = get(
-        gw.addr("redirect"),
+        gw.listener("redirect"),
         "shop.example.com:8080",
         "/a/b?x=1&y=%20",
     )
@@ -884,10 +823,10 @@ routes:
         reply.headers["location"],
         "https://shop.example.com:8443/a/b?x=1&y=%20"
     );
-    let reply = get(gw.addr("default-port"), "[::1]:80", "/").await;
+    let reply = get(gw.listener("default-port"), "[::1]:80", "/").await;
     assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(reply.headers["location"], "https://[::1]/");
-    let reply = get(gw.addr("redirect"), "evil.example/phish", "/").await;
+    let reply = get(gw.listener("redirect"), "evil.example/phish", "/").await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.error_code(), "invalid_host");
 }
@@ -904,8 +843,8 @@ async fn plaintext_garbage_and_silence_on_a_tls_port_end_cleanly() {
         backend,
         "  - { cluster: b }\n",
     );
-    let gw = Running::start(&yaml).await;
-    let addr = gw.addr("secure");
+    let gw = TestGateway::start(&yaml).await;
+    let addr = gw.listener("secure");
 
     // Plain HTTP: a JSON 400 that says what happened, then the connection closes.
     let answer = raw(addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
