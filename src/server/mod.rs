@@ -418,15 +418,15 @@ async fn serve_connection(
     context.metrics.active_connections.fetch_add(1, Relaxed);
     let _active = ActiveGuard(context.metrics.clone());
     let _ = stream.set_nodelay(true);
+    let mut conn = Connection {
+        peer,
+        context,
+        shared,
+        builder,
+        on_parser_error,
+        tls: None,
+    };
     let Some(tls) = tls else {
-        let conn = Connection {
-            peer,
-            context,
-            shared,
-            builder,
-            on_parser_error,
-            tls: None,
-        };
         return serve_http(stream, conn, stop).await;
     };
     let handshake = tokio::select! {
@@ -435,19 +435,12 @@ async fn serve_connection(
     };
     match handshake {
         tls::Handshake::Done(stream, info) => {
-            let conn = Connection {
-                peer,
-                context,
-                shared,
-                builder,
-                on_parser_error,
-                tls: Some(info),
-            };
+            conn.tls = Some(info);
             serve_http(stream, conn, stop).await;
         }
         tls::Handshake::PlainHttp(mut stream) => {
             // Like NGINX: tell a plaintext client what went wrong, then close.
-            let answer = on_parser_error(&GatewayError::PlainHttpToTlsPort);
+            let answer = (conn.on_parser_error)(&GatewayError::PlainHttpToTlsPort);
             let write = async {
                 stream.write_all(&answer).await?;
                 stream.shutdown().await
