@@ -6,56 +6,100 @@
 //! writes while lines keep coming. If the sink falls behind, lines are dropped and counted
 //! (`portico_access_log_dropped_total`) rather than slowing requests down.
 
-use crate::config::model::{AccessLogSettings, AccessLogTarget};
+use crate::config::check::{Checker, Section};
+use crate::config::source::KeyPath;
 use crate::metrics::Metrics;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
+
+/// The `access_log` section, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AccessLogSettings {
+    pub(crate) enabled: bool,
+    pub(crate) target: AccessLogTarget,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AccessLogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// The `access_log` section as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLogFile {
+    /// Default `true`.
+    enabled: Option<bool>,
+    /// `stdout` (default), `stderr` or a file path (appended to).
+    path: Option<String>,
+}
+
+impl Section for AccessLogSettings {
+    const KEY: &'static str = "access_log";
+    type File = AccessLogFile;
+
+    fn check(file: &AccessLogFile, path: &KeyPath, checker: &mut Checker<'_>) -> Option<Self> {
+        let target = match file.path.as_deref() {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("stderr") => AccessLogTarget::Stderr,
+            Some("") => {
+                checker.report(
+                    &path.key("path"),
+                    "must be stdout, stderr or a file path, not empty",
+                );
+                return None;
+            }
+            Some(file) => AccessLogTarget::File(PathBuf::from(file)),
+        };
+        Some(AccessLogSettings {
+            enabled: file.enabled.unwrap_or(true),
+            target,
+        })
+    }
+}
 
 /// Lines buffered between the request path and the writer thread.
 const QUEUE_LINES: usize = 16 * 1024;
 
 #[derive(Debug, Serialize)]
-pub struct AccessRecord {
-    pub time: String,
-    pub request_id: String,
-    pub client_ip: IpAddr,
-    pub listener: String,
-    pub protocol: &'static str,
-    pub method: String,
-    pub path: String,
-    pub route: Option<String>,
-    pub cluster: Option<String>,
-    pub upstream: Option<String>,
-    pub status: u16,
-    pub error_code: Option<&'static str>,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub duration_ms: f64,
+pub(crate) struct AccessRecord {
+    pub(crate) time: String,
+    pub(crate) request_id: String,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) listener: String,
+    pub(crate) protocol: &'static str,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) route: Option<String>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) status: u16,
+    pub(crate) error_code: Option<&'static str>,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) duration_ms: f64,
     /// False when the client or the upstream went away before the response was complete.
-    pub completed: bool,
+    pub(crate) completed: bool,
 }
 
-/// A handle to the writer thread; cheap to clone. The thread ends when the last handle drops.
+/// A handle to the writer thread; cheap to clone. The thread ends when the last handle drops
+/// (a reload that keeps the same target keeps the same writer: it is a carried resource).
 #[derive(Clone)]
-pub struct AccessLog {
-    target: AccessLogTarget,
+pub(crate) struct AccessLog {
     tx: SyncSender<String>,
     metrics: Metrics,
 }
 
 impl AccessLog {
-    /// Open the sink and start the writer thread. `None` when the access log is disabled.
-    pub fn start(
-        settings: &AccessLogSettings,
-        metrics: &Metrics,
-    ) -> std::io::Result<Option<AccessLog>> {
-        if !settings.enabled {
-            return Ok(None);
-        }
-        let sink: Box<dyn Write + Send> = match &settings.target {
+    /// Open the sink at `target` and start the writer thread.
+    pub(crate) fn start(target: &AccessLogTarget, metrics: &Metrics) -> std::io::Result<AccessLog> {
+        let sink: Box<dyn Write + Send> = match target {
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
             AccessLogTarget::Stderr => Box::new(std::io::stderr()),
             AccessLogTarget::File(path) => Box::new(
@@ -69,19 +113,13 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("portico-access-log".into())
             .spawn(move || write_lines(rx, sink))?;
-        Ok(Some(AccessLog {
-            target: settings.target.clone(),
+        Ok(AccessLog {
             tx,
             metrics: metrics.clone(),
-        }))
+        })
     }
 
-    /// Whether this writer already serves `settings` (a reload keeps it then).
-    pub fn serves(&self, settings: &AccessLogSettings) -> bool {
-        settings.enabled && settings.target == self.target
-    }
-
-    pub fn log(&self, record: &AccessRecord) {
+    pub(crate) fn log(&self, record: &AccessRecord) {
         let Ok(line) = serde_json::to_string(record) else {
             return;
         };
@@ -106,7 +144,7 @@ fn write_lines(rx: Receiver<String>, sink: Box<dyn Write + Send>) {
 }
 
 /// RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-24T05:50:14.123Z`.
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     let since_epoch = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
@@ -178,7 +216,6 @@ mod tests {
         let metrics = Metrics::default();
         let (tx, rx) = sync_channel(1);
         let log = AccessLog {
-            target: AccessLogTarget::Stdout,
             tx,
             metrics: metrics.clone(),
         };

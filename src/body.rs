@@ -1,5 +1,6 @@
 //! The body types that stream through the gateway, in both directions.
 //!
+//! On the request path everywhere between hyper's server and hyper's client.
 //! [`Body`] is what the route stack passes along: a client's request body on its way upstream
 //! ([`ClientBody`]: counted against the route's size limit and a total time budget), an
 //! upstream's response on its way back ([`UpstreamBody`]: hands its pooled connection back
@@ -21,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 /// Why a body stream stopped early.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("request body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("request body not received within {0:?}")]
@@ -35,7 +36,7 @@ pub enum BodyError {
 pin_project! {
     #[project = BodyProj]
     #[derive(Default)]
-    pub enum Body {
+    pub(crate) enum Body {
         #[default]
         Empty,
         Full { data: Option<Bytes> },
@@ -45,11 +46,11 @@ pin_project! {
 }
 
 impl Body {
-    pub fn empty() -> Body {
+    pub(crate) fn empty() -> Body {
         Body::Empty
     }
 
-    pub fn full(data: impl Into<Bytes>) -> Body {
+    pub(crate) fn full(data: impl Into<Bytes>) -> Body {
         let data = data.into();
         if data.is_empty() {
             Body::Empty
@@ -113,7 +114,7 @@ impl http_body::Body for Body {
 /// client trickling one byte at a time cannot hold a backend connection for ever. The timer
 /// is only created if the body actually has to wait for the client. (Boxed, so the body
 /// stays `Unpin` as hyper's HTTP/2 client requires.)
-pub struct ClientBody {
+pub(crate) struct ClientBody {
     inner: Incoming,
     limit: u64,
     received: u64,
@@ -123,7 +124,12 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    pub fn new(inner: Incoming, limit: u64, started: Instant, budget: Duration) -> ClientBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        limit: u64,
+        started: Instant,
+        budget: Duration,
+    ) -> ClientBody {
         ClientBody {
             inner,
             limit,
@@ -135,7 +141,7 @@ impl ClientBody {
     }
 
     /// Lower the size limit (a route's limit applied after the body was wrapped).
-    pub fn set_limit(&mut self, limit: u64) {
+    pub(crate) fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
     }
 }
@@ -184,14 +190,18 @@ impl http_body::Body for ClientBody {
 /// An upstream's response body. The pooled connection it came on is handed back to the pool
 /// at the exact moment the body ends — not when the body is dropped, which for a response
 /// that was only partly read would return a connection with bytes still in flight.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     inner: Incoming,
-    lease: Option<Lease>,
+    lease: Option<Lease<Body>>,
     upstream: Arc<str>,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, lease: Option<Lease>, upstream: Arc<str>) -> UpstreamBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        lease: Option<Lease<Body>>,
+        upstream: Arc<str>,
+    ) -> UpstreamBody {
         let mut body = UpstreamBody {
             inner,
             lease,
@@ -205,7 +215,7 @@ impl UpstreamBody {
     }
 
     /// The endpoint (`host:port`) that sent this response.
-    pub fn upstream(&self) -> &Arc<str> {
+    pub(crate) fn upstream(&self) -> &Arc<str> {
         &self.upstream
     }
 

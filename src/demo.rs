@@ -9,11 +9,7 @@
 //! the fly by the CLI), a second listener serves the same routes over HTTPS on
 //! `127.0.0.1:8443` (HTTP/2 via ALPN, HSTS).
 
-use crate::config::{
-    self,
-    model::{self, Config},
-    ConfigError,
-};
+use crate::config::{self, model, Config, ConfigError};
 use crate::dev_certs::DevCerts;
 use crate::Gateway;
 use bytes::Bytes;
@@ -30,14 +26,19 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// The demo config, embedded so `portico demo` works from any directory.
-pub const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
+pub(crate) const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
 
+/// The demo's backends, each on its own loopback port.
 pub struct DemoBackends {
+    /// The first `users` instance.
     pub users_a: SocketAddr,
+    /// The second `users` instance.
     pub users_b: SocketAddr,
+    /// The `reports` service (h2c, streams slowly).
     pub reports: SocketAddr,
 }
 
+/// Start the demo backends on `127.0.0.1:0`.
 pub async fn start_backends() -> std::io::Result<DemoBackends> {
     Ok(DemoBackends {
         users_a: spawn_backend("users-a").await?,
@@ -84,6 +85,7 @@ pub fn config(backends: &DemoBackends, certs: Option<&DevCerts>) -> Result<Confi
     Ok(config)
 }
 
+/// What the demo prints: the addresses and the commands to try, each answering as promised.
 pub fn instructions(gateway: &Gateway, certs: Option<&DevCerts>) -> String {
     let public = gateway
         .listener_addr("public")
@@ -228,7 +230,7 @@ fn stream_response() -> Response<DemoBody> {
 }
 
 /// A body fed by a channel: each message is one data frame, sent when it is produced.
-pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;

@@ -18,13 +18,18 @@ use std::path::{Path, PathBuf};
 /// The names the development server certificate covers.
 pub const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "api.example.com"];
 
+/// Why the development certificates could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DevCertsError {
+    /// Key generation or signing failed.
     #[error("cannot generate the certificates")]
     Generate(#[from] rcgen::Error),
+    /// A file could not be written.
     #[error("cannot write {}", path.display())]
     Write {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -33,12 +38,16 @@ pub enum DevCertsError {
 /// Where a set of development certificates lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevCerts {
+    /// The CA certificate clients trust (`ca.pem`).
     pub ca: PathBuf,
+    /// The server certificate chain (`server.pem`).
     pub cert: PathBuf,
+    /// The server's private key (`server-key.pem`).
     pub key: PathBuf,
 }
 
 impl DevCerts {
+    /// Where the files are in `dir`.
     pub fn in_dir(dir: &Path) -> DevCerts {
         DevCerts {
             ca: dir.join("ca.pem"),

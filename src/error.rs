@@ -1,19 +1,31 @@
 //! Every error the gateway answers itself, and the ONE table that classifies them.
 //!
-//! Leaf modules (routing, the route stack, the upstream client, the connection guard) return
-//! typed [`GatewayError`]s; nothing on the request path builds an error response by hand.
-//! [`GatewayError::class`] maps each to its HTTP status, stable error code, log level and
-//! whether a retry could help, and [`GatewayError::into_response`] renders the JSON body
-//! `{"error":{"code":"…","message":"…","request_id":"…"}}` that every local answer uses.
+//! Leaf modules (routing, the route stack's layers, the upstream client, the connection guard)
+//! return typed [`GatewayError`]s; nothing builds an error response by hand.
+//! [`GatewayError::class`] maps each to its HTTP status, stable error code, gRPC status, who is
+//! to blame and how loudly to log it. [`GatewayError::answer`] turns one into the response the
+//! caller gets: the JSON body `{"error":{"code":"…","message":"…","request_id":"…"}}` with
+//! the HTTP status, or — for a gRPC caller, which reads nothing else — a trailers-only answer
+//! with `grpc-status` and `grpc-message`.
+//!
+//! Where errors become answers: inside each route's stack, the rescue layer
+//! (`middleware/rescue.rs`) answers for every layer below it, so the route's response
+//! decorators still see the answer; before a route is known, `gateway::handle` answers
+//! admission and routing errors itself; the connection guard answers for hyper's parser.
+//! The admin listener and `portico explain` use the same table.
 
 use crate::body::{Body, BodyError};
+use crate::context::Caller;
 use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
-use http::{Method, Response, StatusCode};
+use http::{HeaderName, Method, Response, StatusCode};
 use std::time::Duration;
 
-/// Where a failure came from — decides who is to blame in logs and metrics.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// Where a failure came from — decides who is to blame in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The caller sent something we refuse.
     Client,
     /// The backend could not be reached or answered badly.
@@ -22,28 +34,73 @@ pub enum Source {
     Internal,
 }
 
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Client => "client",
+            Source::Upstream => "upstream",
+            Source::Internal => "internal",
+        }
+    }
+}
+
 /// How loud a failure is in the diagnostics log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     Debug,
     Info,
     Warn,
     Error,
 }
 
+/// The gRPC status codes the gateway answers with (the numbering of `google.rpc.Code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrpcCode {
+    Cancelled,
+    DeadlineExceeded,
+    ResourceExhausted,
+    Unimplemented,
+    Internal,
+    Unavailable,
+    Unauthenticated,
+}
+
+impl GrpcCode {
+    /// The `grpc-status` value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GrpcCode::Cancelled => "1",
+            GrpcCode::DeadlineExceeded => "4",
+            GrpcCode::ResourceExhausted => "8",
+            GrpcCode::Unimplemented => "12",
+            GrpcCode::Internal => "13",
+            GrpcCode::Unavailable => "14",
+            GrpcCode::Unauthenticated => "16",
+        }
+    }
+}
+
 /// The classification of one error: the single source of truth for what a caller sees.
 #[derive(Debug, Clone, Copy)]
-pub struct Class {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub source: Source,
-    pub level: Level,
-    /// Could the same request succeed if tried again (on another endpoint)?
-    pub retryable: bool,
+pub(crate) struct Class {
+    pub(crate) status: StatusCode,
+    /// Stable, documented: clients and dashboards key on it.
+    pub(crate) code: &'static str,
+    /// What a gRPC caller gets instead of `status`.
+    pub(crate) grpc: GrpcCode,
+    pub(crate) source: Source,
+    pub(crate) level: Level,
+}
+
+/// A response the gateway made itself, marked so that the completion step can count it by
+/// code and name the code in the access log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalAnswer {
+    pub(crate) code: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error("no route matches this request")]
     NoRoute,
     #[error("method {method} is not allowed on this path")]
@@ -54,8 +111,10 @@ pub enum GatewayError {
     AuthorityMismatch { target: String, host: String },
     #[error("the request has no Host header")]
     MissingHost,
-    #[error("the Host header {0:?} is not a host name")]
+    #[error("the host {0:?} is not a host name with an optional port")]
     InvalidHost(String),
+    #[error("the request has more than one Host header")]
+    DuplicateHost,
     #[error("invalid request path: {0}")]
     BadPath(#[from] crate::routing::PathError),
     #[error("the request target is {len} bytes long; the limit is {limit}")]
@@ -98,172 +157,194 @@ pub enum GatewayError {
         status: StatusCode,
         message: &'static str,
     },
+    #[error("the admin API is read-only")]
+    AdminReadOnly,
+    #[error("unknown admin endpoint")]
+    AdminNotFound,
 }
 
 impl GatewayError {
     /// THE classification table.
-    pub fn class(&self) -> Class {
+    pub(crate) fn class(&self) -> Class {
         use GatewayError::*;
-        let (status, code, source, level, retryable) = match self {
+        use GrpcCode as G;
+        use Level::*;
+        use Source::*;
+        let (status, code, grpc, source, level) = match self {
             NoRoute => (
                 StatusCode::NOT_FOUND,
                 "route_not_found",
-                Source::Client,
-                Level::Debug,
-                false,
+                G::Unimplemented,
+                Client,
+                Debug,
             ),
             MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                Source::Client,
-                Level::Debug,
-                false,
+                G::Unimplemented,
+                Client,
+                Debug,
             ),
             ConnectRefused => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "connect_not_supported",
-                Source::Client,
-                Level::Info,
-                false,
+                G::Unimplemented,
+                Client,
+                Info,
             ),
             AuthorityMismatch { .. } => (
                 StatusCode::BAD_REQUEST,
                 "authority_mismatch",
-                Source::Client,
-                Level::Info,
-                false,
+                G::Internal,
+                Client,
+                Info,
             ),
             MissingHost => (
                 StatusCode::BAD_REQUEST,
                 "missing_host",
-                Source::Client,
-                Level::Debug,
-                false,
+                G::Internal,
+                Client,
+                Debug,
             ),
             InvalidHost(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_host",
-                Source::Client,
-                Level::Debug,
-                false,
+                G::Internal,
+                Client,
+                Info,
+            ),
+            DuplicateHost => (
+                StatusCode::BAD_REQUEST,
+                "duplicate_host",
+                G::Internal,
+                Client,
+                Info,
             ),
             BadPath(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
-                Source::Client,
-                Level::Info,
-                false,
+                G::Internal,
+                Client,
+                Info,
             ),
             UriTooLong { .. } => (
                 StatusCode::URI_TOO_LONG,
                 "uri_too_long",
-                Source::Client,
-                Level::Info,
-                false,
+                G::Internal,
+                Client,
+                Info,
             ),
             PayloadTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                Source::Client,
-                Level::Info,
-                false,
+                G::ResourceExhausted,
+                Client,
+                Info,
             ),
             RequestBodyTimeout(_) => (
                 StatusCode::REQUEST_TIMEOUT,
                 "request_body_timeout",
-                Source::Client,
-                Level::Info,
-                false,
+                G::DeadlineExceeded,
+                Client,
+                Info,
             ),
             ClientBodyAborted(_) => (
                 StatusCode::BAD_REQUEST,
                 "client_body_aborted",
-                Source::Client,
-                Level::Debug,
-                false,
+                G::Cancelled,
+                Client,
+                Debug,
             ),
             UpstreamConnect { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_connect_failed",
-                Source::Upstream,
-                Level::Warn,
-                true,
+                G::Unavailable,
+                Upstream,
+                Warn,
             ),
             UpstreamConnectTimeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_connect_timeout",
-                Source::Upstream,
-                Level::Warn,
-                true,
+                G::Unavailable,
+                Upstream,
+                Warn,
             ),
             UpstreamTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
-                Source::Upstream,
-                Level::Warn,
-                false,
+                G::DeadlineExceeded,
+                Upstream,
+                Warn,
             ),
             UpstreamProtocol(_) => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_protocol_error",
-                Source::Upstream,
-                Level::Warn,
-                false,
+                G::Unavailable,
+                Upstream,
+                Warn,
             ),
             UpstreamHandshake(_) => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_handshake_failed",
-                Source::Upstream,
-                Level::Warn,
-                true,
+                G::Unavailable,
+                Upstream,
+                Warn,
             ),
             UpstreamTls { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_tls_failed",
-                Source::Upstream,
-                Level::Warn,
-                true,
+                G::Unavailable,
+                Upstream,
+                Warn,
             ),
             ClientCertificateRequired => (
                 StatusCode::FORBIDDEN,
                 "client_certificate_required",
-                Source::Client,
-                Level::Info,
-                false,
+                G::Unauthenticated,
+                Client,
+                Info,
             ),
             PlainHttpToTlsPort => (
                 StatusCode::BAD_REQUEST,
                 "plain_http_to_tls_port",
-                Source::Client,
-                Level::Info,
-                false,
+                G::Internal,
+                Client,
+                Info,
             ),
             BadUpstreamRequest(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
-                Source::Internal,
-                Level::Error,
-                false,
+                G::Internal,
+                Internal,
+                Error,
             ),
-            Parser { status, .. } => (
-                *status,
-                parser_code(*status),
-                Source::Client,
-                Level::Info,
-                false,
+            Parser { status, .. } => (*status, parser_code(*status), G::Internal, Client, Info),
+            AdminReadOnly => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                G::Unimplemented,
+                Client,
+                Debug,
+            ),
+            AdminNotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                G::Unimplemented,
+                Client,
+                Debug,
             ),
         };
         Class {
             status,
             code,
+            grpc,
             source,
             level,
-            retryable,
         }
     }
 
     /// Whether the connection should be closed after answering (the framing can't be trusted).
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self,
             GatewayError::PayloadTooLarge { .. }
@@ -275,37 +356,101 @@ impl GatewayError {
         )
     }
 
-    /// Render the JSON error response.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
+    /// Log this error and turn it into the caller's answer, marked as a [`LocalAnswer`].
+    /// `route` is the route whose stack refused the request, if one was chosen.
+    pub(crate) fn answer(
+        self,
+        request_id: &HeaderValue,
+        caller: Caller,
+        route: Option<&str>,
+    ) -> Response<Body> {
+        let id = request_id.to_str().unwrap_or("");
+        self.log(id, route);
+        let code = self.class().code;
+        let mut response = self.render(id, caller);
+        response.extensions_mut().insert(LocalAnswer { code });
+        response
+    }
+
+    /// The caller's answer: the JSON error body, or gRPC's trailers-only status.
+    pub(crate) fn render(&self, request_id: &str, caller: Caller) -> Response<Body> {
         let class = self.class();
-        let mut response = Response::new(Body::full(error_json(
-            class.code,
-            &self.to_string(),
-            request_id,
-        )));
-        *response.status_mut() = class.status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let GatewayError::MethodNotAllowed { allow, .. } = &self {
-            let list = allow
-                .iter()
-                .map(Method::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
-            if let Ok(value) = HeaderValue::from_str(&list) {
-                headers.insert(ALLOW, value);
+        let message = self.to_string();
+        match caller {
+            Caller::Http => {
+                let mut response =
+                    Response::new(Body::full(error_json(class.code, &message, request_id)));
+                *response.status_mut() = class.status;
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                match self {
+                    GatewayError::MethodNotAllowed { allow, .. } => {
+                        let list = allow
+                            .iter()
+                            .map(Method::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        if let Ok(value) = HeaderValue::from_str(&list) {
+                            headers.insert(ALLOW, value);
+                        }
+                    }
+                    GatewayError::AdminReadOnly => {
+                        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    }
+                    _ => {}
+                }
+                if self.closes_connection() {
+                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+            Caller::Grpc => {
+                // Trailers-only (gRPC over HTTP/2 §Responses): HTTP 200, the status in the
+                // header block, no body. The message is percent-encoded as the spec asks.
+                let mut response = Response::new(Body::empty());
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                headers.insert(
+                    GRPC_STATUS.clone(),
+                    HeaderValue::from_static(class.grpc.as_str()),
+                );
+                if let Ok(value) = HeaderValue::from_str(&grpc_percent_encode(&message)) {
+                    headers.insert(GRPC_MESSAGE.clone(), value);
+                }
+                if self.closes_connection() {
+                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }
         }
-        if self.closes_connection() {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+
+    fn log(&self, request_id: &str, route: Option<&str>) {
+        let class = self.class();
+        let blame = class.source.label();
+        let code = class.code;
+        let route = route.unwrap_or("");
+        let cause = std::error::Error::source(self).map(|s| s.to_string());
+        match class.level {
+            Level::Debug => {
+                tracing::debug!(request_id, route, code, blame, error = %self, cause = ?cause, "request refused")
+            }
+            Level::Info => {
+                tracing::info!(request_id, route, code, blame, error = %self, cause = ?cause, "request refused")
+            }
+            Level::Warn => {
+                tracing::warn!(request_id, route, code, blame, error = %self, cause = ?cause, "request failed")
+            }
+            Level::Error => {
+                tracing::error!(request_id, route, code, blame, error = %self, cause = ?cause, "request failed")
+            }
         }
-        response
     }
 
     /// Recover the typed cause of a failed upstream exchange from hyper's error chain: a body
     /// error we raised ourselves (limit, timeout, client gone) is the client's fault, anything
     /// else is the upstream's.
-    pub fn from_upstream_send(err: hyper::Error) -> GatewayError {
+    pub(crate) fn from_upstream_send(err: hyper::Error) -> GatewayError {
         match find_body_error(&err) {
             Some(BodyError::TooLarge { limit }) => GatewayError::PayloadTooLarge { limit: *limit },
             Some(BodyError::Timeout(d)) => GatewayError::RequestBodyTimeout(*d),
@@ -335,31 +480,47 @@ fn parser_code(status: StatusCode) -> &'static str {
 }
 
 /// `{"error":{"code":…,"message":…,"request_id":…}}`, escaped by serde_json.
-pub fn error_json(code: &str, message: &str, request_id: &str) -> bytes::Bytes {
+pub(crate) fn error_json(code: &str, message: &str, request_id: &str) -> bytes::Bytes {
     let value = serde_json::json!({
         "error": { "code": code, "message": message, "request_id": request_id }
     });
     bytes::Bytes::from(value.to_string())
 }
 
+/// `grpc-message` encoding: printable ASCII except `%` as is, every other byte as `%XX`.
+fn grpc_percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn http(error: GatewayError) -> Response<Body> {
+        error.render("req-1", Caller::Http)
+    }
+
     #[test]
     fn every_local_answer_is_json_with_code_and_request_id() {
-        let response = GatewayError::NoRoute.into_response("req-1");
+        let response = http(GatewayError::NoRoute);
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
     }
 
     #[test]
     fn method_not_allowed_lists_allowed_methods() {
-        let response = GatewayError::MethodNotAllowed {
+        let response = http(GatewayError::MethodNotAllowed {
             method: Method::DELETE,
             allow: vec![Method::GET, Method::HEAD, Method::POST],
-        }
-        .into_response("r");
+        });
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[ALLOW], "GET, HEAD, POST");
     }
@@ -373,8 +534,37 @@ mod tests {
 
     #[test]
     fn body_limit_errors_close_the_connection() {
-        let response = GatewayError::PayloadTooLarge { limit: 10 }.into_response("r");
+        let response = http(GatewayError::PayloadTooLarge { limit: 10 });
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(response.headers()[CONNECTION], "close");
+    }
+
+    #[test]
+    fn a_grpc_caller_gets_a_trailers_only_status_and_no_body() {
+        let response =
+            GatewayError::UpstreamTimeout(Duration::from_millis(200)).render("req-1", Caller::Grpc);
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        assert_eq!(headers[CONTENT_TYPE], "application/grpc");
+        assert_eq!(headers["grpc-status"], "4");
+        assert_eq!(
+            headers["grpc-message"],
+            "the upstream did not answer within 200ms"
+        );
+        assert!(http_body::Body::is_end_stream(response.body()));
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(grpc_percent_encode("a 100% \"ok\"\n"), "a 100%25 \"ok\"%0A");
+        assert_eq!(grpc_percent_encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn answers_are_marked_with_their_code() {
+        let response =
+            GatewayError::NoRoute.answer(&HeaderValue::from_static("id"), Caller::Http, None);
+        let marked = response.extensions().get::<LocalAnswer>().expect("marked");
+        assert_eq!(marked.code, "route_not_found");
     }
 }

@@ -2,24 +2,38 @@
 //!
 //! Runs the same normalisation and the same router as the request path, on a request
 //! described on the command line, and prints every route in precedence order with its
-//! verdict, then the policies of the selected route (cluster, endpoints, timeout, body
-//! limit, rewrites). As policies are added to routes, they are listed here too.
+//! verdict, then the selected route's cluster and every policy that applies to it (each
+//! concern describes its own). Refusals are named by the error table the gateway answers
+//! with.
 
-use crate::config::model::{Config, HeaderOps, PathMatch};
+use crate::config::model::PathMatch;
+use crate::config::Config;
+use crate::error::GatewayError;
 use crate::routing::{normalize_path, Outcome, RequestView, Router};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use std::fmt::Write as _;
 
+/// Why a request could not be explained.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
+    /// Not an HTTP method token.
     #[error("invalid method {0:?}")]
     Method(String),
+    /// Neither `http://host/path` nor `/path`.
     #[error("invalid URL {0:?}: give http://host/path or /path")]
     Url(String),
+    /// Not `Name: value`.
     #[error("invalid header {0:?}: expected `Name: value`")]
     Header(String),
 }
 
+/// The status and error code the gateway answers `error` with, as `explain` prints it.
+fn refusal(error: &GatewayError) -> String {
+    let class = error.class();
+    format!("{} {}", class.status.as_u16(), class.code)
+}
+
+/// Explain how the gateway would handle `method url` with `headers` (`Name: value` lines).
 pub fn explain(
     config: &Config,
     method: &str,
@@ -60,7 +74,11 @@ pub fn explain(
     let path = match normalize_path(uri.path()) {
         Ok(path) => path,
         Err(error) => {
-            let _ = writeln!(out, "result:  400 invalid_path — {error}");
+            let _ = writeln!(
+                out,
+                "result:  {} — {error}",
+                refusal(&GatewayError::BadPath(error))
+            );
             return Ok(out);
         }
     };
@@ -117,11 +135,16 @@ pub fn explain(
             })
             .collect();
         if allowed.is_empty() {
-            let _ = writeln!(out, "\nresult:  404 route_not_found");
+            let _ = writeln!(out, "\nresult:  {}", refusal(&GatewayError::NoRoute));
         } else {
+            let error = GatewayError::MethodNotAllowed {
+                method: method.clone(),
+                allow: Vec::new(),
+            };
             let _ = writeln!(
                 out,
-                "\nresult:  405 method_not_allowed (allowed: {})",
+                "\nresult:  {} (allowed: {})",
+                refusal(&error),
                 allowed.join(", ")
             );
         }
@@ -143,49 +166,19 @@ pub fn explain(
             .collect();
         let _ = writeln!(out, "  template variables: {}", vars.join(", "));
     }
-    let forwarded = match &route.strip_prefix {
-        Some(prefix) => crate::middleware::transform::strip_path_prefix(&path, prefix)
-            .unwrap_or(&path)
-            .to_string(),
-        None => path.to_string(),
-    };
-    let _ = writeln!(out, "  upstream path:      {forwarded}");
     let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
     let _ = writeln!(
         out,
-        "  endpoints:          {} ({:?}, round robin)",
+        "  endpoints:          {} ({:?}, round robin, connect timeout {:?})",
         endpoints.join(", "),
-        cluster.protocol
+        cluster.protocol,
+        cluster.connect_timeout
     );
-    let _ = writeln!(
-        out,
-        "  timeout:            {:?} (connect {:?})",
-        route.timeout, cluster.connect_timeout
-    );
-    let _ = writeln!(out, "  max body size:      {} bytes", route.max_body_size);
     if let PathMatch::Template(t) = &route.matcher.path {
         let _ = writeln!(out, "  path template:      {t}");
     }
-    if let Some(host) = &route.host_rewrite {
-        let _ = writeln!(
-            out,
-            "  host rewrite:       {}",
-            host.to_str().unwrap_or("?")
-        );
+    for (label, text) in route.policies.describe(&path).lines {
+        let _ = writeln!(out, "  {:<19} {text}", format!("{label}:"));
     }
-    describe_ops(&mut out, "request headers", &route.request_headers);
-    describe_ops(&mut out, "response headers", &route.response_headers);
     Ok(out)
-}
-
-fn describe_ops(out: &mut String, what: &str, ops: &HeaderOps) {
-    if ops.is_empty() {
-        return;
-    }
-    let mut parts = Vec::new();
-    parts.extend(ops.remove.iter().map(|n| format!("remove {n}")));
-    // Values are not printed: they may come from secrets (`${ENV}`).
-    parts.extend(ops.set.iter().map(|(n, _)| format!("set {n}")));
-    parts.extend(ops.add.iter().map(|(n, _)| format!("add {n}")));
-    let _ = writeln!(out, "  {:<19} {}", format!("{what}:"), parts.join("; "));
 }

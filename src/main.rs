@@ -3,8 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use portico::config::{self, model::Config};
-use portico::Gateway;
+use portico::{config, Config, Gateway};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -119,7 +118,7 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     let config = config::load_file(&path)?;
-    let workers = workers.or(config.runtime.workers);
+    let workers = workers.or(config.workers());
     runtime(workers)?.block_on(serve(config, Some(path)))
 }
 
@@ -156,13 +155,7 @@ async fn shutdown_signal() {
 fn validate(path: &Path) -> ExitCode {
     match config::load_file(path) {
         Ok(config) => {
-            println!(
-                "{}: OK ({} listener(s), {} cluster(s), {} route(s))",
-                path.display(),
-                config.listeners.len(),
-                config.clusters.len(),
-                config.routes.len()
-            );
+            println!("{}: OK ({})", path.display(), config.summary());
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -20,14 +20,14 @@ const BUCKETS_US: [u64; 14] = [
 
 /// Cumulative-on-render latency histogram.
 #[derive(Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; BUCKETS_US.len()],
     count: AtomicU64,
     sum_us: AtomicU64,
 }
 
 impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
+    pub(crate) fn observe(&self, elapsed: Duration) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         if let Some(i) = BUCKETS_US.iter().position(|&bound| us <= bound) {
             self.buckets[i].fetch_add(1, Relaxed);
@@ -53,14 +53,14 @@ impl Histogram {
 
 /// Per-route request counters by status class, and latency.
 #[derive(Default)]
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     /// Index 0 = 1xx … 4 = 5xx.
     by_class: [AtomicU64; 5],
     latency: Histogram,
 }
 
 impl RouteMetrics {
-    pub fn observe(&self, status: u16, elapsed: Duration) {
+    pub(crate) fn observe(&self, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Relaxed);
         self.latency.observe(elapsed);
@@ -68,7 +68,7 @@ impl RouteMetrics {
 }
 
 #[derive(Default)]
-pub struct ClusterMetrics {
+pub(crate) struct ClusterMetrics {
     pub connect_errors: AtomicU64,
     pub connections_opened: AtomicU64,
     /// TLS handshakes with an endpoint that failed (untrusted or wrong-name certificate…).
@@ -77,7 +77,7 @@ pub struct ClusterMetrics {
 
 /// How a downstream TLS handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeOutcome {
+pub(crate) enum HandshakeOutcome {
     Success,
     /// The client spoke something other than TLS (usually plaintext HTTP).
     NotTls,
@@ -101,7 +101,7 @@ pub enum HandshakeOutcome {
 }
 
 impl HandshakeOutcome {
-    pub const ALL: [HandshakeOutcome; 11] = [
+    pub(crate) const ALL: [HandshakeOutcome; 11] = [
         HandshakeOutcome::Success,
         HandshakeOutcome::NotTls,
         HandshakeOutcome::Timeout,
@@ -115,7 +115,7 @@ impl HandshakeOutcome {
         HandshakeOutcome::Other,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             HandshakeOutcome::Success => "success",
             HandshakeOutcome::NotTls => "not_tls",
@@ -134,7 +134,7 @@ impl HandshakeOutcome {
 
 /// One certificate a TLS listener serves, for the expiry gauge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateExpiry {
+pub(crate) struct CertificateExpiry {
     /// Position in the listener's `certificates` list.
     pub index: usize,
     /// The first DNS name, else the subject.
@@ -146,7 +146,7 @@ pub struct CertificateExpiry {
 /// Per TLS listener: handshakes by outcome, negotiated versions, certificate reloads and
 /// the expiry of the certificates currently served.
 #[derive(Default)]
-pub struct TlsMetrics {
+pub(crate) struct TlsMetrics {
     handshakes: [AtomicU64; HandshakeOutcome::ALL.len()],
     tls12: AtomicU64,
     tls13: AtomicU64,
@@ -156,13 +156,13 @@ pub struct TlsMetrics {
 }
 
 impl TlsMetrics {
-    pub fn handshake(&self, outcome: HandshakeOutcome) {
+    pub(crate) fn handshake(&self, outcome: HandshakeOutcome) {
         if let Some(i) = HandshakeOutcome::ALL.iter().position(|o| *o == outcome) {
             self.handshakes[i].fetch_add(1, Relaxed);
         }
     }
 
-    pub fn handshakes(&self, outcome: HandshakeOutcome) -> u64 {
+    pub(crate) fn handshakes(&self, outcome: HandshakeOutcome) -> u64 {
         HandshakeOutcome::ALL
             .iter()
             .position(|o| *o == outcome)
@@ -170,7 +170,7 @@ impl TlsMetrics {
     }
 
     /// `tls13`: TLS 1.3, else 1.2 (nothing older is offered).
-    pub fn negotiated(&self, tls13: bool) {
+    pub(crate) fn negotiated(&self, tls13: bool) {
         if tls13 {
             self.tls13.fetch_add(1, Relaxed);
         } else {
@@ -178,18 +178,18 @@ impl TlsMetrics {
         }
     }
 
-    pub fn reloaded(&self, certificates: Vec<CertificateExpiry>) {
+    pub(crate) fn reloaded(&self, certificates: Vec<CertificateExpiry>) {
         self.reload_success.fetch_add(1, Relaxed);
         *self.expiry.lock().unwrap_or_else(PoisonError::into_inner) = certificates;
     }
 
-    pub fn reload_refused(&self) {
+    pub(crate) fn reload_refused(&self) {
         self.reload_failure.fetch_add(1, Relaxed);
     }
 }
 
 #[derive(Default)]
-pub struct ListenerMetrics {
+pub(crate) struct ListenerMetrics {
     pub active_connections: AtomicI64,
     pub accepted_connections: AtomicU64,
     pub header_timeouts: AtomicU64,
@@ -198,7 +198,7 @@ pub struct ListenerMetrics {
 
 /// The process-wide registry. Cheap to clone (an `Arc` inside).
 #[derive(Clone, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     inner: Arc<Registry>,
 }
 
@@ -221,41 +221,41 @@ fn get_or_create<K: Ord + Clone, V: Default>(map: &Mutex<BTreeMap<K, Arc<V>>>, k
 }
 
 impl Metrics {
-    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+    pub(crate) fn route(&self, name: &str) -> Arc<RouteMetrics> {
         get_or_create(&self.inner.routes, &name.to_string())
     }
 
-    pub fn cluster(&self, name: &str) -> Arc<ClusterMetrics> {
+    pub(crate) fn cluster(&self, name: &str) -> Arc<ClusterMetrics> {
         get_or_create(&self.inner.clusters, &name.to_string())
     }
 
-    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+    pub(crate) fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
         get_or_create(&self.inner.listeners, &name.to_string())
     }
 
-    pub fn tls(&self, listener: &str) -> Arc<TlsMetrics> {
+    pub(crate) fn tls(&self, listener: &str) -> Arc<TlsMetrics> {
         get_or_create(&self.inner.tls, &listener.to_string())
     }
 
     /// A response the gateway answered itself, by error code (`route_not_found`, …).
-    pub fn local_response(&self, code: &'static str) -> Arc<AtomicU64> {
+    pub(crate) fn local_response(&self, code: &'static str) -> Arc<AtomicU64> {
         get_or_create(&self.inner.local_responses, &code)
     }
 
-    pub fn reload_succeeded(&self) {
+    pub(crate) fn reload_succeeded(&self) {
         self.inner.reload_success.fetch_add(1, Relaxed);
     }
 
-    pub fn reload_failed(&self) {
+    pub(crate) fn reload_failed(&self) {
         self.inner.reload_failure.fetch_add(1, Relaxed);
     }
 
-    pub fn access_log_dropped(&self) {
+    pub(crate) fn access_log_dropped(&self) {
         self.inner.access_log_dropped.fetch_add(1, Relaxed);
     }
 
     /// Render every series in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let r = &self.inner;
 

@@ -52,23 +52,38 @@ pub fn root_store(
 /// Why a PEM file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {
+    /// The file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not PEM.
     #[error("{} is not valid PEM: {source}", path.display())]
     Pem {
+        /// The file.
         path: PathBuf,
+        /// What the PEM parser said.
         #[source]
         source: rustls_pki_types::pem::Error,
     },
+    /// The file holds no block of the expected kind.
     #[error("{} contains no {what} PEM block", path.display())]
-    Empty { path: PathBuf, what: &'static str },
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// `certificate` or `private key`.
+        what: &'static str,
+    },
+    /// A certificate in the file cannot be read.
     #[error("{} holds a certificate that cannot be read: {source}", path.display())]
     Der {
+        /// The file.
         path: PathBuf,
+        /// Where the certificate's structure broke.
         #[source]
         source: DerError,
     },
@@ -124,10 +139,12 @@ pub fn parse_private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'stati
     })
 }
 
+/// Every certificate in a PEM file (at least one).
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     parse_certificates(&read_file(path)?, path)
 }
 
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     parse_private_key(&read_file(path)?, path)
 }
@@ -135,12 +152,21 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError>
 /// A certificate that could not be walked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DerError {
+    /// The data ends inside a value.
     #[error("truncated DER")]
     Truncated,
+    /// Another value than the certificate's structure has there.
     #[error("unexpected DER tag {found:#04x} where {expected} was expected")]
-    UnexpectedTag { expected: &'static str, found: u8 },
+    UnexpectedTag {
+        /// What the structure has at this place.
+        expected: &'static str,
+        /// The tag found instead.
+        found: u8,
+    },
+    /// A length form DER does not allow.
     #[error("unsupported DER length encoding")]
     Length,
+    /// A validity time that is not a time.
     #[error("invalid time {0:?}")]
     Time(String),
 }
@@ -153,9 +179,13 @@ pub struct CertFacts {
     /// The subject in RFC 4514 form (`CN=client,O=Acme`), ASCII only: anything else is
     /// escaped as `\XX` UTF-8 bytes, so it is always a valid header value.
     pub subject: String,
+    /// DNS subject alternative names.
     pub dns_names: Vec<String>,
+    /// URI subject alternative names (SPIFFE ids and the like).
     pub uris: Vec<String>,
+    /// IP address subject alternative names.
     pub ips: Vec<IpAddr>,
+    /// Email subject alternative names.
     pub emails: Vec<String>,
 }
 

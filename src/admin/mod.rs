@@ -10,8 +10,9 @@
 //! - `GET /config`  — the effective configuration as JSON, secrets redacted.
 
 use crate::body::Body;
-use crate::error::error_json;
-use crate::gateway::Shared;
+use crate::context::Caller;
+use crate::error::GatewayError;
+use crate::runtime::Shared;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -23,11 +24,16 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Serve the admin API on `listener` until `stop`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = crate::server::stopped(&mut stop) => break,
+            _ = crate::lifecycle::stopped(&mut stop) => break,
         };
         let (stream, _) = match accepted {
             Ok(accepted) => accepted,
@@ -54,10 +60,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
 
 fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            error_json("method_not_allowed", "the admin API is read-only", ""),
-        );
+        return GatewayError::AdminReadOnly.render("", Caller::Http);
     }
     match req.uri().path() {
         "/healthz" => json(
@@ -90,10 +93,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             let text = serde_json::to_vec_pretty(dump).unwrap_or_default();
             json(StatusCode::OK, bytes::Bytes::from(text))
         }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            error_json("not_found", "unknown admin endpoint", ""),
-        ),
+        _ => GatewayError::AdminNotFound.render("", Caller::Http),
     }
 }
 

@@ -15,28 +15,76 @@
 //! `Config` or all of them, sorted by position. The runtime (listeners, router, clusters) is
 //! built from the `Config` by the caller; nothing here does I/O beyond reading the file.
 
-pub mod file;
-pub mod model;
-pub mod units;
-
+pub(crate) mod check;
+pub(crate) mod deserialize;
 mod env;
-pub mod reload;
-mod source;
+pub(crate) mod file;
+pub(crate) mod model;
+mod problem;
+pub(crate) mod source;
 mod structure;
+pub(crate) mod units;
 mod validate;
 
-pub use model::*;
+pub use problem::Problem;
 
+use crate::concerns::{RoutePolicies, Sections};
+use model::{AdminSettings, Cluster, Listener, RouteMatch, RuntimeSettings};
 use source::{KeyPath, Pos};
-use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// A validated configuration: typed, defaulted and cross-checked, ready to build a runtime
+/// from. Made only by the loaders in this module.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) runtime: RuntimeSettings,
+    pub(crate) admin: Option<AdminSettings>,
+    pub(crate) listeners: Vec<Listener>,
+    pub(crate) clusters: Vec<Cluster>,
+    pub(crate) routes: Vec<Route>,
+    /// The concerns' own top-level sections.
+    pub(crate) sections: Sections,
+    /// The effective config as JSON, secrets (values that came from `${ENV}`) redacted.
+    pub(crate) redacted_dump: serde_json::Value,
+}
+
+impl Config {
+    /// How many listeners, clusters and routes the config has (for `portico validate`).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} listener(s), {} cluster(s), {} route(s)",
+            self.listeners.len(),
+            self.clusters.len(),
+            self.routes.len()
+        )
+    }
+
+    /// The worker threads the config asks for; `None` = one per CPU.
+    pub fn workers(&self) -> Option<usize> {
+        self.runtime.workers
+    }
+}
+
+/// One route: what it matches, where it goes, and every concern's policy for it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Route {
+    pub(crate) name: String,
+    pub(crate) matcher: RouteMatch,
+    pub(crate) cluster: String,
+    /// Index into `Config::clusters`.
+    pub(crate) cluster_index: usize,
+    pub(crate) policies: RoutePolicies,
+}
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {}: {source}", path.display())]
     Io {
+        /// The file, as given.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -44,54 +92,11 @@ pub enum ConfigError {
     /// by line, then column.
     #[error("{}", render_problems(origin, problems))]
     Invalid {
+        /// Where the text came from (a file path), as problems are reported against it.
         origin: String,
+        /// Everything wrong with it.
         problems: Vec<Problem>,
     },
-}
-
-/// One thing wrong with the file, at a key path and a 1-based line:column. The position
-/// points at the offending value, at the enclosing mapping for a missing key, and at the key
-/// itself for an unknown key. `path` is empty for problems with the file as a whole (YAML
-/// syntax errors).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl Problem {
-    pub(crate) fn new(path: &KeyPath, pos: Pos, message: impl Into<String>) -> Problem {
-        Problem {
-            path: path.to_string(),
-            line: pos.line,
-            column: pos.column,
-            message: message.into(),
-        }
-    }
-
-    /// `{origin}:{line}:{column}: {path}: {message}`, the form editors and CI logs link to.
-    pub fn with_origin<'a>(&'a self, origin: &'a str) -> impl fmt::Display + 'a {
-        struct WithOrigin<'a>(&'a Problem, &'a str);
-        impl fmt::Display for WithOrigin<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}:{}", self.1, self.0)
-            }
-        }
-        WithOrigin(self, origin)
-    }
-}
-
-/// `{line}:{column}: {path}: {message}`; the path part is left out when it is empty.
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.line, self.column)?;
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)
-    }
 }
 
 fn render_problems(origin: &str, problems: &[Problem]) -> String {
@@ -119,7 +124,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Load text that was read from `path` (the reload reads the bytes itself).
-pub fn load_file_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load_file_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let base = path.parent().filter(|dir| !dir.as_os_str().is_empty());
     load_str_in(
         text,
@@ -147,7 +152,7 @@ pub fn load_str_with_env(
 
 /// The whole pipeline. Relative file paths in the config resolve against `base_dir`, or the
 /// working directory when there is none (text that did not come from a file).
-pub fn load_str_in(
+pub(crate) fn load_str_in(
     text: &str,
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,

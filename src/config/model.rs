@@ -1,8 +1,10 @@
-//! The validated configuration: typed, defaulted and cross-checked.
+//! The typed settings of the core sections: runtime, admin, listeners (limits, TLS), clusters
+//! (pool, TLS) and route matchers. Concerns keep their own typed settings in their modules;
+//! [`super::Config`] and [`super::Route`] put everything together.
 //!
-//! `validate.rs` produces a [`Config`] from a [`crate::config::file::FileConfig`] only when the
-//! whole file is sound, so everything that builds the runtime (listeners, router, clusters,
-//! route stacks) can rely on these invariants without re-checking:
+//! `validate.rs` produces them only when the whole file is sound, so everything that builds
+//! the runtime (listeners, router, clusters, route stacks) can rely on these invariants
+//! without re-checking:
 //! - names are unique; every route's `cluster` names a cluster in `clusters` (`cluster_index`);
 //! - exactly one path condition per route; templates parse; hosts are lowercase;
 //! - header names/values are valid HTTP tokens; sizes and durations are in range.
@@ -12,78 +14,53 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub runtime: RuntimeSettings,
-    pub admin: Option<AdminSettings>,
-    pub access_log: AccessLogSettings,
-    pub listeners: Vec<Listener>,
-    pub clusters: Vec<Cluster>,
-    pub routes: Vec<Route>,
-    /// The effective config as JSON, secrets (values that came from `${ENV}`) redacted.
-    pub redacted_dump: serde_json::Value,
-}
-
 #[derive(Debug, Clone, PartialEq)]
-pub struct RuntimeSettings {
+pub(crate) struct RuntimeSettings {
     /// `None` = one worker per CPU.
-    pub workers: Option<usize>,
-    pub drain_timeout: Duration,
+    pub(crate) workers: Option<usize>,
+    pub(crate) drain_timeout: Duration,
     /// `None` = file watching disabled.
-    pub watch_interval: Option<Duration>,
+    pub(crate) watch_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct AdminSettings {
-    pub address: SocketAddr,
+pub(crate) struct AdminSettings {
+    pub(crate) address: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct AccessLogSettings {
-    pub enabled: bool,
-    pub target: AccessLogTarget,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum AccessLogTarget {
-    Stdout,
-    Stderr,
-    File(PathBuf),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Listener {
-    pub name: String,
-    pub address: SocketAddr,
-    pub via: bool,
-    pub limits: ListenerLimits,
-    pub tls: Option<ListenerTls>,
-    pub redirect_https: Option<RedirectHttps>,
+pub(crate) struct Listener {
+    pub(crate) name: String,
+    pub(crate) address: SocketAddr,
+    pub(crate) via: bool,
+    pub(crate) limits: ListenerLimits,
+    pub(crate) tls: Option<ListenerTls>,
+    pub(crate) redirect_https: Option<RedirectHttps>,
 }
 
 /// TLS termination settings. The files are read (and re-read when they change) by
 /// `server/tls.rs`; validation has checked they parse.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ListenerTls {
+pub(crate) struct ListenerTls {
     /// At least one; the first is the default.
-    pub certificates: Vec<CertificateSource>,
-    pub unknown_sni: UnknownSni,
-    pub min_version: TlsVersion,
-    pub handshake_timeout: Duration,
-    pub client_auth: ClientAuth,
-    pub hsts: Option<Hsts>,
+    pub(crate) certificates: Vec<CertificateSource>,
+    pub(crate) unknown_sni: UnknownSni,
+    pub(crate) min_version: TlsVersion,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) client_auth: ClientAuth,
+    pub(crate) hsts: Option<Hsts>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct CertificateSource {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct CertificateSource {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// Lowercase; `*.example.com` for wildcards. Empty = the certificate's DNS SANs.
-    pub server_names: Vec<String>,
+    pub(crate) server_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnknownSni {
+pub(crate) enum UnknownSni {
     /// Serve the first certificate.
     DefaultCertificate,
     /// Fail the handshake (`unrecognized_name`).
@@ -91,21 +68,21 @@ pub enum UnknownSni {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     Tls12,
     Tls13,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ClientAuth {
-    pub mode: ClientAuthMode,
+pub(crate) struct ClientAuth {
+    pub(crate) mode: ClientAuthMode,
     /// Present unless `mode` is `None`.
-    pub ca: Option<PathBuf>,
-    pub forward_header: Option<HeaderName>,
+    pub(crate) ca: Option<PathBuf>,
+    pub(crate) forward_header: Option<HeaderName>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClientAuthMode {
+pub(crate) enum ClientAuthMode {
     #[default]
     None,
     Optional,
@@ -113,13 +90,13 @@ pub enum ClientAuthMode {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Hsts {
-    pub max_age: Duration,
-    pub include_subdomains: bool,
+pub(crate) struct Hsts {
+    pub(crate) max_age: Duration,
+    pub(crate) include_subdomains: bool,
 }
 
 impl Hsts {
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         let text = if self.include_subdomains {
             format!("max-age={}; includeSubDomains", self.max_age.as_secs())
         } else {
@@ -130,23 +107,23 @@ impl Hsts {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RedirectHttps {
+pub(crate) struct RedirectHttps {
     /// 443 is left out of the Location.
-    pub port: u16,
+    pub(crate) port: u16,
     /// 301 or 308.
-    pub status: u16,
+    pub(crate) status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ListenerLimits {
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub max_uri_length: usize,
-    pub header_read_timeout: Duration,
-    pub request_body_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    pub max_concurrent_streams: u32,
+pub(crate) struct ListenerLimits {
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_uri_length: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) request_body_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_concurrent_streams: u32,
 }
 
 impl Default for ListenerLimits {
@@ -165,32 +142,32 @@ impl Default for ListenerLimits {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cluster {
-    pub name: String,
-    pub endpoints: Vec<Endpoint>,
-    pub protocol: UpstreamProtocol,
-    pub connect_timeout: Duration,
-    pub pool: PoolSettings,
-    pub tls: Option<UpstreamTls>,
+pub(crate) struct Cluster {
+    pub(crate) name: String,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) protocol: UpstreamProtocol,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) pool: PoolSettings,
+    pub(crate) tls: Option<UpstreamTls>,
 }
 
 /// TLS to a cluster's endpoints; the files are read when the cluster is built.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamTls {
+pub(crate) struct UpstreamTls {
     /// `None` = the Mozilla root set compiled in (webpki-roots).
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     /// SNI and the name verified; `None` = each endpoint's host.
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
     /// (certificate chain, key) for mTLS to the backend.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// One upstream address as configured. `host` is an IP literal or a DNS name resolved when a
 /// connection is opened.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
+pub(crate) struct Endpoint {
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -204,16 +181,16 @@ impl std::fmt::Display for Endpoint {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProtocol {
+pub(crate) enum UpstreamProtocol {
     Http1,
     /// HTTP/2: h2c with prior knowledge, or `h2` via ALPN when the cluster has `tls`.
     Http2,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct PoolSettings {
-    pub max_idle_per_endpoint: usize,
-    pub idle_timeout: Duration,
+pub(crate) struct PoolSettings {
+    pub(crate) max_idle_per_endpoint: usize,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -225,35 +202,18 @@ impl Default for PoolSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    pub name: String,
-    pub matcher: RouteMatch,
-    pub cluster: String,
-    /// Index into `Config::clusters`.
-    pub cluster_index: usize,
-    /// Normalised: starts with `/`, no trailing `/`.
-    pub strip_prefix: Option<String>,
-    pub host_rewrite: Option<HeaderValue>,
-    pub timeout: Duration,
-    pub max_body_size: u64,
-    pub request_headers: HeaderOps,
-    pub response_headers: HeaderOps,
-    pub require_client_cert: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct RouteMatch {
-    pub host: Option<HostMatch>,
-    pub path: PathMatch,
+pub(crate) struct RouteMatch {
+    pub(crate) host: Option<HostMatch>,
+    pub(crate) path: PathMatch,
     /// Empty = any method.
-    pub methods: Vec<Method>,
-    pub headers: Vec<HeaderCondition>,
-    pub query: Vec<QueryCondition>,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) headers: Vec<HeaderCondition>,
+    pub(crate) query: Vec<QueryCondition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
+pub(crate) enum HostMatch {
     /// Lowercase, no port.
     Exact(String),
     /// `*.example.com` stored as `.example.com` (lowercase): matches `a.example.com`,
@@ -262,7 +222,7 @@ pub enum HostMatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
+pub(crate) enum PathMatch {
     Exact(String),
     /// Normalised: starts with `/`, no trailing `/` unless it is exactly `/`.
     Prefix(String),
@@ -277,42 +237,106 @@ impl Default for PathMatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderCondition {
-    pub name: HeaderName,
+pub(crate) struct HeaderCondition {
+    pub(crate) name: HeaderName,
     /// `None` = the header must be present; `Some` = one of its values equals this exactly.
-    pub value: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryCondition {
+pub(crate) struct QueryCondition {
     /// Compared after percent-decoding the query parameter name.
-    pub name: String,
+    pub(crate) name: String,
     /// `None` = the parameter must be present; `Some` = its (decoded) value equals this.
-    pub value: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct HeaderOps {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub add: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
-}
+/// A setting that is one of a few words: parsed once, by serde, in the structure stage, with
+/// a message that names the setting when the word is unknown.
+trait Keyword: Sized + Copy + PartialEq + 'static {
+    /// Every value and the word it is written as.
+    const WORDS: &'static [(&'static str, Self)];
+    /// The message for an unknown word.
+    fn unknown(word: &str) -> String;
 
-impl HeaderOps {
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
-
-    /// Apply remove, then set, then add.
-    pub fn apply(&self, headers: &mut http::HeaderMap) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
-        }
-        for (name, value) in &self.add {
-            headers.append(name.clone(), value.clone());
-        }
+    fn word(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(_, value)| *value == self)
+            .map_or("", |(word, _)| word)
     }
 }
+
+/// Implements `Deserialize` and `Serialize` for a [`Keyword`] type.
+macro_rules! keyword_serde {
+    ($type:ty) => {
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let word = <String as serde::Deserialize>::deserialize(deserializer)?;
+                <$type as Keyword>::WORDS
+                    .iter()
+                    .find(|(known, _)| *known == word)
+                    .map(|(_, value)| *value)
+                    .ok_or_else(|| {
+                        <D::Error as serde::de::Error>::custom(<$type as Keyword>::unknown(&word))
+                    })
+            }
+        }
+
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.word())
+            }
+        }
+    };
+}
+
+impl Keyword for UpstreamProtocol {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("http1", UpstreamProtocol::Http1),
+        ("http2", UpstreamProtocol::Http2),
+    ];
+
+    fn unknown(word: &str) -> String {
+        format!("unknown protocol {word:?}: expected http1 or http2 (h2c)")
+    }
+}
+keyword_serde!(UpstreamProtocol);
+
+impl Keyword for UnknownSni {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("default", UnknownSni::DefaultCertificate),
+        ("refuse", UnknownSni::Refuse),
+    ];
+
+    fn unknown(word: &str) -> String {
+        format!("unknown value {word:?}: expected default or refuse")
+    }
+}
+keyword_serde!(UnknownSni);
+
+impl Keyword for TlsVersion {
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)];
+
+    fn unknown(word: &str) -> String {
+        format!(
+            "unsupported TLS version {word:?}: expected \"1.2\" or \"1.3\" (older versions are \
+             not offered)"
+        )
+    }
+}
+keyword_serde!(TlsVersion);
+
+impl Keyword for ClientAuthMode {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("none", ClientAuthMode::None),
+        ("optional", ClientAuthMode::Optional),
+        ("required", ClientAuthMode::Required),
+    ];
+
+    fn unknown(word: &str) -> String {
+        format!("unknown mode {word:?}: expected none, optional or required")
+    }
+}
+keyword_serde!(ClientAuthMode);

@@ -1,123 +1,91 @@
-//! Structural deserialisation: JSON (from `source.rs`) → the serde mirror in `file.rs`, one
+//! Structural deserialisation: JSON (from `source.rs`) → the serde mirror of the file, one
 //! section and one list element at a time.
 //!
 //! Part of config loading (read → parse with positions → env substitution → **structural
-//! deserialise** → semantic validation → typed `Config`). Deserialising `FileConfig` in one go
+//! deserialise** → semantic validation → typed `Config`). Deserialising the file in one go
 //! stops at the first error, so a file with a typo in `routes[0]` and another in
-//! `clusters[3]` would take two runs to fix. Here `runtime`, `admin` and `access_log` are
-//! deserialised as wholes and every element of `listeners`, `clusters` and `routes` on its
-//! own, each through `serde_path_to_error` so the failing key path (and through the
-//! `SourceMap`, its line:column) is known. Inside an element serde still stops at the first
-//! error, so the offending key is set aside and the element deserialised again: every
-//! structural mistake is reported, and an element that deserialises without its bad keys
-//! still gets its semantic checks (the file is rejected either way).
+//! `clusters[3]` would take two runs to fix. Here `runtime`, `admin` and each concern's
+//! section are deserialised as wholes and every element of `listeners`, `clusters` and
+//! `routes` on its own, through `deserialize.rs`, which reports every mistake with its key
+//! path and line:column and sets bad keys aside so the rest still gets its semantic checks.
 //!
-//! serde's messages are rewritten into the file's vocabulary ("mapping", "list", "whole
-//! number") and misspelt keys get a "did you mean".
+//! A route's keys are split: `name`, `match` and `cluster` are the core's; every other key
+//! belongs to the concern that declared it (`concerns.rs`), which deserialises its own keys
+//! here too. A key nobody declared is reported with the keys that are allowed.
 
-use super::file::{AccessLogFile, AdminFile, ClusterFile, FileConfig, ListenerFile};
-use super::file::{RouteFile, RuntimeFile};
+use super::deserialize::{describe_value, deserialize, unknown_key_message};
+use super::file::{AdminFile, ClusterFile, ListenerFile, RouteFile, RuntimeFile};
+use super::problem::Problem;
 use super::source::{KeyPath, Seg, SourceMap};
-use super::Problem;
+use crate::concerns::{RoutePolicies, Sections};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use serde_path_to_error::Segment;
-use std::borrow::Cow;
 
-/// The top-level keys, in the order the reference config documents them.
-pub(crate) const SECTIONS: [&str; 6] = [
-    "runtime",
-    "admin",
-    "access_log",
-    "listeners",
-    "clusters",
-    "routes",
-];
+/// The core keys of a route; the concerns own the rest.
+const ROUTE_CORE_KEYS: [&str; 3] = ["name", "match", "cluster"];
 
-/// Mistakes reported per element before giving up on it (each retry removes one key).
-const MAX_RETRIES: usize = 32;
-
-/// Keys whose value is a duration string; a bare number there gets a message about units.
-const DURATION_KEYS: [&str; 9] = [
-    "handshake_timeout",
-    "max_age",
-    "drain_timeout",
-    "watch_interval",
-    "header_read_timeout",
-    "request_body_timeout",
-    "idle_timeout",
-    "connect_timeout",
-    "timeout",
-];
+/// The top-level keys, in the order the reference config documents them: process settings,
+/// then the concerns' sections, then the traffic (listeners, clusters, routes).
+pub(crate) fn section_keys() -> Vec<&'static str> {
+    let mut keys = vec!["runtime", "admin"];
+    keys.extend(Sections::keys());
+    keys.extend(["listeners", "clusters", "routes"]);
+    keys
+}
 
 /// The file's sections; an element is `None` when it failed to deserialise (its problem is
 /// already reported), so validation can still check everything else with the right indexes.
 #[derive(Debug, Default)]
 pub(crate) struct Parts {
-    pub runtime: Option<RuntimeFile>,
+    pub(crate) runtime: Option<RuntimeFile>,
     /// Outer `None`: the section failed. Inner `None`: no admin listener configured.
-    pub admin: Option<Option<AdminFile>>,
-    pub access_log: Option<AccessLogFile>,
-    pub listeners: Vec<Option<ListenerFile>>,
-    pub clusters: Vec<Option<ClusterFile>>,
-    pub routes: Vec<Option<RouteFile>>,
+    pub(crate) admin: Option<Option<AdminFile>>,
+    pub(crate) listeners: Vec<Option<ListenerFile>>,
+    pub(crate) clusters: Vec<Option<ClusterFile>>,
+    pub(crate) routes: Vec<Option<RouteFile>>,
+    /// The concerns' sections that deserialised, by key, as their concern read them.
+    pub(crate) sections: Map<String, Value>,
+    /// Whether every concern section deserialised.
+    pub(crate) sections_ok: bool,
     /// Names of clusters whose element failed to deserialise, so routes that name them are
     /// not also reported as pointing at an unknown cluster.
-    pub unparsed_cluster_names: Vec<String>,
-}
-
-impl Parts {
-    /// The whole file, when every part deserialised.
-    pub(crate) fn file(&self) -> Option<FileConfig> {
-        Some(FileConfig {
-            runtime: self.runtime.clone()?,
-            admin: self.admin.clone()?,
-            access_log: self.access_log.clone()?,
-            listeners: self.listeners.iter().cloned().collect::<Option<_>>()?,
-            clusters: self.clusters.iter().cloned().collect::<Option<_>>()?,
-            routes: self.routes.iter().cloned().collect::<Option<_>>()?,
-        })
-    }
+    pub(crate) unparsed_cluster_names: Vec<String>,
 }
 
 /// Places where the file type is a string but a YAML number or boolean is natural to write:
 /// sizes (a bare number is bytes), header values to set or add, and the values of header
 /// and query conditions. `source.rs` keeps such scalars as their literal text. Durations are
-/// deliberately not here: their unit is required, so a bare number is an error.
+/// deliberately not here: their unit is required, so a bare number is an error. Concerns say
+/// which of their own keys are text.
 pub(crate) fn wants_text(path: &KeyPath) -> bool {
     let key = |seg: &Seg, names: &[&str]| matches!(seg, Seg::Key(k) if names.contains(&k.as_str()));
     let index = |seg: &Seg| matches!(seg, Seg::Index(_));
     match path.segments() {
         // `min_version: 1.2` is a YAML number; it means the text "1.2".
-        [listeners, i, section, name] => {
-            key(listeners, &["listeners"])
-                && index(i)
+        [listeners, i, section, name] if key(listeners, &["listeners"]) => {
+            index(i)
                 && ((key(section, &["limits"])
                     && key(name, &["max_header_bytes", "max_uri_length"]))
                     || (key(section, &["tls"]) && key(name, &["min_version"])))
         }
-        [routes, i, size] => key(routes, &["routes"]) && index(i) && key(size, &["max_body_size"]),
-        [routes, i, direction, op, Seg::Key(_)] => {
+        [routes, i, matcher, kind, j, value] if key(matcher, &["match"]) => {
             key(routes, &["routes"])
                 && index(i)
-                && key(direction, &["request_headers", "response_headers"])
-                && key(op, &["set", "add"])
-        }
-        [routes, i, matcher, kind, j, value] => {
-            key(routes, &["routes"])
-                && index(i)
-                && key(matcher, &["match"])
                 && key(kind, &["headers", "query"])
                 && index(j)
                 && key(value, &["value"])
         }
-        _ => false,
+        [routes, i, rest @ ..] if key(routes, &["routes"]) && index(i) => {
+            RoutePolicies::wants_text(rest)
+        }
+        segments => Sections::wants_text(segments),
     }
 }
 
 /// Split the file into [`Parts`]. `Err` when the file is not a mapping at all, which makes
 /// every other check meaningless.
 pub(crate) fn split(root: &Value, map: &SourceMap) -> Result<(Parts, Vec<Problem>), Problem> {
+    let sections = section_keys();
     let empty = Map::new();
     let object = match root {
         Value::Object(object) => object,
@@ -126,7 +94,7 @@ pub(crate) fn split(root: &Value, map: &SourceMap) -> Result<(Parts, Vec<Problem
         other => {
             let message = format!(
                 "the config must be a mapping of sections ({}), found {}",
-                SECTIONS.join(", "),
+                sections.join(", "),
                 describe_value(other)
             );
             return Err(Problem::new(
@@ -139,9 +107,9 @@ pub(crate) fn split(root: &Value, map: &SourceMap) -> Result<(Parts, Vec<Problem
 
     let mut problems = Vec::new();
     for key in object.keys() {
-        if !SECTIONS.contains(&key.as_str()) {
+        if !sections.contains(&key.as_str()) {
             let path = KeyPath::root().key(key);
-            let message = unknown_key_message(key, &SECTIONS);
+            let message = unknown_key_message(key, &sections);
             problems.push(Problem::new(&path, map.locate_key(&path), message));
         }
     }
@@ -157,10 +125,12 @@ pub(crate) fn split(root: &Value, map: &SourceMap) -> Result<(Parts, Vec<Problem
             .deserialize::<AdminFile>(value, &KeyPath::root().key("admin"))
             .map(Some),
     };
-    let access_log = splitter.section::<AccessLogFile>(object, "access_log");
     let listeners = splitter.list::<ListenerFile>(object, "listeners");
     let clusters = splitter.list::<ClusterFile>(object, "clusters");
-    let routes = splitter.list::<RouteFile>(object, "routes");
+    let routes = splitter.routes(object);
+    let before = splitter.problems.len();
+    let concern_sections = Sections::structure(object, map, splitter.problems);
+    let sections_ok = splitter.problems.len() == before;
 
     let unparsed_cluster_names = match object.get("clusters") {
         Some(Value::Array(items)) => items
@@ -176,10 +146,11 @@ pub(crate) fn split(root: &Value, map: &SourceMap) -> Result<(Parts, Vec<Problem
     let parts = Parts {
         runtime,
         admin,
-        access_log,
         listeners,
         clusters,
         routes,
+        sections: concern_sections,
+        sections_ok,
         unparsed_cluster_names,
     };
     Ok((parts, problems))
@@ -191,6 +162,10 @@ struct Splitter<'a> {
 }
 
 impl Splitter<'_> {
+    fn deserialize<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
+        deserialize(value, path, self.map, self.problems)
+    }
+
     /// A section that may be left out; `key:` with nothing after it counts as left out.
     fn section<T: DeserializeOwned + Default>(
         &mut self,
@@ -203,20 +178,13 @@ impl Splitter<'_> {
         }
     }
 
-    /// A list section, each element deserialised on its own.
-    fn list<T: DeserializeOwned>(
-        &mut self,
-        object: &Map<String, Value>,
-        key: &str,
-    ) -> Vec<Option<T>> {
+    /// The items of a list section, or `Err` with the one failed element that stands for
+    /// an unusable section (so validation neither builds a config nor claims it is empty).
+    fn items<'v>(&mut self, object: &'v Map<String, Value>, key: &str) -> Result<&'v [Value], ()> {
         let path = KeyPath::root().key(key);
         match object.get(key) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(index, item)| self.deserialize(item, &path.index(index)))
-                .collect(),
+            None | Some(Value::Null) => Ok(&[]),
+            Some(Value::Array(items)) => Ok(items),
             Some(other) => {
                 let message = format!(
                     "expected a list (items starting with `- `), found {}",
@@ -224,247 +192,76 @@ impl Splitter<'_> {
                 );
                 self.problems
                     .push(Problem::new(&path, self.map.locate(&path), message));
-                // One failed element stands for the unusable section, so validation neither
-                // builds a config nor claims the section is empty.
-                vec![None]
+                Err(())
             }
         }
     }
 
-    /// Deserialise one section or element. After an error, the offending key is removed
-    /// and deserialisation retried, so an element with three mistakes shows three problems
-    /// and, once what is left deserialises, its remaining fields still get semantic checks.
-    /// A missing required key, or a wrong type for the element as a whole, ends the retries.
-    fn deserialize<T: DeserializeOwned>(&mut self, value: &Value, base: &KeyPath) -> Option<T> {
-        let mut value = Cow::Borrowed(value);
-        let mut removed: Vec<Vec<Seg>> = Vec::new();
-        for _ in 0..MAX_RETRIES {
-            let err = match serde_path_to_error::deserialize::<_, T>(value.as_ref()) {
-                Ok(parsed) => return Some(parsed),
-                Err(err) => err,
-            };
-            let mut inner = Vec::new();
-            for segment in err.path().iter() {
-                match segment {
-                    Segment::Seq { index } => inner.push(Seg::Index(*index)),
-                    Segment::Map { key } => inner.push(Seg::Key(key.clone())),
-                    Segment::Enum { variant } => inner.push(Seg::Key(variant.clone())),
-                    Segment::Unknown => {}
-                }
-            }
-            let mut path = base.clone();
-            for seg in &inner {
-                path.push(seg.clone());
-            }
-            let raw = err.inner().to_string();
-            if let Some(field) = missing_field(&raw) {
-                // A required key we removed for having the wrong type: already reported.
-                let mut missing = inner.clone();
-                missing.push(Seg::Key(field.to_string()));
-                if removed.contains(&missing) {
-                    return None;
-                }
-            }
-            let problem = match parse_unknown_field(&raw) {
-                // serde_path_to_error's path already ends with the unknown key.
-                Some((key, expected)) => {
-                    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
-                    let message = unknown_key_message(&key, &expected);
-                    Problem::new(&path, self.map.locate_key(&path), message)
-                }
-                None => {
-                    let message = humanize(&raw, &path);
-                    Problem::new(&path, self.map.locate(&path), message)
-                }
-            };
-            self.problems.push(problem);
-            if missing_field(&raw).is_some() {
-                return None;
-            }
-            match remove_key(value.to_mut(), &inner) {
-                Some(key_path) => removed.push(key_path),
-                None => return None,
-            }
+    /// A list section, each element deserialised on its own.
+    fn list<T: DeserializeOwned>(
+        &mut self,
+        object: &Map<String, Value>,
+        key: &str,
+    ) -> Vec<Option<T>> {
+        let path = KeyPath::root().key(key);
+        match self.items(object, key) {
+            Ok(items) => items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| self.deserialize(item, &path.index(index)))
+                .collect(),
+            Err(()) => vec![None],
         }
-        None
     }
-}
 
-/// Remove the mapping entry that holds the value at `path` (for a list item, the whole list:
-/// removing one item would renumber the rest and misplace later problems). Returns the path
-/// of the removed entry, `None` when there is no such entry.
-fn remove_key(value: &mut Value, path: &[Seg]) -> Option<Vec<Seg>> {
-    let last_key = path.iter().rposition(|seg| matches!(seg, Seg::Key(_)))?;
-    let mut parent = Some(value);
-    for seg in &path[..last_key] {
-        parent = match (parent, seg) {
-            (Some(Value::Object(object)), Seg::Key(key)) => object.get_mut(key),
-            (Some(Value::Array(items)), Seg::Index(index)) => items.get_mut(*index),
-            _ => None,
+    /// The routes: each route's core keys deserialised as a [`RouteFile`], every other key
+    /// handed to the concern that owns it.
+    fn routes(&mut self, object: &Map<String, Value>) -> Vec<Option<RouteFile>> {
+        let section = KeyPath::root().key("routes");
+        let items = match self.items(object, "routes") {
+            Ok(items) => items,
+            Err(()) => return vec![None],
         };
-    }
-    match (parent, &path[last_key]) {
-        (Some(Value::Object(object)), Seg::Key(key)) => {
-            object.remove(key)?;
-            Some(path[..=last_key].to_vec())
-        }
-        _ => None,
-    }
-}
-
-/// `missing field `x`` → `x`.
-fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-}
-
-/// `unknown field `x`, expected one of `a`, `b`` → (`x`, [`a`, `b`]).
-fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (key, rest) = rest.split_once('`')?;
-    // The expected names are the backquoted words that follow.
-    let expected = rest
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect();
-    Some((key.to_string(), expected))
-}
-
-/// "unknown key `timout`, did you mean `timeout`? (expected one of ...)".
-pub(crate) fn unknown_key_message(key: &str, expected: &[&str]) -> String {
-    let listed = expected
-        .iter()
-        .map(|name| format!("`{name}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let known = if expected.is_empty() {
-        String::from("no keys are allowed here")
-    } else {
-        format!("expected one of {listed}")
-    };
-    match closest(key, expected.iter().copied()) {
-        Some(suggestion) => format!("unknown key `{key}`, did you mean `{suggestion}`? ({known})"),
-        None => format!("unknown key `{key}` ({known})"),
-    }
-}
-
-/// The candidate nearest to `word` by edit distance, if it is near enough to be a typo.
-pub(crate) fn closest<'a>(
-    word: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
-    candidates
-        .map(|candidate| (edit_distance(word, candidate), candidate))
-        .filter(|(distance, _)| *distance <= limit)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
-}
-
-/// Edit distance counting a swap of neighbours as one edit (optimal string alignment), so
-/// `valeu` is one step from `value`; case-insensitive, since a key in the wrong case is
-/// still a typo.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.to_lowercase().chars().collect();
-    let b: Vec<char> = b.to_lowercase().chars().collect();
-    // rows[i][j]: distance between a[..i] and b[..j].
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
+        let policy_keys: Vec<&str> = RoutePolicies::keys().collect();
+        let mut allowed: Vec<&str> = ROUTE_CORE_KEYS.to_vec();
+        allowed.extend(&policy_keys);
+        let mut routes = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let path = section.index(index);
+            let Value::Object(fields) = item else {
+                // Not a mapping: serde says so in the file's words.
+                routes.push(self.deserialize::<RouteFile>(item, &path));
+                continue;
+            };
+            let mut core = Map::new();
+            let mut policies = Map::new();
+            let mut unknown = Vec::new();
+            for (key, value) in fields {
+                if ROUTE_CORE_KEYS.contains(&key.as_str()) {
+                    core.insert(key.clone(), value.clone());
+                } else if policy_keys.contains(&key.as_str()) {
+                    policies.insert(key.clone(), value.clone());
+                } else {
+                    unknown.push(key);
+                }
             }
-            rows[i][j] = best;
+            let core = self.deserialize::<RouteFile>(&Value::Object(core), &path);
+            let policies = RoutePolicies::structure(&policies, &path, self.map, self.problems);
+            for key in unknown {
+                let key_path = path.key(key);
+                let message = unknown_key_message(key, &allowed);
+                self.problems.push(Problem::new(
+                    &key_path,
+                    self.map.locate_key(&key_path),
+                    message,
+                ));
+            }
+            routes.push(core.zip(policies).map(|(mut route, policies)| {
+                route.policies = policies;
+                route
+            }));
         }
-    }
-    rows[a.len()][b.len()]
-}
-
-/// Rewrite one of serde's messages in the words of the file.
-fn humanize(message: &str, path: &KeyPath) -> String {
-    if let Some(field) = missing_field(message) {
-        return format!("missing required key `{field}`");
-    }
-    if let Some(rest) = message.strip_prefix("invalid length ") {
-        // serde_json offers a list to a struct as a sequence of fields.
-        if rest.contains("expected struct") {
-            return String::from("expected a mapping (`key: value` lines), found a list");
-        }
-    }
-    let body = message
-        .strip_prefix("invalid type: ")
-        .or_else(|| message.strip_prefix("invalid value: "));
-    if let Some((found, expected)) = body.and_then(|body| body.split_once(", expected ")) {
-        let found = describe_found(found);
-        let is_number = found.starts_with("the number");
-        if is_number && path.last_key().is_some_and(|k| DURATION_KEYS.contains(&k)) {
-            return format!(
-                "expected a duration like \"250ms\" or \"5s\", found {found} (a unit is required)"
-            );
-        }
-        return format!("expected {}, found {found}", describe_expected(expected));
-    }
-    message.to_string()
-}
-
-fn describe_expected(expected: &str) -> String {
-    match expected {
-        "usize" | "u64" => String::from("a whole number (0 or more)"),
-        "u32" => format!("a whole number from 0 to {}", u32::MAX),
-        "u16" => format!("a whole number from 0 to {}", u16::MAX),
-        "a boolean" => String::from("true or false"),
-        "a sequence" => String::from("a list"),
-        "a map" => String::from("a mapping"),
-        other if other.starts_with("struct ") => String::from("a mapping (`key: value` lines)"),
-        other => other.to_string(),
-    }
-}
-
-/// serde's `Unexpected` rendering → plain words.
-fn describe_found(found: &str) -> String {
-    let quoted = |prefix: &str| {
-        found
-            .strip_prefix(prefix)
-            .map(|rest| rest.trim_matches('`').to_string())
-    };
-    if let Some(number) = quoted("integer ").or_else(|| quoted("floating point ")) {
-        return format!("the number {number}");
-    }
-    if let Some(boolean) = quoted("boolean ") {
-        return format!("the boolean {boolean}");
-    }
-    if let Some(text) = found.strip_prefix("string ") {
-        return format!("the string {text}");
-    }
-    match found {
-        "map" => String::from("a mapping"),
-        "sequence" => String::from("a list"),
-        "null" | "unit value" => String::from("an empty value"),
-        other => other.to_string(),
-    }
-}
-
-fn describe_value(value: &Value) -> String {
-    match value {
-        Value::Null => String::from("an empty value"),
-        Value::Bool(b) => format!("the boolean {b}"),
-        Value::Number(n) => format!("the number {n}"),
-        Value::String(s) => format!("the string {s:?}"),
-        Value::Array(_) => String::from("a list"),
-        Value::Object(_) => String::from("a mapping"),
+        routes
     }
 }
 
@@ -691,11 +488,11 @@ routes:
         let Some(route) = &parts.routes[0] else {
             panic!("route parsed")
         };
-        assert_eq!(route.max_body_size.as_deref(), Some("100"));
+        assert_eq!(route.policies["max_body_size"], "100");
         assert_eq!(route.matcher.headers[0].value.as_deref(), Some("2"));
         assert_eq!(route.matcher.query[0].value.as_deref(), Some("true"));
-        assert_eq!(route.request_headers.set["x-version"], "2");
-        assert_eq!(route.request_headers.add["x-flag"], "false");
+        assert_eq!(route.policies["request_headers"]["set"]["x-version"], "2");
+        assert_eq!(route.policies["request_headers"]["add"]["x-flag"], "false");
     }
 
     #[test]
@@ -705,7 +502,8 @@ routes:
         assert_eq!(parts.runtime, Some(RuntimeFile::default()));
         assert_eq!(parts.admin, Some(None));
         assert!(parts.listeners.is_empty());
-        assert!(parts.file().is_some());
+        assert!(parts.sections.is_empty());
+        assert!(parts.sections_ok);
     }
 
     #[test]
@@ -719,22 +517,5 @@ routes:
             "{}",
             problem.message
         );
-    }
-
-    #[test]
-    fn typo_suggestions() {
-        assert_eq!(
-            closest("timout", ["timeout", "name"].into_iter()),
-            Some("timeout")
-        );
-        assert_eq!(
-            closest("Name", ["timeout", "name"].into_iter()),
-            Some("name")
-        );
-        assert_eq!(closest("zzz", ["timeout", "name"].into_iter()), None);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("valeu", "value"), 1);
-        assert_eq!(edit_distance("abc", ""), 3);
     }
 }

@@ -1,6 +1,12 @@
 //! End-to-end tests of config loading: text in, `Config` or sorted problems out.
 
+use super::model::*;
 use super::*;
+use crate::access_log::{AccessLogSettings, AccessLogTarget};
+use crate::middleware::auth::AuthPolicy;
+use crate::middleware::body_limit::BodyLimitPolicy;
+use crate::middleware::timeout::TimeoutPolicy;
+use crate::middleware::transform::TransformPolicy;
 use serde_json::json;
 use std::time::Duration;
 
@@ -51,7 +57,7 @@ fn the_reference_config_is_valid() {
     assert_eq!(config.clusters.len(), 3);
     assert_eq!(config.routes.len(), 5);
     assert_eq!(config.routes[4].name, "route-4");
-    let auth = &config.routes[0].request_headers.set[0];
+    let auth = &config.routes[0].policies.transform.request_headers.set[0];
     assert_eq!(auth.0, "authorization");
     assert_eq!(auth.1, "Bearer dev-token");
     assert_eq!(
@@ -122,25 +128,24 @@ fn the_reference_config_documents_every_key() {
         "value",
         "query",
         "cluster",
-        "strip_prefix",
-        "host_rewrite",
-        "timeout",
-        "max_body_size",
-        "request_headers",
-        "response_headers",
-        "set",
-        "add",
-        "remove",
     ];
-    for key in keys {
+    // The concerns' keys (each route policy's and section's file struct, every level) come
+    // from the concerns themselves, so a concern that adds a key must document it.
+    let concern_keys = crate::concerns::documented_keys();
+    assert!(concern_keys.iter().any(|key| key == "max_body_size"));
+    assert!(concern_keys.iter().any(|key| key == "remove"));
+    for key in keys
+        .iter()
+        .copied()
+        .chain(concern_keys.iter().map(String::as_str))
+    {
         assert!(
             REFERENCE.contains(&format!(" {key}:")) || REFERENCE.contains(&format!("\n{key}:")),
             "reference.yaml does not set `{key}`"
         );
     }
-    let empty = serde_json::to_value(file::FileConfig::default()).unwrap();
-    for section in empty.as_object().unwrap().keys() {
-        assert!(keys.contains(&section.as_str()), "{section}");
+    for section in super::structure::section_keys() {
+        assert!(REFERENCE.contains(&format!("\n{section}:")), "{section}");
     }
 }
 
@@ -346,7 +351,7 @@ fn all_defaults() {
     );
     assert_eq!(config.admin, None);
     assert_eq!(
-        config.access_log,
+        config.sections.access_log,
         AccessLogSettings {
             enabled: true,
             target: AccessLogTarget::Stdout
@@ -374,13 +379,18 @@ fn all_defaults() {
             },
             cluster: "backend".into(),
             cluster_index: 0,
-            strip_prefix: None,
-            host_rewrite: None,
-            timeout: Duration::from_secs(15),
-            max_body_size: 10 * 1024 * 1024,
-            request_headers: HeaderOps::default(),
-            response_headers: HeaderOps::default(),
-            require_client_cert: false,
+            policies: crate::concerns::RoutePolicies {
+                body_limit: BodyLimitPolicy {
+                    max_body_size: 10 * 1024 * 1024
+                },
+                auth: AuthPolicy {
+                    client_certificate: false
+                },
+                transform: TransformPolicy::default(),
+                timeout: TimeoutPolicy {
+                    timeout: Duration::from_secs(15)
+                },
+            },
         }
     );
     assert_eq!(
@@ -450,10 +460,10 @@ routes:
     assert_eq!(config.listeners[0].address.port(), 8443);
     assert_eq!(config.clusters[0].endpoints[0].port, 9000);
     assert_eq!(
-        config.routes[0].host_rewrite,
+        config.routes[0].policies.transform.host_rewrite,
         Some(http::HeaderValue::from_static("internal"))
     );
-    let set = &config.routes[0].request_headers.set;
+    let set = &config.routes[0].policies.transform.request_headers.set;
     let value = |name: &str| set.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     assert_eq!(value("authorization").unwrap(), "Bearer s3cret-token");
     assert_eq!(value("x-price").unwrap(), "$5");
@@ -551,7 +561,10 @@ fn load_str_reads_the_process_environment() {
         format!("{MINIMAL}    request_headers:\n      set:\n        x-path: \"${{PATH}}\"\n");
     let config = load_str(&text, "t").unwrap();
     let path = std::env::var("PATH").unwrap();
-    assert_eq!(config.routes[0].request_headers.set[0].1, path.as_str());
+    assert_eq!(
+        config.routes[0].policies.transform.request_headers.set[0].1,
+        path.as_str()
+    );
 }
 
 #[test]

@@ -13,14 +13,14 @@ use std::time::Duration;
 /// The longest duration accepted anywhere in the config. Anything longer is almost
 /// certainly a unit mistake (`5h` meant as `5s` is caught by range checks elsewhere, but
 /// `100000h` is caught here).
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 const NANOS_PER_MS: u128 = 1_000_000;
 const NANOS_PER_S: u128 = 1_000 * NANOS_PER_MS;
 
 /// Why a duration string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     #[error("invalid duration {text:?}: expected a number followed by ms, s, m or h")]
     Malformed { text: String },
     #[error("invalid duration {text:?}: a unit is required, e.g. \"{text}s\" or \"{text}ms\"")]
@@ -33,7 +33,7 @@ pub enum DurationError {
 
 /// Why a size string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SizeError {
+pub(crate) enum SizeError {
     #[error(
         "invalid size {text:?}: expected a whole number of bytes, optionally followed by \
          B, KB, MB, GB (1000-based) or KiB, MiB, GiB (1024-based)"
@@ -46,7 +46,7 @@ pub enum SizeError {
 /// Parse `<number><unit>` where the number is decimal digits with an optional fraction
 /// (`1.5s`) and the unit is `ms`, `s`, `m` or `h`. Precision is kept in integer nanoseconds,
 /// so `0.1s` is exactly 100ms (no float rounding).
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let malformed = || DurationError::Malformed {
         text: text.to_string(),
     };
@@ -134,7 +134,7 @@ fn parse_decimal(number: &str, scale: u128) -> Option<Option<u128>> {
 /// Parse a byte size: a whole number with an optional unit. `B`, `KB`, `MB`, `GB` are powers
 /// of 1000 and `KiB`, `MiB`, `GiB` powers of 1024, as in IEC 80000-13; a bare number is bytes.
 /// Fractions are not accepted: a size is a count of bytes.
-pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, SizeError> {
     let malformed = || SizeError::Malformed {
         text: text.to_string(),
     };
@@ -165,7 +165,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
 
 /// Render a byte count the way a user would write it (`64KiB`, `10MiB`, `1500`), for
 /// messages that mention a default or a limit.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (factor, unit) in UNITS {
         if bytes >= factor && bytes % factor == 0 {

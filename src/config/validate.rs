@@ -8,42 +8,35 @@
 //! check reports and moves on, and a [`Config`] is produced only when there were none, so
 //! the code that builds the runtime from it never re-validates (see `model.rs`).
 
+use super::check::{normalise_prefix, Checker, RouteCheck};
+use super::deserialize::closest;
 use super::file::{
-    AccessLogFile, AdminFile, ClientAuthFile, ClusterFile, HeaderOpsFile, HstsFile, ListenerFile,
-    ListenerLimitsFile, ListenerTlsFile, MatchFile, RedirectHttpsFile, RouteFile, RuntimeFile,
-    UpstreamTlsFile,
+    AdminFile, ClientAuthFile, ClusterFile, HstsFile, ListenerFile, ListenerLimitsFile,
+    ListenerTlsFile, MatchFile, RedirectHttpsFile, RouteFile, RuntimeFile, UpstreamTlsFile,
 };
 use super::model::{
-    AccessLogSettings, AccessLogTarget, AdminSettings, CertificateSource, ClientAuth,
-    ClientAuthMode, Cluster, Config, Endpoint, HeaderCondition, HeaderOps, HostMatch, Hsts,
-    Listener, ListenerLimits, ListenerTls, PathMatch, PoolSettings, QueryCondition, RedirectHttps,
-    Route, RouteMatch, RuntimeSettings, TlsVersion, UnknownSni, UpstreamProtocol, UpstreamTls,
+    AdminSettings, CertificateSource, ClientAuth, ClientAuthMode, Cluster, Endpoint,
+    HeaderCondition, HostMatch, Hsts, Listener, ListenerLimits, ListenerTls, PathMatch,
+    PoolSettings, QueryCondition, RedirectHttps, RouteMatch, RuntimeSettings, TlsVersion,
+    UnknownSni, UpstreamProtocol, UpstreamTls,
 };
+use super::problem::Problem;
 use super::source::{KeyPath, Seg, SourceMap};
-use super::structure::{closest, Parts};
-use super::units::{format_size, parse_duration, parse_size};
-use super::Problem;
+use super::structure::Parts;
+use super::units::format_size;
+use super::{Config, Route};
+use crate::concerns::{RoutePolicies, Sections};
 use crate::pki;
 use http::{HeaderName, HeaderValue, Method};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-/// Connection-level headers (RFC 9110 §7.6.1 plus the legacy `proxy-connection`): the proxy
-/// strips and regenerates them per hop, so a configured value would be dropped or, worse,
-/// desynchronise framing. `host` has its own setting (`host_rewrite`).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "proxy-connection",
-    "trailer",
-];
+#[cfg(test)]
+use super::check::is_segment_prefix;
 
 const MAX_WORKERS: usize = 1024;
 const MIN_HEADER_BYTES: u64 = 1024;
@@ -54,8 +47,6 @@ const MIN_URI_LENGTH: u64 = 256;
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
-const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -72,53 +63,55 @@ pub(crate) fn validate(
     base_dir: Option<&Path>,
 ) -> (Option<Config>, Vec<Problem>) {
     let mut v = Validator {
-        map,
-        problems: Vec::new(),
+        check: Checker::new(map, base_dir),
         bound: Vec::new(),
-        base_dir,
     };
+    let mut dump = Map::new();
     let runtime = parts.runtime.as_ref().and_then(|r| v.runtime(r));
-    let access_log = parts.access_log.as_ref().and_then(|a| v.access_log(a));
+    let sections =
+        Sections::check(&parts.sections, &mut v.check, &mut dump).filter(|_| parts.sections_ok);
     let listeners = v.listeners(&parts.listeners);
     // After the listeners, so the admin address can be checked against theirs.
     let admin = parts.admin.as_ref().and_then(|a| v.admin(a.as_ref()));
     let clusters = v.clusters(&parts.clusters);
-    let routes = v.routes(parts);
+    let (routes, route_dumps) = v.routes(parts);
 
-    let dump = parts
-        .file()
-        .and_then(|file| match serde_json::to_value(&file) {
-            Ok(mut dump) => {
-                redact(&mut dump, &map.secrets);
-                Some(dump)
-            }
-            Err(err) => {
-                let message = format!("cannot render the config as JSON: {err}");
-                v.report(&KeyPath::root(), message);
-                None
-            }
-        });
+    dump_into(&mut dump, "runtime", &parts.runtime);
+    dump_into(&mut dump, "admin", &parts.admin);
+    dump_into(&mut dump, "listeners", &parts.listeners);
+    dump_into(&mut dump, "clusters", &parts.clusters);
+    dump.insert("routes".to_string(), Value::Array(route_dumps));
+    let mut dump = Value::Object(dump);
+    redact(&mut dump, &map.secrets);
 
     let config = (|| {
         Some(Config {
             runtime: runtime?,
             admin: admin?,
-            access_log: access_log?,
             listeners: listeners.into_iter().collect::<Option<_>>()?,
             clusters: clusters.into_iter().collect::<Option<_>>()?,
             routes: routes.into_iter().collect::<Option<_>>()?,
-            redacted_dump: dump?,
+            sections: sections?,
+            redacted_dump: dump,
         })
     })();
-    if v.problems.is_empty() {
-        (config, v.problems)
+    let problems = v.check.into_problems();
+    if problems.is_empty() {
+        (config, problems)
     } else {
-        (None, v.problems)
+        (None, problems)
+    }
+}
+
+/// One core section in the config dump, as it deserialised.
+fn dump_into<T: Serialize>(dump: &mut Map<String, Value>, key: &str, part: &T) {
+    if let Ok(value) = serde_json::to_value(part) {
+        dump.insert(key.to_string(), value);
     }
 }
 
 /// Replace the value at every secret path with [`REDACTED`]. Paths are those of the file, and
-/// `FileConfig` serialises with the file's key names, so they line up one to one.
+/// the file structs serialise with the file's key names, so they line up one to one.
 fn redact(dump: &mut Value, secrets: &[KeyPath]) {
     for secret in secrets {
         let mut slot = Some(&mut *dump);
@@ -136,205 +129,26 @@ fn redact(dump: &mut Value, secrets: &[KeyPath]) {
 }
 
 struct Validator<'a> {
-    map: &'a SourceMap,
-    problems: Vec<Problem>,
+    check: Checker<'a>,
     /// Listeners whose address parsed: (index, name, address), for overlap checks.
     bound: Vec<(usize, String, SocketAddr)>,
-    /// Relative file paths resolve against this (the config file's directory).
-    base_dir: Option<&'a Path>,
+}
+
+impl<'a> std::ops::Deref for Validator<'a> {
+    type Target = Checker<'a>;
+
+    fn deref(&self) -> &Checker<'a> {
+        &self.check
+    }
+}
+
+impl<'a> std::ops::DerefMut for Validator<'a> {
+    fn deref_mut(&mut self) -> &mut Checker<'a> {
+        &mut self.check
+    }
 }
 
 impl Validator<'_> {
-    /// A config file path: relative ones are taken from the config file's directory.
-    fn file_path(&self, text: &str) -> PathBuf {
-        let path = PathBuf::from(text);
-        match self.base_dir {
-            Some(base) if path.is_relative() => base.join(path),
-            _ => path,
-        }
-    }
-
-    /// A PEM file of certificates (at least one), read and parsed now so a typo is a
-    /// validation problem rather than a failed start.
-    fn pem_certificates(
-        &mut self,
-        path: &KeyPath,
-        text: &str,
-    ) -> Option<(PathBuf, Vec<CertificateDer<'static>>)> {
-        if text.is_empty() {
-            self.report(path, "cannot be empty: expected the path of a PEM file");
-            return None;
-        }
-        let file = self.file_path(text);
-        match pki::read_certificates(&file) {
-            Ok(certs) => Some((file, certs)),
-            Err(error) => {
-                self.report(path, error.to_string());
-                None
-            }
-        }
-    }
-
-    fn pem_private_key(
-        &mut self,
-        path: &KeyPath,
-        text: &str,
-    ) -> Option<(PathBuf, PrivateKeyDer<'static>)> {
-        if text.is_empty() {
-            self.report(path, "cannot be empty: expected the path of a PEM file");
-            return None;
-        }
-        let file = self.file_path(text);
-        match pki::read_private_key(&file) {
-            Ok(key) => Some((file, key)),
-            Err(error) => {
-                self.report(path, error.to_string());
-                None
-            }
-        }
-    }
-
-    /// A certificate chain and its key, checked to belong together.
-    fn key_pair(
-        &mut self,
-        cert_path: &KeyPath,
-        cert: &str,
-        key_path: &KeyPath,
-        key: &str,
-    ) -> Option<(PathBuf, PathBuf, Vec<CertificateDer<'static>>)> {
-        let chain = self.pem_certificates(cert_path, cert);
-        let key = self.pem_private_key(key_path, key);
-        let ((cert_file, chain), (key_file, key)) = (chain?, key?);
-        if let Err(error) = pki::certified_key(chain.clone(), key) {
-            let message = format!(
-                "{} cannot be used with {}: {error}",
-                key_file.display(),
-                cert_file.display()
-            );
-            self.report(key_path, message);
-            return None;
-        }
-        Some((cert_file, key_file, chain))
-    }
-
-    /// A CA bundle usable as trust anchors.
-    fn ca_bundle(&mut self, path: &KeyPath, text: &str) -> Option<PathBuf> {
-        let (file, cas) = self.pem_certificates(path, text)?;
-        if let Err(error) = pki::root_store(cas) {
-            let message = format!(
-                "{} holds a certificate that cannot be a trust anchor: {error}",
-                file.display()
-            );
-            self.report(path, message);
-            return None;
-        }
-        Some(file)
-    }
-
-    /// A problem with the value at `path` (or, if the file has none there, its parent).
-    fn report(&mut self, path: &KeyPath, message: impl Into<String>) {
-        let pos = self.map.locate(path);
-        self.problems.push(Problem::new(path, pos, message));
-    }
-
-    /// A problem with the key that ends `path` (a header name used as a mapping key).
-    fn report_key(&mut self, path: &KeyPath, message: impl Into<String>) {
-        let pos = self.map.locate_key(path);
-        self.problems.push(Problem::new(path, pos, message));
-    }
-
-    /// Parse an optional duration; `allow_zero` is for the settings where `0s` means "off".
-    fn duration(
-        &mut self,
-        path: &KeyPath,
-        text: Option<&str>,
-        default: Duration,
-        allow_zero: bool,
-    ) -> Option<Duration> {
-        let Some(text) = text else {
-            return Some(default);
-        };
-        match parse_duration(text) {
-            Ok(duration) if duration.is_zero() && !allow_zero => {
-                self.report(path, "must be greater than 0s");
-                None
-            }
-            Ok(duration) => Some(duration),
-            Err(err) => {
-                self.report(path, err.to_string());
-                None
-            }
-        }
-    }
-
-    fn size(&mut self, path: &KeyPath, text: Option<&str>, default: u64) -> Option<u64> {
-        let Some(text) = text else {
-            return Some(default);
-        };
-        match parse_size(text) {
-            Ok(size) => Some(size),
-            Err(err) => {
-                self.report(path, err.to_string());
-                None
-            }
-        }
-    }
-
-    /// A size that must lie in `min..=max`, as a `usize`.
-    fn size_in_range(
-        &mut self,
-        path: &KeyPath,
-        text: Option<&str>,
-        default: u64,
-        (min, max): (u64, u64),
-    ) -> Option<usize> {
-        let size = self.size(path, text, default)?;
-        if size < min || size > max {
-            let message = format!(
-                "{} is out of range: must be between {} and {}",
-                format_size(size),
-                format_size(min),
-                format_size(max)
-            );
-            self.report(path, message);
-            return None;
-        }
-        usize::try_from(size).ok()
-    }
-
-    /// A count that must lie in `min..=max`.
-    fn count<T: PartialOrd + Copy + std::fmt::Display>(
-        &mut self,
-        path: &KeyPath,
-        value: Option<T>,
-        default: T,
-        (min, max): (T, T),
-    ) -> Option<T> {
-        let value = value.unwrap_or(default);
-        if value < min || value > max {
-            self.report(
-                path,
-                format!("{value} is out of range: must be between {min} and {max}"),
-            );
-            return None;
-        }
-        Some(value)
-    }
-
-    fn socket_addr(&mut self, path: &KeyPath, text: &str) -> Option<SocketAddr> {
-        match text.parse::<SocketAddr>() {
-            Ok(address) => Some(address),
-            Err(_) => {
-                let message = format!(
-                    "invalid address {text:?}: expected IP:port like 0.0.0.0:8080 or \
-                     [::1]:8080 (host names are not allowed here)"
-                );
-                self.report(path, message);
-                None
-            }
-        }
-    }
-
     fn runtime(&mut self, runtime: &RuntimeFile) -> Option<RuntimeSettings> {
         let path = KeyPath::root().key("runtime");
         let workers = match runtime.workers {
@@ -367,23 +181,6 @@ impl Validator<'_> {
             drain_timeout: drain_timeout?,
             // `0s` turns watching off.
             watch_interval: Some(watch_interval?).filter(|interval| !interval.is_zero()),
-        })
-    }
-
-    fn access_log(&mut self, access_log: &AccessLogFile) -> Option<AccessLogSettings> {
-        let target = match access_log.path.as_deref() {
-            None | Some("stdout") => AccessLogTarget::Stdout,
-            Some("stderr") => AccessLogTarget::Stderr,
-            Some("") => {
-                let path = KeyPath::root().key("access_log").key("path");
-                self.report(&path, "must be stdout, stderr or a file path, not empty");
-                return None;
-            }
-            Some(file) => AccessLogTarget::File(PathBuf::from(file)),
-        };
-        Some(AccessLogSettings {
-            enabled: access_log.enabled.unwrap_or(true),
-            target,
         })
     }
 
@@ -516,27 +313,8 @@ impl Validator<'_> {
                 server_names: explicit,
             });
         }
-        let unknown_sni = match file.unknown_sni.as_deref() {
-            None | Some("default") => Some(UnknownSni::DefaultCertificate),
-            Some("refuse") => Some(UnknownSni::Refuse),
-            Some(other) => {
-                let message = format!("unknown value {other:?}: expected default or refuse");
-                self.report(&path.key("unknown_sni"), message);
-                None
-            }
-        };
-        let min_version = match file.min_version.as_deref() {
-            None | Some("1.2") => Some(TlsVersion::Tls12),
-            Some("1.3") => Some(TlsVersion::Tls13),
-            Some(other) => {
-                let message = format!(
-                    "unsupported TLS version {other:?}: expected \"1.2\" or \"1.3\" (older \
-                     versions are not offered)"
-                );
-                self.report(&path.key("min_version"), message);
-                None
-            }
-        };
+        let unknown_sni = Some(file.unknown_sni.unwrap_or(UnknownSni::DefaultCertificate));
+        let min_version = Some(file.min_version.unwrap_or(TlsVersion::Tls12));
         let handshake_timeout = self.duration(
             &path.key("handshake_timeout"),
             file.handshake_timeout.as_deref(),
@@ -594,17 +372,7 @@ impl Validator<'_> {
     }
 
     fn client_auth(&mut self, path: &KeyPath, file: &ClientAuthFile) -> Option<ClientAuth> {
-        let mode = match file.mode.as_deref() {
-            None | Some("none") => Some(ClientAuthMode::None),
-            Some("optional") => Some(ClientAuthMode::Optional),
-            Some("required") => Some(ClientAuthMode::Required),
-            Some(other) => {
-                let message =
-                    format!("unknown mode {other:?}: expected none, optional or required");
-                self.report(&path.key("mode"), message);
-                None
-            }
-        };
+        let mode = Some(file.mode.unwrap_or_default());
         let ca = match (mode, file.ca.as_deref()) {
             (Some(ClientAuthMode::None), Some(_)) => {
                 self.report(
@@ -633,7 +401,7 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some(text) => match header_op_name(text, true) {
+            Some(text) => match super::check::header_op_name(text, true) {
                 Ok(name) => Some(Some(name)),
                 Err(message) => {
                     self.report(&path.key("forward_header"), message);
@@ -891,16 +659,7 @@ impl Validator<'_> {
             let path = section.index(index);
             let name_ok = self.unique_name(&section, index, "cluster", &file.name, &mut names);
             let endpoints = self.endpoints(&path.key("endpoints"), &file.endpoints);
-            let protocol = match file.protocol.as_deref() {
-                None | Some("http1") => Some(UpstreamProtocol::Http1),
-                Some("http2") => Some(UpstreamProtocol::Http2),
-                Some(other) => {
-                    let message =
-                        format!("unknown protocol {other:?}: expected http1 or http2 (h2c)");
-                    self.report(&path.key("protocol"), message);
-                    None
-                }
-            };
+            let protocol = Some(file.protocol.unwrap_or(UpstreamProtocol::Http1));
             let connect_timeout = self.duration(
                 &path.key("connect_timeout"),
                 file.connect_timeout.as_deref(),
@@ -963,7 +722,9 @@ impl Validator<'_> {
         ok.then_some(endpoints)
     }
 
-    fn routes(&mut self, parts: &Parts) -> Vec<Option<Route>> {
+    /// The routes, and each route's part of the config dump: its core keys and every
+    /// concern's keys as they deserialised.
+    fn routes(&mut self, parts: &Parts) -> (Vec<Option<Route>>, Vec<Value>) {
         let section = KeyPath::root().key("routes");
         // First definition wins for lookups; duplicates are reported by `clusters()`.
         let mut cluster_index: HashMap<&str, usize> = HashMap::new();
@@ -976,17 +737,9 @@ impl Validator<'_> {
                 }
             }
         }
-        // A route that requires a client certificate needs a listener that asks for one.
-        let any_client_auth = parts.listeners.iter().flatten().any(|listener| {
-            listener
-                .tls
-                .as_ref()
-                .and_then(|tls| tls.client_auth.as_ref())
-                .and_then(|auth| auth.mode.as_deref())
-                .is_some_and(|mode| mode == "optional" || mode == "required")
-        });
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut routes = Vec::with_capacity(parts.routes.len());
+        let mut dumps = Vec::with_capacity(parts.routes.len());
         for (index, file) in parts.routes.iter().enumerate() {
             let Some(file) = file else {
                 routes.push(None);
@@ -1007,46 +760,14 @@ impl Validator<'_> {
                 }
             };
             let matcher = self.matcher(&path.key("match"), &file.matcher);
-            let strip_prefix = self.strip_prefix(&path, file);
-            let host_rewrite = match file.host_rewrite.as_deref() {
-                None => Some(None),
-                Some("") => {
-                    self.report(&path.key("host_rewrite"), "cannot be empty; leave it out");
-                    None
-                }
-                Some(text) => match HeaderValue::from_str(text) {
-                    Ok(value) => Some(Some(value)),
-                    Err(_) => {
-                        let message = format!("{text:?} is not a valid Host header value");
-                        self.report(&path.key("host_rewrite"), message);
-                        None
-                    }
-                },
-            };
-            let timeout = self.duration(
-                &path.key("timeout"),
-                file.timeout.as_deref(),
-                DEFAULT_ROUTE_TIMEOUT,
-                false,
-            );
-            let max_body_size = self.size(
-                &path.key("max_body_size"),
-                file.max_body_size.as_deref(),
-                DEFAULT_MAX_BODY_SIZE,
-            );
-            let request_headers =
-                self.header_ops(&path.key("request_headers"), &file.request_headers, true);
-            let response_headers =
-                self.header_ops(&path.key("response_headers"), &file.response_headers, false);
-            let require_client_cert = file.require_client_cert.unwrap_or(false);
-            let client_cert_ok = !require_client_cert || any_client_auth;
-            if !client_cert_ok {
-                self.report(
-                    &path.key("require_client_cert"),
-                    "no listener asks for client certificates (listeners[].tls.client_auth.mode \
-                     optional or required), so this route could never be used",
-                );
+            // Everything else about the route belongs to the concerns.
+            let mut check = RouteCheck::new(&mut self.check, path, &file.matcher, &parts.listeners);
+            let policies = RoutePolicies::check(&file.policies, &mut check);
+            let mut dump = check.into_dump();
+            if let Ok(Value::Object(core)) = serde_json::to_value(file) {
+                dump.extend(core);
             }
+            dumps.push(Value::Object(dump));
 
             let route = (|| {
                 Some(Route {
@@ -1054,18 +775,12 @@ impl Validator<'_> {
                     matcher: matcher?,
                     cluster: file.cluster.clone(),
                     cluster_index: cluster?,
-                    strip_prefix: strip_prefix?,
-                    host_rewrite: host_rewrite?,
-                    timeout: timeout?,
-                    max_body_size: max_body_size?,
-                    request_headers: request_headers?,
-                    response_headers: response_headers?,
-                    require_client_cert: client_cert_ok.then_some(require_client_cert)?,
+                    policies: policies?,
                 })
             })();
             routes.push(route);
         }
-        routes
+        (routes, dumps)
     }
 
     /// The route's name (given, or `route-<index>`), unique among routes. A default name can
@@ -1198,11 +913,11 @@ impl Validator<'_> {
         match given[..] {
             [] => Some(PathMatch::default()),
             [("path_exact", text)] => {
-                self.check_path(&path.key("path_exact"), text)?;
+                self.literal_path(&path.key("path_exact"), text)?;
                 Some(PathMatch::Exact(text.to_string()))
             }
             [("path_prefix", text)] => {
-                self.check_path(&path.key("path_prefix"), text)?;
+                self.literal_path(&path.key("path_prefix"), text)?;
                 Some(PathMatch::Prefix(normalise_prefix(text)))
             }
             [(key, text)] => {
@@ -1228,145 +943,6 @@ impl Validator<'_> {
                 None
             }
         }
-    }
-
-    /// A literal path: starts with `/`, and holds neither a query nor anything a request
-    /// target cannot contain, because such a condition could never match.
-    fn check_path(&mut self, path: &KeyPath, text: &str) -> Option<()> {
-        let problem = if !text.starts_with('/') {
-            Some(format!("{text:?} must start with `/`"))
-        } else if text.contains(['?', '#']) {
-            Some(format!(
-                "{text:?} contains `?` or `#`: paths never include the query or fragment \
-                 (use match.query for query parameters)"
-            ))
-        } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Some(format!(
-                "{text:?} contains whitespace or a control character; percent-encode it"
-            ))
-        } else {
-            None
-        };
-        match problem {
-            Some(message) => {
-                self.report(path, message);
-                None
-            }
-            None => Some(()),
-        }
-    }
-
-    /// `Some(None)`: no strip. `None`: a problem was reported.
-    fn strip_prefix(&mut self, route: &KeyPath, file: &RouteFile) -> Option<Option<String>> {
-        let Some(text) = file.strip_prefix.as_deref() else {
-            return Some(None);
-        };
-        let path = route.key("strip_prefix");
-        self.check_path(&path, text)?;
-        let strip = text.trim_end_matches('/');
-        if strip.is_empty() {
-            self.report(
-                &path,
-                "stripping `/` would remove nothing; leave strip_prefix out",
-            );
-            return None;
-        }
-        // Only literal paths can be compared; a template may or may not start with it.
-        let matcher = &file.matcher;
-        let conflict = match (&matcher.path_prefix, &matcher.path_exact) {
-            // Some request under the prefix starts with the strip iff one of the two is a
-            // segment prefix of the other (`/api` + strip `/api/v1` strips `/api/v1/...`).
-            (Some(prefix), None) => {
-                let prefix = normalise_prefix(prefix);
-                (!is_segment_prefix(strip, &prefix) && !is_segment_prefix(&prefix, strip))
-                    .then(|| format!("path_prefix {prefix:?}"))
-            }
-            (None, Some(exact)) => {
-                (!is_segment_prefix(strip, exact)).then(|| format!("path_exact {exact:?}"))
-            }
-            _ => None,
-        };
-        if let Some(matched) = conflict {
-            let message = format!(
-                "strip_prefix {strip:?} would never apply: this route's {matched} matches no \
-                 path that starts with {strip:?} on a segment boundary"
-            );
-            self.report(&path, message);
-            return None;
-        }
-        Some(Some(strip.to_string()))
-    }
-
-    /// The `set` or `add` map of a header op: names are the keys, so name problems point at
-    /// the key and value problems at the value. The flag is false when anything was wrong.
-    fn header_values(
-        &mut self,
-        path: &KeyPath,
-        entries: &BTreeMap<String, String>,
-        request: bool,
-    ) -> (Vec<(HeaderName, HeaderValue)>, bool) {
-        let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(entries.len());
-        let mut ok = true;
-        for (name_text, value_text) in entries {
-            let item = path.key(name_text);
-            let name = match header_op_name(name_text, request) {
-                Ok(name) if out.iter().any(|(seen, _)| *seen == name) => {
-                    let message =
-                        format!("header `{name}` is given twice (names are case-insensitive)");
-                    self.report_key(&item, message);
-                    None
-                }
-                Ok(name) => Some(name),
-                Err(message) => {
-                    self.report_key(&item, message);
-                    None
-                }
-            };
-            let value = match HeaderValue::from_str(value_text) {
-                Ok(value) => Some(value),
-                Err(_) => {
-                    let message = format!(
-                        "{value_text:?} is not a valid header value (visible ASCII, spaces and \
-                         tabs only)"
-                    );
-                    self.report(&item, message);
-                    None
-                }
-            };
-            match (name, value) {
-                (Some(name), Some(value)) => out.push((name, value)),
-                _ => ok = false,
-            }
-        }
-        (out, ok)
-    }
-
-    fn header_ops(
-        &mut self,
-        path: &KeyPath,
-        file: &HeaderOpsFile,
-        request: bool,
-    ) -> Option<HeaderOps> {
-        let (set, set_ok) = self.header_values(&path.key("set"), &file.set, request);
-        let (add, add_ok) = self.header_values(&path.key("add"), &file.add, request);
-        let mut ok = set_ok && add_ok;
-
-        let mut remove: Vec<HeaderName> = Vec::with_capacity(file.remove.len());
-        for (index, name_text) in file.remove.iter().enumerate() {
-            let item = path.key("remove").index(index);
-            match header_op_name(name_text, request) {
-                Ok(name) if remove.contains(&name) => {
-                    self.report(&item, format!("header `{name}` is listed twice"));
-                    ok = false;
-                }
-                Ok(name) => remove.push(name),
-                Err(message) => {
-                    self.report(&item, message);
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(HeaderOps { set, add, remove })
     }
 }
 
@@ -1530,44 +1106,6 @@ pub(crate) fn parse_method(text: &str) -> Result<Method, String> {
         ));
     }
     Method::from_bytes(text.as_bytes()).map_err(|_| format!("{text:?} is not a valid HTTP method"))
-}
-
-fn header_op_name(text: &str, request: bool) -> Result<HeaderName, String> {
-    let name = HeaderName::from_bytes(text.as_bytes())
-        .map_err(|_| format!("{text:?} is not a valid header name"))?;
-    if HOP_BY_HOP.contains(&name.as_str()) {
-        return Err(format!(
-            "`{name}` is a hop-by-hop header: the proxy manages it per connection, so it \
-             cannot be changed here"
-        ));
-    }
-    if name == http::header::HOST {
-        return Err(if request {
-            String::from("the Host header cannot be changed here; use the route's host_rewrite")
-        } else {
-            String::from("`host` is a request header; it has no meaning in a response")
-        });
-    }
-    Ok(name)
-}
-
-/// `/api/` → `/api`, `/` stays `/`.
-fn normalise_prefix(text: &str) -> String {
-    let trimmed = text.trim_end_matches('/');
-    if trimmed.is_empty() {
-        String::from("/")
-    } else {
-        trimmed.to_string()
-    }
-}
-
-/// `prefix` covers `path` segment-wise: `/api` covers `/api` and `/api/x`, not `/apix`.
-fn is_segment_prefix(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]

@@ -1,30 +1,72 @@
-//! Request body size limit (413), per route.
+//! Request body size limit (413), per route: the `max_body_size` key.
 //!
-//! Sits first in a route's stack. A request whose `Content-Length` is over the route's limit
+//! Sits first in a route's stack, just inside the rescue layer. A request whose `Content-Length` is over the route's limit
 //! is refused before a byte of its body is read — and before any `100 Continue` goes out, so
 //! a well-behaved client does not even send it. A body without a length (chunked, HTTP/2) is
 //! counted while it streams and cut at the limit; the upstream exchange then fails with a
 //! typed error that becomes the 413.
 
 use crate::body::Body;
+use crate::config::check::{Description, RouteCheck, RoutePolicy};
+use crate::config::source::Seg;
 use crate::error::GatewayError;
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
+const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+
+/// The route's body limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyLimitPolicy {
+    pub(crate) max_body_size: u64,
+}
+
+/// `max_body_size` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BodyLimitFile {
+    /// Largest request body accepted. Default `10MiB`.
+    max_body_size: Option<String>,
+}
+
+impl RoutePolicy for BodyLimitPolicy {
+    const KEYS: &'static [&'static str] = &["max_body_size"];
+    type File = BodyLimitFile;
+
+    fn check(file: &BodyLimitFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
+        let path = route.key("max_body_size");
+        let max_body_size =
+            route.size(&path, file.max_body_size.as_deref(), DEFAULT_MAX_BODY_SIZE)?;
+        Some(BodyLimitPolicy { max_body_size })
+    }
+
+    fn describe(&self, _request_path: &str, out: &mut Description) {
+        out.line("max body size", format!("{} bytes", self.max_body_size));
+    }
+
+    /// A size may be written as a bare number of bytes.
+    fn wants_text(path: &[Seg]) -> bool {
+        matches!(path, [Seg::Key(key)] if key == "max_body_size")
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimitLayer {
+pub(crate) struct BodyLimitLayer {
     limit: u64,
 }
 
 impl BodyLimitLayer {
-    pub fn new(limit: u64) -> BodyLimitLayer {
-        BodyLimitLayer { limit }
+    pub(crate) fn new(policy: &BodyLimitPolicy) -> BodyLimitLayer {
+        BodyLimitLayer {
+            limit: policy.max_body_size,
+        }
     }
 }
 
@@ -40,7 +82,7 @@ impl<S> Layer<S> for BodyLimitLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct BodyLimit<S> {
+pub(crate) struct BodyLimit<S> {
     inner: S,
     limit: u64,
 }
@@ -78,7 +120,7 @@ where
 
 pin_project! {
     #[project = ResponseFutureProj]
-    pub enum ResponseFuture<F> {
+    pub(crate) enum ResponseFuture<F> {
         Rejected { limit: u64 },
         Inner { #[pin] future: F },
     }
@@ -132,7 +174,8 @@ mod tests {
     #[tokio::test]
     async fn over_limit_is_refused_without_calling_the_backend() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let mut svc = BodyLimitLayer::new(10).layer(Counting(calls.clone()));
+        let mut svc = BodyLimitLayer::new(&BodyLimitPolicy { max_body_size: 10 })
+            .layer(Counting(calls.clone()));
         let err = svc.call(request(11)).await.expect_err("413");
         assert!(matches!(err, GatewayError::PayloadTooLarge { limit: 10 }));
         assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -141,7 +184,8 @@ mod tests {
     #[tokio::test]
     async fn at_limit_passes() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let mut svc = BodyLimitLayer::new(10).layer(Counting(calls.clone()));
+        let mut svc = BodyLimitLayer::new(&BodyLimitPolicy { max_body_size: 10 })
+            .layer(Counting(calls.clone()));
         svc.call(request(10)).await.expect("passes");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }

@@ -1,4 +1,7 @@
-//! Per-route upstream timeout (504).
+//! Per-route upstream timeout (504): the `timeout` key.
+//!
+//! Sits innermost, just before the upstream, so that it measures the upstream and nothing
+//! the gateway does first (auth, transforms).
 //!
 //! Bounds the time from handing the request to the upstream until its response head
 //! arrives — connecting, sending the body and the backend's think time included. A response
@@ -6,9 +9,11 @@
 //! stalled backend mid-body is ended by the connection's own failure handling instead.
 
 use crate::body::Body;
+use crate::config::check::{Description, RouteCheck, RoutePolicy};
 use crate::error::GatewayError;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,14 +21,48 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The route's upstream timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeoutPolicy {
+    pub(crate) timeout: Duration,
+}
+
+/// `timeout` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TimeoutFile {
+    /// Time for the upstream to answer with a response head. Default `15s`.
+    timeout: Option<String>,
+}
+
+impl RoutePolicy for TimeoutPolicy {
+    const KEYS: &'static [&'static str] = &["timeout"];
+    type File = TimeoutFile;
+
+    fn check(file: &TimeoutFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
+        let path = route.key("timeout");
+        let timeout =
+            route.duration(&path, file.timeout.as_deref(), DEFAULT_ROUTE_TIMEOUT, false)?;
+        Some(TimeoutPolicy { timeout })
+    }
+
+    fn describe(&self, _request_path: &str, out: &mut Description) {
+        out.line("timeout", format!("{:?}", self.timeout));
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
-pub struct TimeoutLayer {
+pub(crate) struct TimeoutLayer {
     timeout: Duration,
 }
 
 impl TimeoutLayer {
-    pub fn new(timeout: Duration) -> TimeoutLayer {
-        TimeoutLayer { timeout }
+    pub(crate) fn new(policy: &TimeoutPolicy) -> TimeoutLayer {
+        TimeoutLayer {
+            timeout: policy.timeout,
+        }
     }
 }
 
@@ -39,7 +78,7 @@ impl<S> Layer<S> for TimeoutLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct Timeout<S> {
+pub(crate) struct Timeout<S> {
     inner: S,
     timeout: Duration,
 }
@@ -65,7 +104,7 @@ where
 }
 
 pin_project! {
-    pub struct ResponseFuture<F> {
+    pub(crate) struct ResponseFuture<F> {
         #[pin]
         inner: tokio::time::Timeout<F>,
         timeout: Duration,
@@ -111,7 +150,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_upstream_becomes_a_504() {
-        let mut svc = TimeoutLayer::new(Duration::from_secs(5)).layer(Never);
+        let mut svc = TimeoutLayer::new(&TimeoutPolicy {
+            timeout: Duration::from_secs(5),
+        })
+        .layer(Never);
         let err = svc
             .call(Request::new(Body::empty()))
             .await

@@ -1,18 +1,29 @@
-//! Request and response rewriting, per route: path prefix stripping, Host rewrite and the
-//! `request_headers` / `response_headers` operations (remove, then set, then add).
+//! Request and response rewriting, per route: the keys `strip_prefix`, `host_rewrite`,
+//! `request_headers` and `response_headers` (each header operation: remove, then set, then
+//! add).
 //!
-//! Runs after the body limit and before the timeout, so it sees the request as the client
-//! sent it (after the gateway's own forwarding headers) and the response exactly as the
-//! upstream sent it. Routes without any transform still go through it at the cost of a few
-//! branch checks.
+//! Two layers in a route's stack:
+//! - [`ResponseHeaders`], outermost: it decorates every answer of the route — the upstream's
+//!   and the gateway's own errors (413, 403, 502, 504…) alike — so it sits outside the
+//!   rescue layer;
+//! - [`RequestTransform`], after the body limit and auth, before the timeout: it rewrites the
+//!   request as the client sent it (after the gateway's forwarding headers), and only once the
+//!   request has been admitted.
+//!
+//! A route without transforms gets both layers switched off: a branch each, nothing cloned.
 
 use crate::body::Body;
-use crate::config::model::{HeaderOps, Route};
+use crate::config::check::{
+    header_op_name, is_segment_prefix, normalise_prefix, Description, RouteCheck, RoutePolicy,
+};
+use crate::config::source::{KeyPath, Seg};
 use crate::error::GatewayError;
 use http::header::HOST;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use pin_project_lite::pin_project;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,51 +31,262 @@ use std::task::{ready, Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-#[derive(Debug, Default)]
-struct Transforms {
+/// The route's rewrites, checked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct TransformPolicy {
+    /// Normalised: starts with `/`, no trailing `/`, never `/` itself.
+    pub(crate) strip_prefix: Option<String>,
+    pub(crate) host_rewrite: Option<HeaderValue>,
+    pub(crate) request_headers: HeaderOps,
+    pub(crate) response_headers: HeaderOps,
+}
+
+/// Header operations, applied in the order remove, set, add.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct HeaderOps {
+    pub(crate) set: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) add: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) remove: Vec<HeaderName>,
+}
+
+impl HeaderOps {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Apply remove, then set, then add.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        parts.extend(self.remove.iter().map(|n| format!("remove {n}")));
+        // Values are not printed: they may come from secrets (`${ENV}`).
+        parts.extend(self.set.iter().map(|(n, _)| format!("set {n}")));
+        parts.extend(self.add.iter().map(|(n, _)| format!("add {n}")));
+        parts.join("; ")
+    }
+}
+
+/// The transform keys as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransformFile {
+    /// Remove this leading path (on a segment boundary) before forwarding.
     strip_prefix: Option<String>,
-    host_rewrite: Option<HeaderValue>,
-    request: HeaderOps,
-    response: HeaderOps,
+    /// Replace the Host header sent upstream.
+    host_rewrite: Option<String>,
+    #[serde(default)]
+    request_headers: HeaderOpsFile,
+    #[serde(default)]
+    response_headers: HeaderOpsFile,
 }
 
-#[derive(Debug, Clone)]
-pub struct TransformLayer {
-    transforms: Arc<Transforms>,
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderOpsFile {
+    /// Replace any existing value.
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    /// Append a value, keeping existing ones.
+    #[serde(default)]
+    add: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
-impl TransformLayer {
-    pub fn from_route(route: &Route) -> TransformLayer {
-        TransformLayer {
-            transforms: Arc::new(Transforms {
-                strip_prefix: route.strip_prefix.clone().filter(|p| p != "/"),
-                host_rewrite: route.host_rewrite.clone(),
-                request: route.request_headers.clone(),
-                response: route.response_headers.clone(),
-            }),
+impl RoutePolicy for TransformPolicy {
+    const KEYS: &'static [&'static str] = &[
+        "strip_prefix",
+        "host_rewrite",
+        "request_headers",
+        "response_headers",
+    ];
+    type File = TransformFile;
+
+    fn check(file: &TransformFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
+        let strip_prefix = check_strip_prefix(file, route);
+        let host_rewrite = match file.host_rewrite.as_deref() {
+            None => Some(None),
+            Some("") => {
+                let path = route.key("host_rewrite");
+                route.report(&path, "cannot be empty; leave it out");
+                None
+            }
+            Some(text) => match HeaderValue::from_str(text) {
+                Ok(value) => Some(Some(value)),
+                Err(_) => {
+                    let path = route.key("host_rewrite");
+                    route.report(&path, format!("{text:?} is not a valid Host header value"));
+                    None
+                }
+            },
+        };
+        let path = route.key("request_headers");
+        let request_headers = check_header_ops(route, &path, &file.request_headers, true);
+        let path = route.key("response_headers");
+        let response_headers = check_header_ops(route, &path, &file.response_headers, false);
+        Some(TransformPolicy {
+            strip_prefix: strip_prefix?,
+            host_rewrite: host_rewrite?,
+            request_headers: request_headers?,
+            response_headers: response_headers?,
+        })
+    }
+
+    fn describe(&self, request_path: &str, out: &mut Description) {
+        let forwarded = match &self.strip_prefix {
+            Some(prefix) => strip_path_prefix(request_path, prefix).unwrap_or(request_path),
+            None => request_path,
+        };
+        out.line("upstream path", forwarded);
+        if let Some(host) = &self.host_rewrite {
+            out.line("host rewrite", host.to_str().unwrap_or("?"));
         }
+        if !self.request_headers.is_empty() {
+            out.line("request headers", self.request_headers.describe());
+        }
+        if !self.response_headers.is_empty() {
+            out.line("response headers", self.response_headers.describe());
+        }
+    }
+
+    /// Header values may be written as numbers or booleans (`x-version: 2`).
+    fn wants_text(path: &[Seg]) -> bool {
+        let key =
+            |seg: &Seg, names: &[&str]| matches!(seg, Seg::Key(k) if names.contains(&k.as_str()));
+        matches!(path, [direction, op, Seg::Key(_)]
+            if key(direction, &["request_headers", "response_headers"]) && key(op, &["set", "add"]))
     }
 }
 
-impl<S> Layer<S> for TransformLayer {
-    type Service = Transform<S>;
-
-    fn layer(&self, inner: S) -> Transform<S> {
-        Transform {
-            inner,
-            transforms: self.transforms.clone(),
-        }
+/// `Some(None)`: no strip. `None`: a problem was reported.
+fn check_strip_prefix(
+    file: &TransformFile,
+    route: &mut RouteCheck<'_, '_>,
+) -> Option<Option<String>> {
+    let Some(text) = file.strip_prefix.as_deref() else {
+        return Some(None);
+    };
+    let path = route.key("strip_prefix");
+    route.literal_path(&path, text)?;
+    let strip = text.trim_end_matches('/');
+    if strip.is_empty() {
+        route.report(
+            &path,
+            "stripping `/` would remove nothing; leave strip_prefix out",
+        );
+        return None;
     }
+    // Only literal paths can be compared; a template may or may not start with it.
+    let matcher = route.matcher();
+    let conflict = match (&matcher.path_prefix, &matcher.path_exact) {
+        // Some request under the prefix starts with the strip iff one of the two is a
+        // segment prefix of the other (`/api` + strip `/api/v1` strips `/api/v1/...`).
+        (Some(prefix), None) => {
+            let prefix = normalise_prefix(prefix);
+            (!is_segment_prefix(strip, &prefix) && !is_segment_prefix(&prefix, strip))
+                .then(|| format!("path_prefix {prefix:?}"))
+        }
+        (None, Some(exact)) => {
+            (!is_segment_prefix(strip, exact)).then(|| format!("path_exact {exact:?}"))
+        }
+        _ => None,
+    };
+    if let Some(matched) = conflict {
+        let message = format!(
+            "strip_prefix {strip:?} would never apply: this route's {matched} matches no \
+             path that starts with {strip:?} on a segment boundary"
+        );
+        route.report(&path, message);
+        return None;
+    }
+    Some(Some(strip.to_string()))
 }
 
-#[derive(Debug, Clone)]
-pub struct Transform<S> {
-    inner: S,
-    transforms: Arc<Transforms>,
+/// The `set` or `add` map of a header op: names are the keys, so name problems point at the
+/// key and value problems at the value. The flag is false when anything was wrong.
+fn check_header_values(
+    route: &mut RouteCheck<'_, '_>,
+    path: &KeyPath,
+    entries: &BTreeMap<String, String>,
+    request: bool,
+) -> (Vec<(HeaderName, HeaderValue)>, bool) {
+    let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(entries.len());
+    let mut ok = true;
+    for (name_text, value_text) in entries {
+        let item = path.key(name_text);
+        let name = match header_op_name(name_text, request) {
+            Ok(name) if out.iter().any(|(seen, _)| *seen == name) => {
+                let message =
+                    format!("header `{name}` is given twice (names are case-insensitive)");
+                route.report_key(&item, message);
+                None
+            }
+            Ok(name) => Some(name),
+            Err(message) => {
+                route.report_key(&item, message);
+                None
+            }
+        };
+        let value = match HeaderValue::from_str(value_text) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                let message = format!(
+                    "{value_text:?} is not a valid header value (visible ASCII, spaces and \
+                     tabs only)"
+                );
+                route.report(&item, message);
+                None
+            }
+        };
+        match (name, value) {
+            (Some(name), Some(value)) => out.push((name, value)),
+            _ => ok = false,
+        }
+    }
+    (out, ok)
+}
+
+fn check_header_ops(
+    route: &mut RouteCheck<'_, '_>,
+    path: &KeyPath,
+    file: &HeaderOpsFile,
+    request: bool,
+) -> Option<HeaderOps> {
+    let (set, set_ok) = check_header_values(route, &path.key("set"), &file.set, request);
+    let (add, add_ok) = check_header_values(route, &path.key("add"), &file.add, request);
+    let mut ok = set_ok && add_ok;
+
+    let mut remove: Vec<HeaderName> = Vec::with_capacity(file.remove.len());
+    for (index, name_text) in file.remove.iter().enumerate() {
+        let item = path.key("remove").index(index);
+        match header_op_name(name_text, request) {
+            Ok(name) if remove.contains(&name) => {
+                route.report(&item, format!("header `{name}` is listed twice"));
+                ok = false;
+            }
+            Ok(name) => remove.push(name),
+            Err(message) => {
+                route.report(&item, message);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(HeaderOps { set, add, remove })
 }
 
 /// `/v1/users/42` with prefix `/v1` -> `/users/42`; `/v1` -> `/`; no match -> unchanged.
-pub fn strip_path_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+pub(crate) fn strip_path_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     let rest = path.strip_prefix(prefix)?;
     if rest.is_empty() {
         Some("/")
@@ -86,57 +308,153 @@ fn rewrite_path(uri: &Uri, prefix: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-impl<S> Service<Request<Body>> for Transform<S>
+/// The request side of a route's transforms.
+#[derive(Debug)]
+struct RequestTransforms {
+    strip_prefix: Option<String>,
+    host_rewrite: Option<HeaderValue>,
+    headers: HeaderOps,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTransformLayer {
+    transforms: Option<Arc<RequestTransforms>>,
+}
+
+impl RequestTransformLayer {
+    pub(crate) fn new(policy: &TransformPolicy) -> RequestTransformLayer {
+        let active = policy.strip_prefix.is_some()
+            || policy.host_rewrite.is_some()
+            || !policy.request_headers.is_empty();
+        RequestTransformLayer {
+            transforms: active.then(|| {
+                Arc::new(RequestTransforms {
+                    strip_prefix: policy.strip_prefix.clone(),
+                    host_rewrite: policy.host_rewrite.clone(),
+                    headers: policy.request_headers.clone(),
+                })
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for RequestTransformLayer {
+    type Service = RequestTransform<S>;
+
+    fn layer(&self, inner: S) -> RequestTransform<S> {
+        RequestTransform {
+            inner,
+            transforms: self.transforms.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTransform<S> {
+    inner: S,
+    transforms: Option<Arc<RequestTransforms>>,
+}
+
+impl<S> Service<Request<Body>> for RequestTransform<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let t = &self.transforms;
-        if let Some(prefix) = &t.strip_prefix {
-            if let Some(uri) = rewrite_path(req.uri(), prefix) {
-                *req.uri_mut() = uri;
+        if let Some(t) = &self.transforms {
+            if let Some(prefix) = &t.strip_prefix {
+                if let Some(uri) = rewrite_path(req.uri(), prefix) {
+                    *req.uri_mut() = uri;
+                }
             }
+            if let Some(host) = &t.host_rewrite {
+                req.headers_mut().insert(HOST, host.clone());
+            }
+            t.headers.apply(req.headers_mut());
         }
-        if let Some(host) = &t.host_rewrite {
-            req.headers_mut().insert(HOST, host.clone());
+        self.inner.call(req)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ResponseHeadersLayer {
+    ops: Option<Arc<HeaderOps>>,
+}
+
+impl ResponseHeadersLayer {
+    pub(crate) fn new(policy: &TransformPolicy) -> ResponseHeadersLayer {
+        let ops = &policy.response_headers;
+        ResponseHeadersLayer {
+            ops: (!ops.is_empty()).then(|| Arc::new(ops.clone())),
         }
-        if !t.request.is_empty() {
-            t.request.apply(req.headers_mut());
+    }
+}
+
+impl<S> Layer<S> for ResponseHeadersLayer {
+    type Service = ResponseHeaders<S>;
+
+    fn layer(&self, inner: S) -> ResponseHeaders<S> {
+        ResponseHeaders {
+            inner,
+            ops: self.ops.clone(),
         }
-        ResponseFuture {
+    }
+}
+
+/// Applies the route's `response_headers` to every answer. Generic over the error type: it
+/// sits outside the rescue layer, where the stack no longer fails.
+#[derive(Debug, Clone)]
+pub(crate) struct ResponseHeaders<S> {
+    inner: S,
+    ops: Option<Arc<HeaderOps>>,
+}
+
+impl<S> Service<Request<Body>> for ResponseHeaders<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseHeadersFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        ResponseHeadersFuture {
             inner: self.inner.call(req),
-            transforms: self.transforms.clone(),
+            ops: self.ops.clone(),
         }
     }
 }
 
 pin_project! {
-    pub struct ResponseFuture<F> {
+    pub(crate) struct ResponseHeadersFuture<F> {
         #[pin]
         inner: F,
-        transforms: Arc<Transforms>,
+        ops: Option<Arc<HeaderOps>>,
     }
 }
 
-impl<F> Future for ResponseFuture<F>
+impl<F, E> Future for ResponseHeadersFuture<F>
 where
-    F: Future<Output = Result<Response<Body>, GatewayError>>,
+    F: Future<Output = Result<Response<Body>, E>>,
 {
-    type Output = Result<Response<Body>, GatewayError>;
+    type Output = Result<Response<Body>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        if !this.transforms.response.is_empty() {
-            this.transforms.response.apply(response.headers_mut());
+        if let Some(ops) = this.ops {
+            ops.apply(response.headers_mut());
         }
         Poll::Ready(Ok(response))
     }

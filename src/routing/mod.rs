@@ -22,6 +22,6 @@ mod normalize;
 mod router;
 mod template;
 
-pub use normalize::{normalize_path, PathError};
-pub use router::{Lookup, Outcome, RequestView, Router, Verdict};
-pub use template::{PathTemplate, TemplateError, TemplateErrorKind};
+pub(crate) use normalize::{normalize_path, PathError};
+pub(crate) use router::{Lookup, Outcome, RequestView, Router};
+pub(crate) use template::PathTemplate;

@@ -29,7 +29,7 @@ use std::fmt;
 /// Why a request path was refused. The messages end up in a 400 JSON body, so they say what
 /// is wrong without echoing the path back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// The path does not start with `/` (absolute-form, authority-form, `*`, empty).
     NotOriginForm,
     /// A `%` not followed by two hex digits.
@@ -70,7 +70,7 @@ impl std::error::Error for PathError {}
 /// Normalise the path part (no query) of a request target. See the module docs for the rules.
 ///
 /// Returns `Cow::Borrowed(raw)` without allocating when `raw` is already canonical.
-pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+pub(crate) fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }

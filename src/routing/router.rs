@@ -49,7 +49,7 @@ use crate::config::model::{HeaderCondition, HostMatch, PathMatch, QueryCondition
 
 /// The parts of a request the router looks at.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
+pub(crate) struct RequestView<'a> {
     /// Host header or `:authority` as received: may carry a port, uppercase, or be `[::1]:8080`.
     pub host: &'a str,
     /// Already normalised by [`super::normalize_path`].
@@ -62,7 +62,7 @@ pub struct RequestView<'a> {
 
 /// The result of [`Router::find`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// Index into the routes given to [`Router::new`].
     Matched(usize),
     /// No route matched, but some matched except for the method; these are their methods,
@@ -73,7 +73,7 @@ pub enum Lookup {
 
 /// How one route fared against a request, for `portico explain`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Index into the routes given to [`Router::new`].
     pub route: usize,
     pub outcome: Outcome,
@@ -87,7 +87,7 @@ pub struct Verdict {
 /// The first condition that failed, checked in the order host, path, headers, query, method
 /// (so `MethodMismatch` means "everything else matched": the route contributes to a 405).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The route [`Router::find`] returns.
     Selected,
     /// Matches fully, but a higher-precedence route was selected.
@@ -103,7 +103,7 @@ pub enum Outcome {
 
 /// The route table. Built once per config (re)load; immutable and `Sync` afterwards.
 #[derive(Debug)]
-pub struct Router {
+pub(crate) struct Router {
     /// In declaration order: a route's id is its index in the slice given to `new`.
     routes: Vec<CompiledRoute>,
     /// Route ids, best rank first.
@@ -117,7 +117,7 @@ pub struct Router {
 impl Router {
     /// Build the table. Infallible: the config validator has already checked the routes. A
     /// template that fails to parse anyway makes its route never match.
-    pub fn new(routes: &[RouteMatch]) -> Router {
+    pub(crate) fn new(routes: &[RouteMatch]) -> Router {
         let mut compiled: Vec<CompiledRoute> = routes.iter().map(CompiledRoute::new).collect();
         let mut order: Vec<usize> = (0..compiled.len()).collect();
         order.sort_by_key(|&id| compiled[id].precedence_key(id));
@@ -147,7 +147,7 @@ impl Router {
 
     /// The route for this request. Does not allocate unless the answer is `MethodNotAllowed`
     /// (or the host is longer than any DNS name and needs lowercasing).
-    pub fn find(&self, req: &RequestView<'_>) -> Lookup {
+    pub(crate) fn find(&self, req: &RequestView<'_>) -> Lookup {
         self.find_counting(req).0
     }
 
@@ -238,7 +238,7 @@ impl Router {
     /// Every route in precedence order, with the first condition it fails (or whether it is
     /// the one selected). Checks each route on its own, without the index; allocation is fine
     /// here (CLI only).
-    pub fn explain(&self, req: &RequestView<'_>) -> Vec<Verdict> {
+    pub(crate) fn explain(&self, req: &RequestView<'_>) -> Vec<Verdict> {
         let host = with_request_host(req.host, str::to_string);
         let mut selected = false;
         self.order

@@ -51,7 +51,7 @@ struct Variable {
 
 /// A parsed path template; see the module docs for the syntax and matching rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathTemplate {
+pub(crate) struct PathTemplate {
     source: Box<str>,
     elements: Vec<Element>,
     variables: Vec<Variable>,
@@ -60,7 +60,7 @@ pub struct PathTemplate {
 
 /// What is wrong with a template and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
+pub(crate) struct TemplateError {
     /// What went wrong.
     pub kind: TemplateErrorKind,
     /// Byte offset in the template text where the problem was found.
@@ -68,7 +68,7 @@ pub struct TemplateError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateErrorKind {
+pub(crate) enum TemplateErrorKind {
     /// The template does not start with `/`.
     MissingLeadingSlash,
     /// `//`, a trailing `/`, `{}`, `{x=}` or `{x=a//b}`.
@@ -123,7 +123,7 @@ impl std::error::Error for TemplateError {}
 
 impl PathTemplate {
     /// Parse a template; see the module docs for the syntax.
-    pub fn parse(s: &str) -> Result<PathTemplate, TemplateError> {
+    pub(crate) fn parse(s: &str) -> Result<PathTemplate, TemplateError> {
         let bytes = s.as_bytes();
         if bytes.first() != Some(&b'/') {
             return Err(error(TemplateErrorKind::MissingLeadingSlash, 0));
@@ -169,13 +169,13 @@ impl PathTemplate {
     }
 
     /// Whether `path` matches the whole template. Does not allocate.
-    pub fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         self.walk(path, |_, _, _| {})
     }
 
     /// The captured variables, in template order, as `(name, raw value)`, or `None` if `path`
     /// does not match.
-    pub fn captures<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
+    pub(crate) fn captures<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
         if self.variables.is_empty() {
             return self.matches(path).then(Vec::new);
         }
@@ -196,18 +196,18 @@ impl PathTemplate {
 
     /// Number of literal segments (including those inside variable sub-patterns). More literals
     /// = more specific.
-    pub fn literal_count(&self) -> usize {
+    pub(crate) fn literal_count(&self) -> usize {
         self.literal_count
     }
 
     /// Number of fixed segments: literals and single-segment wildcards. A final `**` is not
     /// counted (it may match zero segments), so `/a/*` counts 2 and outranks `/a/**` (1).
-    pub fn segment_count(&self) -> usize {
+    pub(crate) fn segment_count(&self) -> usize {
         self.elements.len() - usize::from(self.has_rest())
     }
 
     /// The template as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 

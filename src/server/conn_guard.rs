@@ -39,7 +39,7 @@ fn ms_since_epoch(at: Instant) -> u64 {
 
 /// What the connection is doing, as far as its budgets are concerned.
 #[derive(Default)]
-pub struct ConnState {
+pub(crate) struct ConnState {
     in_flight: AtomicU32,
     /// When the first byte of the current request head arrived (0 = not reading a head).
     head_started_ms: AtomicU64,
@@ -58,7 +58,7 @@ pub struct ConnState {
 /// A request from the connection's watchdog to the task serving it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
-pub enum Close {
+pub(crate) enum Close {
     None = 0,
     /// Finish in-flight requests, then close (HTTP/2: GOAWAY).
     Graceful = 1,
@@ -68,7 +68,7 @@ pub enum Close {
 
 /// What the watchdog decided.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing expired; look again after this long.
     Wait(Duration),
     /// No request in flight for the idle timeout: close gracefully.
@@ -78,27 +78,27 @@ pub enum Verdict {
 }
 
 impl ConnState {
-    pub fn new() -> ConnState {
+    pub(crate) fn new() -> ConnState {
         let state = ConnState::default();
         state.idle_since_ms.store(now_ms(), Relaxed);
         state
     }
 
     /// The connection speaks HTTP/2 (decided from ALPN or the h2c preface).
-    pub fn mark_http2(&self) {
+    pub(crate) fn mark_http2(&self) {
         self.http2.store(true, Relaxed);
         self.head_started_ms.store(0, Relaxed);
     }
 
     /// Ask the connection task to close (the watchdog's side).
-    pub fn request_close(&self, how: Close) {
+    pub(crate) fn request_close(&self, how: Close) {
         self.close.fetch_max(how as u8, Relaxed);
         self.waker.wake();
     }
 
     /// What the watchdog asked for, registering the connection task to be woken when that
     /// changes (the connection task's side, on every poll).
-    pub fn poll_close(&self, waker: &std::task::Waker) -> Close {
+    pub(crate) fn poll_close(&self, waker: &std::task::Waker) -> Close {
         self.waker.register(waker);
         match self.close.load(Relaxed) {
             0 => Close::None,
@@ -109,7 +109,7 @@ impl ConnState {
 
     /// A request head has been parsed and handed to the gateway. Returns true when that head
     /// had conflicting framing headers.
-    pub fn request_started(&self) -> bool {
+    pub(crate) fn request_started(&self) -> bool {
         self.in_flight.fetch_add(1, Relaxed);
         self.head_started_ms.store(0, Relaxed);
         self.conflicting_framing.swap(false, Relaxed)
@@ -117,7 +117,7 @@ impl ConnState {
 
     /// The response has been sent (or abandoned) at `now` (the caller has just read the
     /// clock for its own purposes; reading it again would cost as much again).
-    pub fn request_finished(&self, now: Instant) {
+    pub(crate) fn request_finished(&self, now: Instant) {
         if self.in_flight.fetch_sub(1, Relaxed) == 1 {
             self.idle_since_ms.store(ms_since_epoch(now), Relaxed);
         }
@@ -148,7 +148,7 @@ impl ConnState {
     }
 
     /// Decide what the connection's single timer should do now.
-    pub fn check(&self, idle_timeout: Duration, header_timeout: Duration) -> Verdict {
+    pub(crate) fn check(&self, idle_timeout: Duration, header_timeout: Duration) -> Verdict {
         let now = now_ms();
         if self.in_flight.load(Relaxed) > 0 {
             return Verdict::Wait(idle_timeout);
@@ -245,7 +245,7 @@ fn has_name(line: &[u8], name: &[u8]) -> bool {
 }
 
 /// The accepted socket, as hyper sees it.
-pub struct GuardedIo<T> {
+pub(crate) struct GuardedIo<T> {
     inner: T,
     state: Arc<ConnState>,
     scan: HeadScan,
@@ -260,7 +260,7 @@ pub struct GuardedIo<T> {
 impl<T> GuardedIo<T> {
     /// `on_parser_error` renders the full HTTP/1.1 response (head and JSON body) that
     /// replaces hyper's own answer, and counts it.
-    pub fn new(
+    pub(crate) fn new(
         inner: T,
         state: Arc<ConnState>,
         on_parser_error: Arc<dyn Fn(&GatewayError) -> bytes::Bytes + Send + Sync>,
@@ -278,7 +278,7 @@ impl<T> GuardedIo<T> {
 
     /// Serve `bytes` (already read from the stream and already seen by the guard) before
     /// anything else is read.
-    pub fn replay(&mut self, bytes: Vec<u8>) {
+    pub(crate) fn replay(&mut self, bytes: Vec<u8>) {
         self.replay = bytes;
         self.replayed = 0;
     }

@@ -12,15 +12,19 @@
 //! with the HTTP/2 preface (h2c prior knowledge). A companion watchdog task per connection
 //! holds its one timer (header-read and idle budgets) and the shutdown signal.
 
-pub mod conn_guard;
-pub mod tls;
+pub(crate) mod conn_guard;
+pub(crate) mod tls;
 
 use crate::admin;
-use crate::config::model::{Config, Listener};
-use crate::config::reload::{self, ReloadHandle};
+use crate::config::model::Listener;
+use crate::config::Config;
+use crate::context::{ClientConnection, ListenerContext};
 use crate::error::GatewayError;
-use crate::gateway::{self, BuildError, ConnInfo, ListenerContext, Runtime, Shared};
+use crate::gateway;
+use crate::lifecycle::{stopped, Background};
 use crate::metrics::Metrics;
+use crate::reload::{self, ReloadHandle};
+use crate::runtime::{BuildError, Runtime, Shared};
 use bytes::Bytes;
 use conn_guard::{Close, ConnState, GuardedIo, Verdict};
 use http::HeaderValue;
@@ -38,23 +42,41 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+/// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A listener's address could not be bound.
     #[error("cannot listen on {address} (listener {name})")]
     Bind {
+        /// The listener's name (`admin` for the admin listener).
         name: String,
+        /// The address from the config.
         address: SocketAddr,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Build(#[from] BuildError),
+    /// The runtime (clusters, access log) could not be built from the config.
+    #[error("cannot set up the configuration")]
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A listener's certificates did not load.
     #[error("cannot load the TLS certificates of listener {name}")]
     Tls {
+        /// The listener's name.
         name: String,
+        /// Why the files did not load.
         #[source]
         source: tls::TlsLoadError,
     },
+    /// The background thread (where reloads run) could not be started.
+    #[error("cannot start the background thread")]
+    Background(#[source] std::io::Error),
+}
+
+impl From<BuildError> for StartError {
+    fn from(error: BuildError) -> StartError {
+        StartError::Build(Box::new(error))
+    }
 }
 
 struct BoundListener {
@@ -118,8 +140,9 @@ impl Gateway {
             )?),
             None => None,
         };
+        let background = Background::start().map_err(StartError::Background)?;
         let runtime = Runtime::build(config, None, &metrics)?;
-        let shared = Arc::new(Shared::new(runtime, metrics));
+        let shared = Arc::new(Shared::new(runtime, metrics, background));
         let reload = ReloadHandle::new(shared.clone(), config_path);
         Ok(Gateway {
             shared,
@@ -152,16 +175,14 @@ impl Gateway {
             .collect()
     }
 
+    /// The bound address of the admin listener, if the config has one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// Reloads the config file (SIGHUP and the file watch use it too).
     pub fn reload_handle(&self) -> ReloadHandle {
         self.reload.clone()
-    }
-
-    pub fn metrics(&self) -> Metrics {
-        self.shared.metrics.clone()
     }
 
     /// Serve until `shutdown` resolves, then drain. Returns once every connection has
@@ -198,61 +219,6 @@ impl Gateway {
             Err(_) => tracing::warn!("drain deadline reached with connections still open"),
         }
     }
-}
-
-/// Run `action` on every SIGHUP until shutdown (`what` names the reloaded thing in the
-/// warning logged when SIGHUP cannot be received).
-pub(crate) fn on_each_hangup<F, Fut>(
-    what: &'static str,
-    mut stop: watch::Receiver<bool>,
-    mut action: F,
-) where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; {what} reload by file watch only");
-            return;
-        };
-        loop {
-            tokio::select! {
-                received = hangups.recv() => match received {
-                    Some(()) => action().await,
-                    None => break,
-                },
-                _ = stopped(&mut stop) => break,
-            }
-        }
-    });
-}
-
-/// Run `action` every `interval` (the first time at once) until shutdown.
-pub(crate) fn on_each_tick<F, Fut>(
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-    mut action: F,
-) where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => action().await,
-                _ = stopped(&mut stop) => break,
-            }
-        }
-    });
-}
-
-/// Resolves once shutdown has been signalled (at once if it already was).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The borrow guard `wait_for` returns is dropped here, never held across an await.
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// hyper's server settings for one listener, one builder per protocol. Which one serves a
@@ -332,11 +298,11 @@ async fn accept_loop(
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            _ = crate::server::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = crate::server::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -431,7 +397,7 @@ async fn serve_connection(
     };
     let handshake = tokio::select! {
         handshake = tls.handshake(stream, peer) => handshake,
-        _ = crate::server::stopped(&mut stop) => return,
+        _ = stopped(&mut stop) => return,
     };
     match handshake {
         tls::Handshake::Done(stream, info) => {
@@ -477,7 +443,7 @@ where
     let state = Arc::new(ConnState::new());
     // TLS connections speak what ALPN agreed on; cleartext ones are sniffed.
     let info_tls_alpn = tls.as_ref().map(|tls| tls.alpn.clone());
-    let info = Arc::new(ConnInfo {
+    let info = Arc::new(ClientConnection {
         listener: context.clone(),
         peer,
         peer_ip: HeaderValue::from_str(&peer.ip().to_string())

@@ -49,42 +49,51 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Why a listener's certificates could not be (re)loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsLoadError {
+    /// A file could not be read or holds no usable PEM data.
     #[error(transparent)]
     Pem(#[from] PemError),
+    /// A private key does not belong to its certificate.
     #[error("{key} cannot be used with {cert}")]
     KeyMismatch {
+        /// The certificate file.
         cert: String,
+        /// The key file.
         key: String,
+        /// What rustls said.
         #[source]
         source: rustls::Error,
     },
+    /// The client CA bundle holds something that cannot be a trust anchor.
     #[error("the client CA bundle cannot be used")]
     ClientCa(#[source] rustls::Error),
+    /// Client certificate verification could not be set up.
     #[error("cannot set up client certificate verification")]
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+    /// rustls refused the resulting configuration.
     #[error("cannot build the TLS configuration")]
     Config(#[source] rustls::Error),
+    /// The task that reads the files stopped before it finished.
     #[error("the certificate loader stopped")]
     Loader(#[source] tokio::task::JoinError),
 }
 
 /// What a handshake established, kept with the connection.
 #[derive(Debug, Clone)]
-pub struct TlsInfo {
+pub(crate) struct TlsInfo {
     /// The server name the client asked for (lowercase).
-    pub sni: Option<Box<str>>,
+    pub(crate) sni: Option<Box<str>>,
     /// The ALPN protocol agreed (`h2`, `http/1.1`), if any.
-    pub alpn: Option<Box<[u8]>>,
-    pub tls13: bool,
+    pub(crate) alpn: Option<Box<[u8]>>,
+    pub(crate) tls13: bool,
     /// The client presented a certificate that verified against the listener's CA.
-    pub client_verified: bool,
+    pub(crate) client_verified: bool,
     /// `Subject="…";DNS=…;URI=…;IP=…;Email=…` of that certificate, computed only when the
     /// listener forwards it upstream.
-    pub client_identity: Option<HeaderValue>,
+    pub(crate) client_identity: Option<HeaderValue>,
 }
 
 /// How a handshake attempt ended, for the connection task.
-pub enum Handshake {
+pub(crate) enum Handshake {
     Done(Box<TlsStream<TcpStream>>, TlsInfo),
     /// The client sent plaintext HTTP: the socket is returned untouched, for a 400 answer.
     PlainHttp(TcpStream),
@@ -265,7 +274,7 @@ fn build(settings: &ListenerTls, files: &Files) -> Result<Loaded, TlsLoadError> 
 /// What a reload did to one listener (an error means the new files were refused and the
 /// previous certificates keep serving).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadOutcome {
+pub(crate) enum ReloadOutcome {
     /// The files are byte-for-byte what was loaded last; nothing rebuilt.
     Unchanged,
     /// New certificates are in use for new handshakes.
@@ -273,7 +282,7 @@ pub enum ReloadOutcome {
 }
 
 /// A TLS listener's live state: the current rustls config, swapped on reload.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     name: Arc<str>,
     settings: ListenerTls,
     current: ArcSwap<ServerConfig>,
@@ -286,7 +295,7 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Load the certificates; an error here stops the gateway from starting.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         settings: &ListenerTls,
         metrics: Arc<TlsMetrics>,
@@ -304,13 +313,12 @@ impl TlsListener {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Re-read the files and swap in new certificates. With `force`, rebuild even when the
     /// files look unchanged (SIGHUP).
-    pub async fn reload(self: &Arc<Self>, force: bool) -> Result<ReloadOutcome, TlsLoadError> {
+    pub(crate) async fn reload(
+        self: &Arc<Self>,
+        force: bool,
+    ) -> Result<ReloadOutcome, TlsLoadError> {
         let this = self.clone();
         let result = tokio::task::spawn_blocking(move || this.reload_blocking(force))
             .await
@@ -360,7 +368,7 @@ impl TlsListener {
     }
 
     /// Run a handshake on an accepted socket, within the handshake timeout.
-    pub async fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshake {
+    pub(crate) async fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshake {
         let timeout = self.settings.handshake_timeout;
         let result = tokio::time::timeout(timeout, self.handshake_inner(stream)).await;
         let outcome = match result {
@@ -554,7 +562,7 @@ pub struct CertificateReloader {
 }
 
 impl CertificateReloader {
-    pub fn new(listeners: Vec<Arc<TlsListener>>) -> CertificateReloader {
+    pub(crate) fn new(listeners: Vec<Arc<TlsListener>>) -> CertificateReloader {
         CertificateReloader {
             listeners: Arc::new(listeners),
             status: Arc::new(watch::channel(CertReloadStatus::default()).0),
@@ -562,6 +570,7 @@ impl CertificateReloader {
         }
     }
 
+    /// The status of the latest check, updated after each one.
     pub fn subscribe(&self) -> watch::Receiver<CertReloadStatus> {
         self.status.subscribe()
     }
@@ -613,7 +622,7 @@ impl CertificateReloader {
             return;
         }
         let on_hangup = self.clone();
-        crate::server::on_each_hangup("certificates", stop.clone(), move || {
+        crate::lifecycle::on_each_hangup("certificates", stop.clone(), move || {
             let reloader = on_hangup.clone();
             async move {
                 let _ = reloader.reload(true).await;
@@ -621,7 +630,7 @@ impl CertificateReloader {
         });
         if let Some(interval) = interval {
             let reloader = self.clone();
-            crate::server::on_each_tick(interval, stop, move || {
+            crate::lifecycle::on_each_tick(interval, stop, move || {
                 let reloader = reloader.clone();
                 async move {
                     let _ = reloader.reload(false).await;

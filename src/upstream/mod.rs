@@ -1,32 +1,37 @@
 //! Upstream clusters: the last stop of a request inside the gateway.
 //!
-//! A [`Cluster`] is a named set of endpoints with a connection pool per endpoint
-//! ([`pool`]). [`Cluster::send`] picks an endpoint (round robin), takes a pooled connection
-//! or dials a new one, and sends the request, moving on to the next endpoint when a
-//! connection cannot be opened — the request has not left the gateway then, so this is
-//! always safe. [`UpstreamService`] is the same thing as the innermost tower service of a
-//! route's stack. WebSocket and other HTTP/1.1 upgrades get a dedicated connection that is
-//! joined to the client's ([`tunnel`]).
+//! On the request path: [`Upstream`] is the innermost service of every route stack. A
+//! [`Cluster`] is a named set of endpoints with a connection pool per endpoint ([`pool`]).
+//! [`Cluster::send`] asks the cluster's balancer ([`balance`]) for the order to try its
+//! endpoints in, takes a pooled connection or dials a new one, and sends the request,
+//! failing over to the next endpoint when a connection cannot be opened — the request has not
+//! left the gateway then, so this is always safe. The response's hop-by-hop headers are
+//! removed here, where it enters the gateway. WebSocket and other HTTP/1.1 upgrades get a
+//! dedicated connection that is joined to the client's ([`tunnel`]).
 //!
-//! Clusters are built with the runtime and carried over by a reload when their
-//! configuration is unchanged, so pooled connections survive reloads.
+//! Clusters are built with each runtime; their endpoints' open connections are carried over
+//! by a reload (a resource per endpoint, kept while its protocol and TLS settings stay the
+//! same), so pooled connections survive reloads.
 
-pub mod pool;
-pub mod tls;
-pub mod tunnel;
+pub(crate) mod balance;
+pub(crate) mod pool;
+pub(crate) mod tls;
+mod tunnel;
 
 use crate::body::{Body, UpstreamBody};
 use crate::config::model;
 use crate::error::GatewayError;
+use crate::forwarding::strip_hop_by_hop;
 use crate::metrics::Metrics;
-use http::header::HOST;
+use crate::resources::ResourceCarry;
+use balance::{Balancer, RoundRobin, Selection};
+use http::header::{HeaderValue, CONNECTION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use pool::{ConnectError, EndpointPool, Lease};
+use pool::{ConnectError, Connections, EndpointPool, Lease, PoolSetup};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tls::{UpstreamTls, UpstreamTlsError};
@@ -34,22 +39,39 @@ use tls::{UpstreamTls, UpstreamTlsError};
 /// The client side of an HTTP/1.1 upgrade, carried in the request's extensions from the
 /// gateway (which took it from hyper) to the upstream (which joins it to the backend's side).
 #[derive(Clone)]
-pub struct DownstreamUpgrade(pub hyper::upgrade::OnUpgrade);
+pub(crate) struct DownstreamUpgrade(pub(crate) hyper::upgrade::OnUpgrade);
 
-pub struct Cluster {
-    pub name: Arc<str>,
-    pub config: model::Cluster,
-    endpoints: Vec<Arc<EndpointPool>>,
-    next: AtomicUsize,
+/// What an endpoint's open connections depend on: a reload that changes neither keeps them.
+#[derive(Debug, Clone, PartialEq)]
+struct ConnectionIdentity {
+    protocol: model::UpstreamProtocol,
+    tls: Option<model::UpstreamTls>,
+}
+
+pub(crate) struct Cluster {
+    name: Arc<str>,
+    protocol: model::UpstreamProtocol,
+    connect_timeout: std::time::Duration,
+    endpoints: Vec<Arc<EndpointPool<Body>>>,
+    balancer: Selection,
 }
 
 impl Cluster {
-    /// Build a cluster; with `tls`, its CA bundle and client certificate are read now.
-    pub fn new(config: &model::Cluster, metrics: &Metrics) -> Result<Cluster, UpstreamTlsError> {
+    /// Build a cluster; with `tls`, its CA bundle and client certificate are read now. Each
+    /// endpoint's open connections come from `carry` when the previous runtime had them.
+    pub(crate) fn new(
+        config: &model::Cluster,
+        metrics: &Metrics,
+        carry: &mut ResourceCarry<'_>,
+    ) -> Result<Cluster, UpstreamTlsError> {
         let cluster_metrics = metrics.cluster(&config.name);
         let tls = match &config.tls {
             Some(settings) => Some(Arc::new(UpstreamTls::new(settings, config.protocol)?)),
             None => None,
+        };
+        let identity = ConnectionIdentity {
+            protocol: config.protocol,
+            tls: config.tls.clone(),
         };
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
         for endpoint in &config.endpoints {
@@ -57,45 +79,49 @@ impl Cluster {
                 Some(tls) => Some((tls.clone(), tls.server_name_for(endpoint)?)),
                 None => None,
             };
+            let name = format!("{}/{endpoint}", config.name);
+            let connections = carry
+                .obtain("upstream_connections", &name, &identity, || {
+                    Ok::<_, std::convert::Infallible>(Connections::<Body>::default())
+                })
+                .unwrap_or_else(|never| match never {});
             endpoints.push(Arc::new(EndpointPool::new(
                 endpoint.clone(),
-                config.protocol,
-                config.connect_timeout,
-                config.pool.clone(),
-                cluster_metrics.clone(),
-                tls,
+                PoolSetup {
+                    protocol: config.protocol,
+                    connect_timeout: config.connect_timeout,
+                    settings: config.pool.clone(),
+                    metrics: cluster_metrics.clone(),
+                    tls,
+                    connections,
+                },
             )));
         }
         Ok(Cluster {
             name: config.name.as_str().into(),
-            config: config.clone(),
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout,
             endpoints,
-            next: AtomicUsize::new(0),
+            balancer: Selection::RoundRobin(RoundRobin::default()),
         })
     }
 
-    pub fn endpoints(&self) -> &[Arc<EndpointPool>] {
-        &self.endpoints
-    }
-
     /// Send one request to the cluster.
-    pub async fn send(
+    pub(crate) async fn send(
         self: Arc<Self>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, GatewayError> {
         let upgrade = req.extensions_mut().remove::<DownstreamUpgrade>();
-        if upgrade.is_some() || self.config.protocol == model::UpstreamProtocol::Http2 {
+        if upgrade.is_some() || self.protocol == model::UpstreamProtocol::Http2 {
             // The less common paths are boxed so that their larger futures don't inflate the
             // state every HTTP/1.1 request carries (and copies).
             return Box::pin(self.send_other(req, upgrade)).await;
         }
         // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
         let mut req = to_http1(req);
-        let count = self.endpoints.len();
-        let start = self.next.fetch_add(1, Relaxed);
         let mut last_error = None;
-        for attempt in 0..count {
-            let endpoint = &self.endpoints[(start + attempt) % count];
+        for index in self.balancer.order(self.endpoints.len()) {
+            let endpoint = &self.endpoints[index];
             if let Some(mut lease) = endpoint.checkout_http1().await {
                 match lease.sender().try_send_request(req).await {
                     Ok(response) => return Ok(wrap(response, Some(lease), endpoint)),
@@ -109,7 +135,7 @@ impl Cluster {
             let outcome = Box::pin(self.send_on_new_connection(endpoint, req)).await;
             match self.settle(outcome, &mut last_error) {
                 Next::Return(result) => return result,
-                Next::Retry(request) => req = request,
+                Next::Failover(request) => req = request,
             }
         }
         Err(self.exhausted(last_error))
@@ -121,11 +147,9 @@ impl Cluster {
         mut req: Request<Body>,
         upgrade: Option<DownstreamUpgrade>,
     ) -> Result<Response<Body>, GatewayError> {
-        let count = self.endpoints.len();
-        let start = self.next.fetch_add(1, Relaxed);
         let mut last_error = None;
-        for attempt in 0..count {
-            let endpoint = &self.endpoints[(start + attempt) % count];
+        for index in self.balancer.order(self.endpoints.len()) {
+            let endpoint = &self.endpoints[index];
             let outcome = match &upgrade {
                 Some(client_side) if endpoint.protocol() == model::UpstreamProtocol::Http1 => {
                     self.send_upgrade(endpoint, req, client_side.clone()).await
@@ -134,7 +158,7 @@ impl Cluster {
             };
             match self.settle(outcome, &mut last_error) {
                 Next::Return(result) => return result,
-                Next::Retry(request) => req = request,
+                Next::Failover(request) => req = request,
             }
         }
         Err(self.exhausted(last_error))
@@ -148,7 +172,7 @@ impl Cluster {
             Attempt::NotSent(request, error) => {
                 tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
                 *last_error = Some(error);
-                Next::Retry(request)
+                Next::Failover(request)
             }
         }
     }
@@ -158,7 +182,7 @@ impl Cluster {
         match last_error {
             Some(ConnectError::Timeout { .. }) => GatewayError::UpstreamConnectTimeout {
                 cluster: self.name.to_string(),
-                timeout: self.config.connect_timeout,
+                timeout: self.connect_timeout,
             },
             Some(ConnectError::Io { source, .. }) => GatewayError::UpstreamConnect {
                 cluster: self.name.to_string(),
@@ -178,7 +202,7 @@ impl Cluster {
 
     async fn send_on_new_connection(
         &self,
-        endpoint: &Arc<EndpointPool>,
+        endpoint: &Arc<EndpointPool<Body>>,
         req: Request<Body>,
     ) -> Attempt {
         let mut lease = match endpoint.connect_http1(false).await {
@@ -203,7 +227,7 @@ impl Cluster {
 
     async fn send_upgrade(
         &self,
-        endpoint: &Arc<EndpointPool>,
+        endpoint: &Arc<EndpointPool<Body>>,
         req: Request<Body>,
         client_side: DownstreamUpgrade,
     ) -> Attempt {
@@ -225,7 +249,7 @@ impl Cluster {
         }
     }
 
-    async fn send_http2(&self, endpoint: &Arc<EndpointPool>, req: Request<Body>) -> Attempt {
+    async fn send_http2(&self, endpoint: &Arc<EndpointPool<Body>>, req: Request<Body>) -> Attempt {
         let mut req = match to_http2(req, endpoint) {
             Ok(req) => req,
             Err(error) => return Attempt::Done(Err(error)),
@@ -263,8 +287,8 @@ impl Cluster {
 /// What to do after an attempt.
 enum Next {
     Return(Result<Response<Body>, GatewayError>),
-    /// The request never left the gateway: try the next endpoint with it.
-    Retry(Request<Body>),
+    /// The request never left the gateway: fail over to the next endpoint with it.
+    Failover(Request<Body>),
 }
 
 enum Attempt {
@@ -273,11 +297,21 @@ enum Attempt {
     NotSent(Request<Body>, ConnectError),
 }
 
+/// The upstream's response as the gateway passes it on: its hop-by-hop headers removed
+/// (for a protocol switch, `Upgrade` kept and `Connection: upgrade` restated), its body
+/// streaming and handing the connection back to the pool when it ends.
 fn wrap(
-    response: Response<Incoming>,
-    lease: Option<Lease>,
-    endpoint: &Arc<EndpointPool>,
+    mut response: Response<Incoming>,
+    lease: Option<Lease<Body>>,
+    endpoint: &Arc<EndpointPool<Body>>,
 ) -> Response<Body> {
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(response.headers_mut(), upgraded);
+    if upgraded {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     let label = endpoint.label.clone();
     response.map(|incoming| Body::Upstream {
         body: UpstreamBody::new(incoming, lease, label),
@@ -303,7 +337,7 @@ fn to_http1(mut req: Request<Body>) -> Request<Body> {
 /// HTTP/2 carries as `:authority` instead), falling back to the endpoint address.
 fn to_http2(
     mut req: Request<Body>,
-    endpoint: &EndpointPool,
+    endpoint: &EndpointPool<Body>,
 ) -> Result<Request<Body>, GatewayError> {
     *req.version_mut() = Version::HTTP_2;
     let authority = match req.headers_mut().remove(HOST) {
@@ -335,17 +369,17 @@ fn to_http2(
 
 /// The innermost service of every route stack: forwards to the route's cluster.
 #[derive(Clone)]
-pub struct UpstreamService {
+pub(crate) struct Upstream {
     cluster: Arc<Cluster>,
 }
 
-impl UpstreamService {
-    pub fn new(cluster: Arc<Cluster>) -> UpstreamService {
-        UpstreamService { cluster }
+impl Upstream {
+    pub(crate) fn new(cluster: Arc<Cluster>) -> Upstream {
+        Upstream { cluster }
     }
 }
 
-impl tower_service::Service<Request<Body>> for UpstreamService {
+impl tower_service::Service<Request<Body>> for Upstream {
     type Response = Response<Body>;
     type Error = GatewayError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;

@@ -1,16 +1,24 @@
 //! Connections to one upstream endpoint: dialing, HTTP handshakes and the idle pool.
 //!
+//! On the request path: the upstream service (`upstream/mod.rs`) takes a connection from here
+//! for every request it forwards.
+//!
 //! HTTP/1.1 connections are `hyper::client::conn` senders kept in a small LIFO stack per
 //! endpoint (the most recently used connection is the warmest and least likely to have been
 //! closed by the backend). A sender leaves the stack for exactly one exchange and comes back
 //! through [`Lease::release`] when the response body has been read to its end. HTTP/2 (h2c)
 //! endpoints share one multiplexed connection, replaced when it closes. Each connection's
 //! driver runs in its own task, spawned once per connection, never per request.
+//!
+//! The idle connections of an endpoint ([`Connections`]) are a reload-surviving resource:
+//! a reload that keeps the endpoint with the same protocol and TLS settings keeps its warm
+//! connections, whatever else changed. Generic over the request body type, so this module
+//! knows nothing of the gateway's bodies.
 
-use crate::body::Body;
 use crate::config::model::{Endpoint, PoolSettings, UpstreamProtocol};
 use crate::metrics::ClusterMetrics;
 use crate::upstream::tls::{UpstreamIo, UpstreamTls};
+use bytes::Bytes;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
@@ -23,7 +31,7 @@ use tokio::time::Instant;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connection to {endpoint} failed")]
     Io {
         endpoint: String,
@@ -46,23 +54,38 @@ pub enum ConnectError {
     },
 }
 
-struct Idle {
-    sender: http1::SendRequest<Body>,
+struct Idle<B> {
+    sender: http1::SendRequest<B>,
     since: Instant,
 }
 
+/// The open connections of one endpoint: the idle HTTP/1.1 stack and the shared HTTP/2
+/// connection.
+pub(crate) struct Connections<B> {
+    idle: Mutex<Vec<Idle<B>>>,
+    h2: Mutex<Option<http2::SendRequest<B>>>,
+}
+
+impl<B> Default for Connections<B> {
+    fn default() -> Self {
+        Connections {
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        }
+    }
+}
+
 /// The pool of one endpoint.
-pub struct EndpointPool {
-    pub endpoint: Endpoint,
+pub(crate) struct EndpointPool<B> {
+    pub(crate) endpoint: Endpoint,
     /// `host:port` as text, for logs.
-    pub label: Arc<str>,
+    pub(crate) label: Arc<str>,
     /// Resolved once when the endpoint is an IP literal; DNS names resolve per new connection.
     literal: Option<SocketAddr>,
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
     settings: PoolSettings,
-    idle: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    connections: Arc<Connections<B>>,
     metrics: Arc<ClusterMetrics>,
     /// The cluster's TLS client and the name this endpoint is verified against.
     tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
@@ -70,26 +93,74 @@ pub struct EndpointPool {
 
 /// One checked-out HTTP/1.1 connection. Dropping it without [`Lease::release`] closes it
 /// (the right thing for a connection whose response was not read to the end).
-pub struct Lease {
-    pool: Arc<EndpointPool>,
-    sender: http1::SendRequest<Body>,
+pub(crate) struct Lease<B> {
+    pool: Arc<EndpointPool<B>>,
+    sender: http1::SendRequest<B>,
 }
 
-impl Lease {
-    pub fn release(self) {
+impl<B> Lease<B> {
+    pub(crate) fn release(self) {
         self.pool.put_back(self.sender);
+    }
+
+    pub(crate) fn sender(&mut self) -> &mut http1::SendRequest<B> {
+        &mut self.sender
     }
 }
 
-impl EndpointPool {
-    pub fn new(
-        endpoint: Endpoint,
-        protocol: UpstreamProtocol,
-        connect_timeout: Duration,
-        settings: PoolSettings,
-        metrics: Arc<ClusterMetrics>,
-        tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
-    ) -> EndpointPool {
+/// Where a new pool finds its endpoint and how it connects to it.
+pub(crate) struct PoolSetup<B> {
+    pub(crate) protocol: UpstreamProtocol,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) settings: PoolSettings,
+    pub(crate) metrics: Arc<ClusterMetrics>,
+    pub(crate) tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
+    /// The endpoint's open connections, kept from the previous runtime when possible.
+    pub(crate) connections: Arc<Connections<B>>,
+}
+
+impl<B> EndpointPool<B> {
+    fn put_back(&self, sender: http1::SendRequest<B>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut stack = self
+            .connections
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if stack.len() < self.settings.max_idle_per_endpoint {
+            stack.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Whether this endpoint is reached over TLS (HTTP/2 requests then say `:scheme https`).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub(crate) fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+}
+
+impl<B> EndpointPool<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    pub(crate) fn new(endpoint: Endpoint, with: PoolSetup<B>) -> EndpointPool<B> {
+        let PoolSetup {
+            protocol,
+            connect_timeout,
+            settings,
+            metrics,
+            tls,
+            connections,
+        } = with;
         let literal = endpoint
             .host
             .parse::<IpAddr>()
@@ -102,27 +173,21 @@ impl EndpointPool {
             protocol,
             connect_timeout,
             settings,
-            idle: Mutex::new(Vec::new()),
-            h2: Mutex::new(None),
+            connections,
             metrics,
             tls,
         }
     }
 
-    /// Whether this endpoint is reached over TLS (HTTP/2 requests then say `:scheme https`).
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    pub fn protocol(&self) -> UpstreamProtocol {
-        self.protocol
-    }
-
     /// A warm HTTP/1.1 connection from the pool, if one is alive and ready.
-    pub async fn checkout_http1(self: &Arc<Self>) -> Option<Lease> {
+    pub(crate) async fn checkout_http1(self: &Arc<Self>) -> Option<Lease<B>> {
         loop {
             let idle = {
-                let mut stack = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut stack = self
+                    .connections
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 stack.pop()
             }?;
             let mut sender = idle.sender;
@@ -140,22 +205,12 @@ impl EndpointPool {
         }
     }
 
-    fn put_back(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut stack = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if stack.len() < self.settings.max_idle_per_endpoint {
-            stack.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
-
     /// A new HTTP/1.1 connection. With `upgrades`, the connection can be taken over after a
     /// `101 Switching Protocols` (WebSocket); such a connection never returns to the pool.
-    pub async fn connect_http1(self: &Arc<Self>, upgrades: bool) -> Result<Lease, ConnectError> {
+    pub(crate) async fn connect_http1(
+        self: &Arc<Self>,
+        upgrades: bool,
+    ) -> Result<Lease<B>, ConnectError> {
         let io = self.dial().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -176,9 +231,15 @@ impl EndpointPool {
     }
 
     /// The shared HTTP/2 connection, opened on first use and replaced once it has closed.
-    pub async fn http2_sender(self: &Arc<Self>) -> Result<http2::SendRequest<Body>, ConnectError> {
+    pub(crate) async fn http2_sender(
+        self: &Arc<Self>,
+    ) -> Result<http2::SendRequest<B>, ConnectError> {
         {
-            let shared = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+            let shared = self
+                .connections
+                .h2
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
                 return Ok(sender.clone());
             }
@@ -192,7 +253,11 @@ impl EndpointPool {
                 source,
             })?;
         spawn_driver(self.label.clone(), conn);
-        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+        *self
+            .connections
+            .h2
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
         Ok(sender)
     }
 
@@ -252,10 +317,4 @@ where
             tracing::debug!(upstream = %upstream, error = %error, "upstream connection ended");
         }
     });
-}
-
-impl Lease {
-    pub fn sender(&mut self) -> &mut http1::SendRequest<Body> {
-        &mut self.sender
-    }
 }

@@ -28,7 +28,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamTlsError {
+pub(crate) enum UpstreamTlsError {
     #[error(transparent)]
     Pem(#[from] PemError),
     #[error("the CA bundle cannot be used")]
@@ -40,13 +40,13 @@ pub enum UpstreamTlsError {
 }
 
 /// One cluster's TLS client.
-pub struct UpstreamTls {
+pub(crate) struct UpstreamTls {
     connector: TlsConnector,
     server_name: Option<ServerName<'static>>,
 }
 
 impl UpstreamTls {
-    pub fn new(
+    pub(crate) fn new(
         settings: &model::UpstreamTls,
         protocol: UpstreamProtocol,
     ) -> Result<UpstreamTls, UpstreamTlsError> {
@@ -88,7 +88,7 @@ impl UpstreamTls {
     }
 
     /// The name to send and verify for `endpoint`.
-    pub fn server_name_for(
+    pub(crate) fn server_name_for(
         &self,
         endpoint: &model::Endpoint,
     ) -> Result<ServerName<'static>, UpstreamTlsError> {
@@ -99,7 +99,7 @@ impl UpstreamTls {
         }
     }
 
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         name: ServerName<'static>,
         stream: TcpStream,
@@ -110,7 +110,7 @@ impl UpstreamTls {
 
 /// An upstream connection: plaintext or TLS. One enum match per poll is all the plaintext
 /// path pays.
-pub enum UpstreamIo {
+pub(crate) enum UpstreamIo {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }

@@ -8,7 +8,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
-pub fn spawn(client: OnUpgrade, backend: OnUpgrade, upstream: Arc<str>) {
+pub(super) fn spawn(client: OnUpgrade, backend: OnUpgrade, upstream: Arc<str>) {
     tokio::spawn(async move {
         let (client, backend) = match tokio::try_join!(client, backend) {
             Ok(pair) => pair,

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portico::config::reload::ReloadHandle;
 use portico::Gateway;
+use portico::ReloadHandle;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,7 +42,7 @@ pub struct TestGateway {
     pub listeners: std::collections::HashMap<String, SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub reload: ReloadHandle,
-    pub certificates: portico::server::tls::CertificateReloader,
+    pub certificates: portico::CertificateReloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -62,10 +62,7 @@ impl TestGateway {
         Self::start_config(config, Some(path)).await
     }
 
-    async fn start_config(
-        config: portico::config::model::Config,
-        path: Option<PathBuf>,
-    ) -> TestGateway {
+    async fn start_config(config: portico::Config, path: Option<PathBuf>) -> TestGateway {
         let gateway = Gateway::bind(config, path).await.expect("gateway binds");
         let addr = gateway.listeners()[0].1;
         let listeners = gateway.listeners().into_iter().collect();

@@ -1,6 +1,10 @@
 //! End-to-end tests: the real gateway on 127.0.0.1:0 in front of real backends, driven by
 //! a real HTTP client. One test binary (faster to build and link than one per file).
 
+// A test harness: its helpers are shared between its modules, and a failed test is meant to
+// panic.
+#![allow(unreachable_pub, clippy::unwrap_used)]
+
 mod common;
 
 mod admission;

@@ -2,6 +2,8 @@
 //! are the ones a user sees.
 
 use super::*;
+use crate::access_log::{AccessLogSettings, AccessLogTarget};
+use crate::config::check::header_op_name;
 use crate::config::{load_str_with_env, ConfigError};
 
 const BASE: &str = "\
@@ -97,7 +99,11 @@ fn runtime_settings() {
 
 #[test]
 fn access_log_targets() {
-    let target = |yaml: &str| ok(&format!("access_log: {yaml}\n{BASE}")).access_log;
+    let target = |yaml: &str| {
+        ok(&format!("access_log: {yaml}\n{BASE}"))
+            .sections
+            .access_log
+    };
     assert_eq!(target("{path: stderr}").target, AccessLogTarget::Stderr);
     assert_eq!(
         target("{path: /var/log/portico.log, enabled: false}"),
@@ -698,7 +704,13 @@ fn header_and_query_conditions() {
 
 #[test]
 fn strip_prefix_rules() {
-    let strip = |lines: &str| ok(&route(lines)).routes[0].strip_prefix.clone();
+    let strip = |lines: &str| {
+        ok(&route(lines)).routes[0]
+            .policies
+            .transform
+            .strip_prefix
+            .clone()
+    };
     assert_eq!(strip("    strip_prefix: /api/\n"), Some("/api".into()));
     assert_eq!(
         strip("    strip_prefix: /api\n    match: {path_prefix: /api/v1}\n"),
@@ -765,11 +777,11 @@ fn route_values() {
     ));
     let r = &config.routes[0];
     assert_eq!(
-        r.host_rewrite,
+        r.policies.transform.host_rewrite,
         Some(HeaderValue::from_static("users.internal:8080"))
     );
-    assert_eq!(r.timeout, Duration::from_millis(1500));
-    assert_eq!(r.max_body_size, 0);
+    assert_eq!(r.policies.timeout.timeout, Duration::from_millis(1500));
+    assert_eq!(r.policies.body_limit.max_body_size, 0);
 
     let cases = [
         (
@@ -815,7 +827,7 @@ fn header_operations() {
         "    request_headers:\n      set: {X-A: '1', x-b: two}\n      add: {x-c: '3'}\n      \
          remove: [x-d]\n    response_headers:\n      remove: [server]\n",
     ));
-    let ops = &config.routes[0].request_headers;
+    let ops = &config.routes[0].policies.transform.request_headers;
     assert_eq!(
         ops.set,
         [
@@ -838,7 +850,7 @@ fn header_operations() {
     );
     assert_eq!(ops.remove, [HeaderName::from_static("x-d")]);
     assert_eq!(
-        config.routes[0].response_headers.remove,
+        config.routes[0].policies.transform.response_headers.remove,
         [HeaderName::from_static("server")]
     );
 
@@ -898,14 +910,27 @@ fn header_operations() {
                 "routes[0].response_headers.set.host",
                 "`host` is a request header; it has no meaning in a response"
             ),
-            pair("routes[0].response_headers.set.trailer", &hop("trailer")),
+            pair(
+                "routes[0].response_headers.set.trailer",
+                "`trailer` announces a message's trailer fields, which only whoever sends its \
+                 body can know; it cannot be set here"
+            ),
             pair(
                 "routes[0].response_headers.set.proxy-connection",
                 &hop("proxy-connection")
             ),
         ]
     );
-    for name in HOP_BY_HOP {
+    let refused = [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        "trailer",
+    ];
+    for name in refused {
         assert!(header_op_name(name, true).is_err(), "{name}");
         assert!(
             header_op_name(&name.to_ascii_uppercase(), false).is_err(),

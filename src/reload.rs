@@ -3,30 +3,57 @@
 //!
 //! Sequence: read → parse and validate (every problem reported) → check that nothing that
 //! needs a restart changed (listeners, admin address, worker count) → build the runtime,
-//! carrying over unchanged clusters (their connection pools) and the access log writer →
-//! swap. Any failure leaves the running config untouched, is logged with every problem,
-//! and counts in `portico_config_reloads_total{outcome="failure"}`. Requests in flight keep
-//! the runtime they started with, so none fails because of a reload.
+//! carrying over the resources whose config is unchanged (endpoints' open connections, the
+//! access log writer) → swap. Any failure leaves the running config untouched, is logged
+//! with every problem, and counts in `portico_config_reloads_total{outcome="failure"}`.
+//! Requests in flight keep the runtime they started with, so none fails because of a reload.
+//!
+//! All of the work — reading the file, validating it (which reads the certificates it names),
+//! building the runtime, and at last freeing the replaced one — runs on the gateway's
+//! low-priority background thread (`lifecycle.rs`), never on an async worker: with
+//! `workers: 1`, a reload of thousands of routes would otherwise stall every connection.
 //!
 //! The file watch compares the file's *contents* at each interval: editors that replace the
 //! file, Kubernetes ConfigMap symlink swaps and changes within one mtime tick all count.
 
-use crate::config::{self, model::Config, ConfigError};
-use crate::gateway::{BuildError, Runtime, Shared};
+use crate::config::{self, Config, ConfigError};
+use crate::lifecycle::BackgroundStopped;
+use crate::runtime::{BuildError, Runtime, Shared};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{watch, Mutex};
 
+/// Why a reload was refused (the previous configuration stays in effect).
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The gateway was started without a config file.
     #[error("no config file to reload from")]
     NoFile,
+    /// The file could not be read or is not a valid config.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The change needs a restart.
     #[error("{0} cannot change on reload; restart Portico to apply it")]
     NeedsRestart(&'static str),
-    #[error(transparent)]
-    Build(#[from] BuildError),
+    /// The runtime could not be built (a CA bundle or the access log file could not be
+    /// opened).
+    #[error("cannot set up the configuration")]
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl From<BuildError> for ReloadError {
+    fn from(error: BuildError) -> ReloadError {
+        ReloadError::Build(Box::new(error))
+    }
+}
+
+impl From<BackgroundStopped> for ReloadError {
+    fn from(_: BackgroundStopped) -> ReloadError {
+        ReloadError::ShuttingDown
+    }
 }
 
 /// The outcome of the latest reload attempt, for tests and operators.
@@ -40,6 +67,7 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
 }
 
+/// Reloads the config file; shared by SIGHUP, the file watch and tests.
 #[derive(Clone)]
 pub struct ReloadHandle {
     shared: Arc<Shared>,
@@ -60,6 +88,7 @@ impl ReloadHandle {
         }
     }
 
+    /// The status of the latest attempt, updated after each one.
     pub fn subscribe(&self) -> watch::Receiver<ReloadStatus> {
         self.status.subscribe()
     }
@@ -88,39 +117,47 @@ impl ReloadHandle {
         last: &mut Option<Vec<u8>>,
         only_if_changed: bool,
     ) -> Result<bool, ReloadError> {
-        let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| ConfigError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        if only_if_changed && last.as_deref() == Some(&bytes[..]) {
-            return Ok(false);
+        let path = self.path.clone().ok_or(ReloadError::NoFile)?;
+        let previous = last.clone();
+        let shared = self.shared.clone();
+        let (outcome, read) = self
+            .shared
+            .background
+            .run(move || {
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(source) => {
+                        let error = ConfigError::Io { path, source };
+                        return (Err(ReloadError::from(error)), None);
+                    }
+                };
+                if only_if_changed && previous.as_deref() == Some(&bytes[..]) {
+                    return (Ok(None), Some(bytes));
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                let built = config::load_file_text(&text, &path)
+                    .map_err(ReloadError::from)
+                    .and_then(|config| build(&shared, config));
+                (built.map(Some), Some(bytes))
+            })
+            .await?;
+        if let Some(bytes) = read {
+            *last = Some(bytes);
         }
-        *last = Some(bytes.clone());
-        let text = String::from_utf8_lossy(&bytes);
-        let config = config::load_file_text(&text, path)?;
-        self.apply(config)?;
-        Ok(true)
+        match outcome? {
+            Some(runtime) => {
+                self.swap(runtime);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
-    /// Swap in a new, already validated config.
-    pub fn apply(&self, config: Config) -> Result<(), ReloadError> {
-        let current = self.shared.runtime.load_full();
-        let old = &current.config;
-        if old.listeners != config.listeners {
-            return Err(ReloadError::NeedsRestart("the listeners section"));
-        }
-        if old.admin != config.admin {
-            return Err(ReloadError::NeedsRestart("admin.address"));
-        }
-        if old.runtime.workers != config.runtime.workers {
-            return Err(ReloadError::NeedsRestart("runtime.workers"));
-        }
-        let runtime = Runtime::build(config, Some(&current), &self.shared.metrics)?;
-        self.shared.runtime.store(Arc::new(runtime));
-        Ok(())
+    /// Make `runtime` current. The replaced one is freed on the background thread once the
+    /// last request that started on it has finished.
+    fn swap(&self, runtime: Runtime) {
+        let replaced = self.shared.runtime.swap(Arc::new(runtime));
+        self.shared.background.release(replaced);
     }
 
     fn record<T>(&self, result: &Result<T, ReloadError>) {
@@ -147,13 +184,30 @@ impl ReloadHandle {
     }
 }
 
+/// Check that `config` can replace the current one without a restart, and build its runtime
+/// (on the background thread: this reads files).
+fn build(shared: &Shared, config: Config) -> Result<Runtime, ReloadError> {
+    let current = shared.runtime.load_full();
+    let old = &current.config;
+    if old.listeners != config.listeners {
+        return Err(ReloadError::NeedsRestart("the listeners section"));
+    }
+    if old.admin != config.admin {
+        return Err(ReloadError::NeedsRestart("admin.address"));
+    }
+    if old.runtime.workers != config.runtime.workers {
+        return Err(ReloadError::NeedsRestart("runtime.workers"));
+    }
+    Ok(Runtime::build(config, Some(&current), &shared.metrics)?)
+}
+
 /// Start the SIGHUP listener and the file watch (when there is a file and an interval).
 pub(crate) fn spawn_watchers(handle: ReloadHandle, stop: watch::Receiver<bool>) {
     if handle.path.is_none() {
         return;
     }
     let on_hangup = handle.clone();
-    crate::server::on_each_hangup("configuration", stop.clone(), move || {
+    crate::lifecycle::on_each_hangup("configuration", stop.clone(), move || {
         let handle = on_hangup.clone();
         async move {
             tracing::info!("SIGHUP received: reloading configuration");
@@ -162,7 +216,7 @@ pub(crate) fn spawn_watchers(handle: ReloadHandle, stop: watch::Receiver<bool>) 
     });
     let interval = handle.shared.runtime.load().config.runtime.watch_interval;
     if let Some(interval) = interval {
-        crate::server::on_each_tick(interval, stop, move || {
+        crate::lifecycle::on_each_tick(interval, stop, move || {
             let handle = handle.clone();
             async move { handle.reload_if_changed().await }
         });
