@@ -104,3 +104,28 @@ impl RequestContext {
         self.connection.tls.as_ref()
     }
 }
+
+/// A request context as the gateway makes it, for unit tests of layers.
+#[cfg(test)]
+pub(crate) fn test_context(peer: SocketAddr, tls: Option<TlsInfo>) -> RequestContext {
+    let listener = model::Listener {
+        name: "test".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        via: false,
+        limits: model::ListenerLimits::default(),
+        tls: None,
+        redirect_https: None,
+    };
+    RequestContext {
+        connection: Arc::new(ClientConnection {
+            listener: Arc::new(ListenerContext::new(&listener, &Metrics::default())),
+            peer,
+            peer_ip: HeaderValue::from_static("127.0.0.1"),
+            state: Arc::new(ConnState::new()),
+            tls,
+        }),
+        request_id: HeaderValue::from_static("test-request"),
+        route: "test-route".into(),
+        caller: Caller::Http,
+    }
+}

@@ -157,3 +157,58 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::test_context;
+    use crate::middleware::test_support::Below;
+    use crate::server::tls::TlsInfo;
+
+    fn tls(client_verified: bool) -> TlsInfo {
+        TlsInfo {
+            sni: Some("api.example.com".into()),
+            alpn: Some(Box::from(&b"h2"[..])),
+            tls13: true,
+            client_verified,
+            client_identity: None,
+        }
+    }
+
+    async fn call(
+        policy: AuthPolicy,
+        tls: Option<TlsInfo>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut()
+            .insert(test_context(([192, 0, 2, 1], 40000).into(), tls));
+        AuthLayer::new(&policy).layer(Below::ok()).call(req).await
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_requirement_reads_the_connections_tls_facts() {
+        let required = AuthPolicy {
+            client_certificate: true,
+        };
+        assert!(call(required, Some(tls(true))).await.is_ok());
+        for tls in [Some(tls(false)), None] {
+            let error = call(required, tls).await.expect_err("refused");
+            assert!(matches!(error, GatewayError::ClientCertificateRequired));
+        }
+        let open = AuthPolicy::default();
+        assert!(call(open, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn without_a_context_a_requirement_refuses() {
+        let mut service = AuthLayer::new(&AuthPolicy {
+            client_certificate: true,
+        })
+        .layer(Below::ok());
+        let error = service
+            .call(Request::new(Body::empty()))
+            .await
+            .expect_err("deny by default");
+        assert!(matches!(error, GatewayError::ClientCertificateRequired));
+    }
+}

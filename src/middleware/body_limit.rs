@@ -145,24 +145,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    #[derive(Clone)]
-    struct Counting(Arc<AtomicUsize>);
-
-    impl Service<Request<Body>> for Counting {
-        type Response = Response<Body>;
-        type Error = GatewayError;
-        type Future = std::future::Ready<Result<Response<Body>, GatewayError>>;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, _: Request<Body>) -> Self::Future {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            std::future::ready(Ok(Response::new(Body::empty())))
-        }
-    }
+    use crate::middleware::test_support::Below;
 
     fn request(len: u64) -> Request<Body> {
         Request::builder()
@@ -173,20 +156,20 @@ mod tests {
 
     #[tokio::test]
     async fn over_limit_is_refused_without_calling_the_backend() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut svc = BodyLimitLayer::new(&BodyLimitPolicy { max_body_size: 10 })
-            .layer(Counting(calls.clone()));
+        let below = Below::ok();
+        let mut svc =
+            BodyLimitLayer::new(&BodyLimitPolicy { max_body_size: 10 }).layer(below.clone());
         let err = svc.call(request(11)).await.expect_err("413");
         assert!(matches!(err, GatewayError::PayloadTooLarge { limit: 10 }));
-        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(below.calls(), 0);
     }
 
     #[tokio::test]
     async fn at_limit_passes() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut svc = BodyLimitLayer::new(&BodyLimitPolicy { max_body_size: 10 })
-            .layer(Counting(calls.clone()));
+        let below = Below::ok();
+        let mut svc =
+            BodyLimitLayer::new(&BodyLimitPolicy { max_body_size: 10 }).layer(below.clone());
         svc.call(request(10)).await.expect("passes");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(below.calls(), 1);
     }
 }

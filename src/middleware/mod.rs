@@ -14,5 +14,7 @@
 pub(crate) mod auth;
 pub(crate) mod body_limit;
 pub(crate) mod rescue;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub(crate) mod timeout;
 pub(crate) mod transform;

@@ -97,3 +97,107 @@ where
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::test_context;
+    use crate::middleware::test_support::Below;
+    use std::time::Duration;
+
+    /// A response decorator shaped like CORS: it stamps whatever answer comes back.
+    #[derive(Clone)]
+    struct Stamp<S>(S);
+
+    impl<S> Service<Request<Body>> for Stamp<S>
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+        S::Future: Send + 'static,
+    {
+        type Response = Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request<Body>) -> Self::Future {
+            let future = self.0.call(req);
+            Box::pin(async move {
+                let mut response = future.await?;
+                response.headers_mut().insert(
+                    "access-control-allow-origin",
+                    HeaderValue::from_static("https://app.example"),
+                );
+                Ok(response)
+            })
+        }
+    }
+
+    fn request() -> Request<Body> {
+        let mut req = Request::new(Body::empty());
+        req.extensions_mut()
+            .insert(test_context(([192, 0, 2, 7], 5555).into(), None));
+        req
+    }
+
+    #[tokio::test]
+    async fn decorators_outside_the_rescue_see_every_error_answer() {
+        let cases: [(Below, u16, &str); 4] = [
+            (
+                Below::answering(|| Err(GatewayError::NoRoute)),
+                404,
+                "route_not_found",
+            ),
+            (
+                Below::answering(|| Err(GatewayError::PayloadTooLarge { limit: 1 })),
+                413,
+                "payload_too_large",
+            ),
+            (
+                Below::answering(|| Err(GatewayError::UpstreamTimeout(Duration::from_secs(5)))),
+                504,
+                "upstream_timeout",
+            ),
+            (
+                Below::answering(|| {
+                    Err(GatewayError::UpstreamConnect {
+                        cluster: "c".into(),
+                        source: std::io::Error::other("refused"),
+                    })
+                }),
+                502,
+                "upstream_connect_failed",
+            ),
+        ];
+        for (below, status, code) in cases {
+            let mut stack = Stamp(RescueLayer.layer(below));
+            let Ok(response) = stack.call(request()).await;
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(
+                response.headers()["access-control-allow-origin"],
+                "https://app.example",
+                "{code}"
+            );
+            let body = match response.into_body() {
+                Body::Full { data: Some(data) } => data,
+                other => panic!("{code}: not a JSON body: {other:?}"),
+            };
+            let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(json["error"]["code"], code);
+            assert_eq!(json["error"]["request_id"], "test-request");
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_that_are_not_errors_pass_unchanged() {
+        let mut stack = Stamp(RescueLayer.layer(Below::ok()));
+        let Ok(response) = stack.call(request()).await;
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert!(response
+            .extensions()
+            .get::<crate::error::LocalAnswer>()
+            .is_none());
+    }
+}

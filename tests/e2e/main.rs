@@ -15,6 +15,7 @@ mod limits;
 mod protocols;
 mod reload;
 mod routing;
+mod seam;
 mod streaming;
 mod tls;
 mod upstream_errors;

@@ -5,21 +5,7 @@ use http::StatusCode;
 use std::path::Path;
 
 fn route_file(path: &Path, backend: std::net::SocketAddr, tag: &str) {
-    let yaml = format!(
-        r#"
-runtime: {{ watch_interval: 0s }}
-access_log: {{ enabled: false }}
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - {{ name: public, address: "127.0.0.1:0" }}
-clusters:
-  - {{ name: b, endpoints: ["{backend}"] }}
-routes:
-  - cluster: b
-    response_headers: {{ set: {{ x-config: "{tag}" }} }}
-"#
-    );
-    std::fs::write(path, yaml).expect("write config");
+    cluster_file(path, backend, "", tag);
 }
 
 #[tokio::test]
@@ -183,4 +169,121 @@ async fn pooled_connections_of_unchanged_clusters_survive_reloads() {
         metrics.contains("portico_upstream_connections_opened_total{cluster=\"b\"} 1"),
         "one upstream connection across three reloads:\n{metrics}"
     );
+}
+
+/// A config with cluster `b` and its extra `cluster_keys` (e.g. `, connect_timeout: 2s`), and
+/// one route to it that tags its responses with `x-config: tag`.
+fn cluster_file(path: &Path, backend: std::net::SocketAddr, cluster_keys: &str, tag: &str) {
+    let yaml = format!(
+        r#"
+runtime: {{ watch_interval: 0s }}
+access_log: {{ enabled: false }}
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: public, address: "127.0.0.1:0" }}
+clusters:
+  - {{ name: b, endpoints: ["{backend}"]{cluster_keys} }}
+routes:
+  - cluster: b
+    response_headers: {{ set: {{ x-config: "{tag}" }} }}
+"#
+    );
+    std::fs::write(path, yaml).expect("write config");
+}
+
+#[tokio::test]
+async fn open_connections_survive_a_reload_that_keeps_their_endpoint_and_protocol() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portico.yaml");
+    let backend = echo_backend("b").await;
+    cluster_file(&path, backend, ", connect_timeout: 1s", "one");
+    let gw = TestGateway::start_file(path.clone()).await;
+    let opened = "portico_upstream_connections_opened_total{cluster=\"b\"}";
+    assert_eq!(get(gw.addr, "h", "/").await.status, StatusCode::OK);
+
+    // Other settings of the cluster change: the endpoint's pooled connection stays.
+    cluster_file(
+        &path,
+        backend,
+        ", connect_timeout: 2s, pool: { max_idle_per_endpoint: 8 }",
+        "two",
+    );
+    within("a reload", gw.reload.reload())
+        .await
+        .expect("reload");
+    let reply = get(gw.addr, "h", "/").await;
+    assert_eq!(reply.headers["x-config"], "two");
+    assert_eq!(gw.metric(opened).await, 1);
+
+    // The protocol changes: connections made for HTTP/1.1 are not reused for HTTP/2.
+    cluster_file(&path, backend, ", protocol: http2", "three");
+    within("a reload", gw.reload.reload())
+        .await
+        .expect("reload");
+    let reply = get(gw.addr, "h", "/").await;
+    assert_eq!(reply.headers["x-config"], "three");
+    assert_eq!(reply.json()["version"], "HTTP/2.0");
+    assert_eq!(gw.metric(opened).await, 2);
+}
+
+/// With one async worker (this test's runtime), a reload whose files are slow to read must not
+/// hold up requests. The config file is replaced by a FIFO that delivers the new config only
+/// when the test says so; until then requests keep completing. The new config also names a
+/// CA bundle, which the reload reads and parses in the same place.
+#[tokio::test]
+async fn a_reload_waiting_on_its_files_does_not_stall_requests() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portico.yaml");
+    let backend = echo_backend("b").await;
+    route_file(&path, backend, "before");
+    let gw = TestGateway::start_file(path.clone()).await;
+
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()])
+        .expect("certificate")
+        .cert
+        .pem();
+    std::fs::write(dir.path().join("ca.pem"), ca).expect("write CA");
+    let next = std::fs::read_to_string(&path)
+        .expect("config")
+        .replace("x-config: \"before\"", "x-config: \"after\"")
+        .replace(
+            "clusters:\n",
+            "clusters:\n  - { name: slow, endpoints: [\"127.0.0.1:9\"], tls: { ca: ca.pem } }\n",
+        );
+    std::fs::remove_file(&path).expect("remove config");
+    let path_c = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("c path");
+    // SAFETY: mkfifo reads the NUL-terminated path it is given.
+    assert_eq!(unsafe { libc::mkfifo(path_c.as_ptr(), 0o600) }, 0, "mkfifo");
+    // The writer waits for the test's go-ahead, or for PATIENCE: if the reload ever blocked
+    // this runtime's one thread, the test then fails instead of hanging.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let fifo = path.clone();
+    let writer = std::thread::spawn(move || {
+        let _ = wait.recv_timeout(PATIENCE);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .expect("open the FIFO");
+        file.write_all(next.as_bytes()).expect("write the FIFO");
+    });
+
+    let handle = gw.reload.clone();
+    let reload = tokio::spawn(async move { handle.reload().await });
+    for _ in 0..20 {
+        let reply = get(gw.addr, "h", "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.headers["x-config"], "before");
+    }
+    assert!(
+        !reload.is_finished(),
+        "the reload cannot have finished: its file has not been written yet"
+    );
+    go.send(()).expect("writer waiting");
+    within("the reload", reload)
+        .await
+        .expect("joined")
+        .expect("the reload succeeds once the file is readable");
+    writer.join().expect("writer");
+    assert_eq!(get(gw.addr, "h", "/").await.headers["x-config"], "after");
 }
