@@ -1,8 +1,8 @@
 //! Admission: what a request must be before any route looks at it.
 //!
 //! On the request path: the first step of `gateway::handle` after the request id, before the
-//! router. It refuses what no route could serve safely — conflicting framing flagged by the
-//! connection guard, CONNECT, an over-long target, a missing, duplicated, malformed or
+//! router. It refuses what no route could serve safely — a head the connection guard
+//! flagged (conflicting framing, underscore look-alikes of framing headers), CONNECT, an over-long target, a missing, duplicated, malformed or
 //! contradictory host — answers a `redirect_https` listener's requests itself, normalises the
 //! path (the normalised path is both the one matched and the one forwarded, so no request
 //! reaches a backend path outside the prefix it was routed by) and asks the router for the
@@ -12,6 +12,7 @@ use crate::body::Body;
 use crate::config::model::{Listener, RedirectHttps};
 use crate::error::GatewayError;
 use crate::routing::{normalize_path, Lookup, RequestView, Router};
+use crate::server::conn_guard::HeadRefusal;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -33,13 +34,10 @@ pub(crate) fn admit<B>(
     router: &Router,
     listener: &Listener,
     mut req: Request<B>,
-    conflicting_framing: bool,
+    head_refusal: Option<HeadRefusal>,
 ) -> Result<Admitted<B>, GatewayError> {
-    if conflicting_framing {
-        return Err(GatewayError::Parser {
-            status: StatusCode::BAD_REQUEST,
-            message: "the request has both Content-Length and Transfer-Encoding",
-        });
+    if let Some(refusal) = head_refusal {
+        return Err(refusal.error());
     }
     if req.method() == Method::CONNECT {
         return Err(GatewayError::ConnectRefused);

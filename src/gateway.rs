@@ -38,7 +38,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let conflicting_framing = conn.state.request_started();
+    let head_refusal = conn.state.start_request();
     let runtime = shared.runtime.load_full();
     let request_id = shared.request_ids.take_or_generate(req.headers());
     let caller = Caller::of(req.headers());
@@ -50,12 +50,7 @@ pub(crate) async fn handle(
         runtime.access_log.as_deref(),
     );
 
-    let (response, route) = match admit(
-        &runtime.router,
-        &conn.listener.config,
-        req,
-        conflicting_framing,
-    ) {
+    let (response, route) = match admit(&runtime.router, &conn.listener.config, req, head_refusal) {
         Ok(Admitted::Route {
             route,
             request,

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::reload::{self, ReloadHandle};
 use crate::runtime::{BuildError, Runtime, Shared};
 use bytes::Bytes;
-use conn_guard::{Close, ConnState, GuardedIo, Verdict};
+use conn_guard::{Close, ConnState, GuardedIo, WatchdogDecision};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -532,7 +532,8 @@ where
     .await
 }
 
-/// The single timer of a connection (header-read and idle budgets) and its shutdown signal.
+/// The single timer of a connection (header-read and idle budgets, as documented in
+/// [`conn_guard`]) and its shutdown signal.
 async fn watchdog(
     state: Arc<ConnState>,
     context: Arc<ListenerContext>,
@@ -543,6 +544,7 @@ async fn watchdog(
     let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
     let shutdown = stopped(&mut stop);
     tokio::pin!(timer, shutdown);
+    let mut idle_close_requested = false;
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -550,14 +552,24 @@ async fn watchdog(
                 return;
             }
             _ = &mut timer => match state.check(limits.idle_timeout, limits.header_read_timeout) {
-                Verdict::Wait(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
-                Verdict::Idle => {
+                WatchdogDecision::Wait(after) => {
+                    timer.as_mut().reset(tokio::time::Instant::now() + after);
+                }
+                WatchdogDecision::Idle if idle_close_requested => {
+                    // Still open a whole idle period after the graceful close: an HTTP/2
+                    // peer that never answers the GOAWAY's PING would hold it forever.
+                    tracing::debug!(peer = %peer, "idle connection ignored its graceful close; closing");
+                    state.request_close(Close::Abort);
+                    return;
+                }
+                WatchdogDecision::Idle => {
                     context.metrics.idle_closed.fetch_add(1, Relaxed);
                     state.request_close(Close::Graceful);
+                    idle_close_requested = true;
                     // Stay: an HTTP/2 connection finishes its streams; shutdown may still come.
                     timer.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 }
-                Verdict::HeadTimeout => {
+                WatchdogDecision::HeadTimeout => {
                     context.metrics.header_timeouts.fetch_add(1, Relaxed);
                     tracing::info!(peer = %peer, "request head not received in time; closing");
                     state.request_close(Close::Abort);

@@ -10,6 +10,7 @@ mod common;
 mod admission;
 mod cli;
 mod headers;
+mod hostile_connections;
 mod lifecycle;
 mod limits;
 mod protocols;
