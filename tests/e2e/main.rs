@@ -5,6 +5,7 @@ mod common;
 
 mod admission;
 mod cli;
+mod fuzz;
 mod headers;
 mod lifecycle;
 mod limits;
