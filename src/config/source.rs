@@ -32,8 +32,8 @@ use std::fmt;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// Nesting deeper than this is refused: no sane config needs it, and the tree builder and
-/// converter recurse once per level.
+/// Nesting deeper than this (aliased copies included) is refused: no sane config needs it,
+/// and the tree builder and converter recurse once per level.
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Upper bound on nodes after alias expansion.
 pub(crate) const MAX_NODES: usize = 1_000_000;
@@ -199,6 +199,17 @@ impl Node {
             && matches!(&self.kind, NodeKind::Scalar { text, style: ScalarStyle::Plain } if text.is_empty())
     }
 
+    /// Levels from this node down to its deepest value (a scalar is 1).
+    fn height(&self) -> usize {
+        1 + match &self.kind {
+            NodeKind::Scalar { .. } => 0,
+            NodeKind::Sequence(items) => items.iter().map(Node::height).max().unwrap_or(0),
+            NodeKind::Mapping(entries) => {
+                entries.iter().map(|e| e.value.height()).max().unwrap_or(0)
+            }
+        }
+    }
+
     fn count(&self) -> usize {
         1 + match &self.kind {
             NodeKind::Scalar { .. } => 0,
@@ -212,6 +223,66 @@ impl Node {
 /// A YAML syntax error, a second document, over-deep nesting or too many nodes stop parsing
 /// and come back as the single problem.
 pub(crate) fn parse_tree(text: &str) -> Result<Option<Node>, Problem> {
+    // The scanner puts the end of the stream on a line of its own, one past the last line of
+    // a file that does not end with a line break; whatever it marks there (an error, an empty
+    // value) is placed at the end of the text instead.
+    let end = end_of_text(text);
+    match build_tree(text) {
+        Ok(mut root) => {
+            if let Some(root) = &mut root {
+                clamp_positions(root, end);
+            }
+            Ok(root)
+        }
+        Err(mut problem) => {
+            if (problem.line, problem.column) > (end.line, end.column) {
+                problem.line = end.line;
+                problem.column = end.column;
+            }
+            Err(problem)
+        }
+    }
+}
+
+fn clamp_positions(node: &mut Node, end: Pos) {
+    node.pos = node.pos.min(end);
+    match &mut node.kind {
+        NodeKind::Scalar { .. } => {}
+        NodeKind::Sequence(items) => {
+            for item in items {
+                clamp_positions(item, end);
+            }
+        }
+        NodeKind::Mapping(entries) => {
+            for entry in entries {
+                entry.key_pos = entry.key_pos.min(end);
+                clamp_positions(&mut entry.value, end);
+            }
+        }
+    }
+}
+
+/// Where the text ends, counting lines as YAML does (CRLF, CR and LF each end one).
+fn end_of_text(text: &str) -> Pos {
+    let mut end = Pos::START;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' || c == '\n' {
+            if c == '\r' && chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            end = Pos {
+                line: end.line + 1,
+                column: 1,
+            };
+        } else {
+            end.column += 1;
+        }
+    }
+    end
+}
+
+fn build_tree(text: &str) -> Result<Option<Node>, Problem> {
     let mut builder = TreeBuilder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
@@ -362,6 +433,16 @@ impl TreeBuilder<'_> {
                 let Some(original) = self.anchors.get(&id) else {
                     return Err(fatal(mark, "alias to an unknown anchor"));
                 };
+                // The copy's values sit deeper than the alias: without counting them, a chain
+                // of anchors, each aliasing the previous one further down, nests without bound.
+                if depth + original.height() > MAX_DEPTH + 1 {
+                    return Err(fatal(
+                        mark,
+                        format!(
+                            "values are nested more than {MAX_DEPTH} levels deep (through aliases)"
+                        ),
+                    ));
+                }
                 let copy = original.clone();
                 self.add_nodes(copy.count(), mark)?;
                 (copy, 0)
@@ -919,5 +1000,428 @@ mod tests {
             c.value,
             json!({"size": "0x10", "other": 16, "flag_size": true, "size2": 1.5})
         );
+    }
+
+    #[test]
+    fn the_end_of_a_file_without_a_final_line_break_is_inside_it() {
+        // The scanner marks the end of the stream at 2:1 here; there is no line 2.
+        let err = parse_tree("a: [b, ").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 8));
+        let err = parse_tree("a: 1\r\nb: [").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 5));
+        // With the line break, 2:1 exists.
+        let err = parse_tree("a: [b,\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 1));
+        // An empty value marked at the end of the stream.
+        let root = parse_tree("!!str ").unwrap().expect("a document");
+        assert_eq!(root.pos, Pos { line: 1, column: 7 });
+    }
+
+    #[test]
+    fn aliased_copies_count_towards_the_nesting_limit() {
+        let mut text = String::from("x0: &x0 1\n");
+        for i in 1..10 {
+            text.push_str(&format!("x{i}: &x{i} [[[[[[[[*x{}]]]]]]]]\n", i - 1));
+        }
+        let err = parse_tree(&text).unwrap_err();
+        assert_eq!(
+            err.message,
+            "values are nested more than 64 levels deep (through aliases)"
+        );
+        assert_eq!(err.line, 9);
+    }
+
+    use proptest::prelude::*;
+
+    /// The text's lines as YAML counts them (CRLF, CR and LF each end a line), in chars.
+    fn line_lengths(text: &str) -> Vec<usize> {
+        let mut lengths = vec![0];
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\r' | '\n' => {
+                    if c == '\r' && chars.peek() == Some(&'\n') {
+                        chars.next();
+                    }
+                    lengths.push(0);
+                }
+                _ => *lengths.last_mut().expect("one line") += 1,
+            }
+        }
+        lengths
+    }
+
+    /// A position points into the text: at a character of an existing line, or just past its
+    /// end.
+    fn assert_within(text: &str, line: usize, column: usize, what: &str) {
+        let lengths = line_lengths(text);
+        assert!(
+            line >= 1 && column >= 1,
+            "{what}: {line}:{column} in {text:?}"
+        );
+        assert!(
+            line <= lengths.len() && column <= lengths[line - 1] + 1,
+            "{what}: {line}:{column} is outside {text:?} (line lengths {lengths:?})"
+        );
+    }
+
+    /// Parse, convert, and check that every position reported lies within the text.
+    fn check_positions(text: &str) {
+        match parse_tree(text) {
+            Err(problem) => {
+                assert_within(text, problem.line, problem.column, &problem.message);
+                assert_eq!(problem.path, "");
+            }
+            Ok(root) => {
+                let env = |name: &str| (name == "SET").then(|| "value".to_string());
+                let wants = |path: &KeyPath| path.last_key() == Some("size");
+                let converted = to_json(root.as_ref(), &env, &wants);
+                for problem in &converted.problems {
+                    assert_within(text, problem.line, problem.column, &problem.message);
+                }
+                for (path, pos) in converted.map.values.iter().chain(&converted.map.keys) {
+                    assert_within(text, pos.line, pos.column, &path.to_string());
+                }
+            }
+        }
+    }
+
+    /// Pieces of YAML syntax, so random concatenations reach far more of the parser than
+    /// random bytes do.
+    fn yaml_piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a",
+            "key",
+            "b",
+            "1",
+            "-1",
+            "0x1F",
+            "1.5",
+            "~",
+            "true",
+            ":",
+            ": ",
+            " ",
+            "  ",
+            "\n",
+            "\n  ",
+            "\r\n",
+            "\r",
+            "\t",
+            "- ",
+            "-",
+            "[",
+            "]",
+            "{",
+            "}",
+            ", ",
+            ",",
+            "&a ",
+            "*a",
+            "&b ",
+            "*b",
+            "!!str ",
+            "!!int ",
+            "!!map ",
+            "!x ",
+            "!<tag:x> ",
+            "'",
+            "''",
+            "\"",
+            "\\",
+            "\\u00e9",
+            "#",
+            " # c",
+            "|",
+            "|-",
+            ">",
+            "---",
+            "...",
+            "? ",
+            "%YAML 1.2\n",
+            "%TAG ! tag:x:\n",
+            "${SET}",
+            "${UNSET}",
+            "${X:-d}",
+            "$$",
+            "\u{e9}",
+            "\u{feff}",
+            "\u{85}",
+            "\u{2028}",
+            "\0",
+            "\u{7f}",
+            "<<: ",
+            "size: ",
+            "size: 0x10",
+        ])
+    }
+
+    fn yaml_like() -> impl Strategy<Value = String> {
+        prop::collection::vec(yaml_piece(), 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    /// A piece of YAML syntax repeated many times: deep nesting, long scalars, many entries.
+    fn yaml_runs() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["[", "{", "- ", "a: ", "&a [*a, ", "'", "\n", " ", "a"]),
+            0..2000usize,
+            yaml_like(),
+        )
+            .prop_map(|(piece, count, tail)| format!("{}{tail}", piece.repeat(count)))
+    }
+
+    /// Keys as the config writes them.
+    fn key() -> impl Strategy<Value = String> {
+        "[a-z_][a-z0-9_]{0,8}"
+    }
+
+    /// A plain scalar that the core schema keeps a string.
+    fn plain_string() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9_-]{0,10}".prop_filter("resolves to a string", |s| {
+            resolve_plain(s) == json!(s.as_str())
+        })
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter_map("finite", Number::from_f64)
+                .prop_map(Value::Number),
+            plain_string().prop_map(Value::String),
+            any::<String>().prop_map(Value::String),
+        ]
+    }
+
+    /// A mapping of simple keys to scalars, lists and mappings, a few levels deep.
+    fn document() -> impl Strategy<Value = Value> {
+        let value = scalar().prop_recursive(3, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop::collection::btree_map(key(), value, 1..6)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    /// `value` with every `$` in its strings written `$$`, which substitution turns back
+    /// into one.
+    fn escape_dollars(value: &Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(s.replace('$', "$$")),
+            Value::Array(items) => Value::Array(items.iter().map(escape_dollars).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), escape_dollars(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// Block-style YAML for `value`, recording where each key and each inline value starts.
+    struct Block {
+        text: String,
+        line: usize,
+        keys: Vec<(KeyPath, Pos)>,
+        values: Vec<(KeyPath, Pos)>,
+        /// Choices for how to write null and strings, consumed in order.
+        style: u64,
+    }
+
+    impl Block {
+        fn next_style(&mut self, n: u64) -> u64 {
+            self.style = self.style.rotate_left(7) ^ 0x9e37_79b9_7f4a_7c15;
+            self.style % n
+        }
+
+        fn is_inline(value: &Value) -> bool {
+            match value {
+                Value::Array(items) => items.is_empty(),
+                Value::Object(map) => map.is_empty(),
+                _ => true,
+            }
+        }
+
+        /// The inline text of a scalar or empty collection. `in_mapping`: an empty null is
+        /// allowed (a mapping value may be left out).
+        fn inline(&mut self, value: &Value, in_mapping: bool) -> String {
+            match value {
+                Value::Null => ["~", "null", "Null", ""]
+                    [self.next_style(3 + u64::from(in_mapping)) as usize]
+                    .to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => {
+                    // `$` starts a substitution; `$$` is a literal one.
+                    let s = &s.replace('$', "$$");
+                    let plain = !s.is_empty()
+                        && s.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                        })
+                        && s.as_bytes()[0].is_ascii_lowercase()
+                        && resolve_plain(s) == json!(s.as_str());
+                    let single = s.chars().all(|c| c == ' ' || c.is_ascii_graphic());
+                    match self.next_style(3) {
+                        0 if plain => s.to_string(),
+                        1 if single => format!("'{}'", s.replace('\'', "''")),
+                        _ => serde_json::to_string(s).expect("a string"),
+                    }
+                }
+                Value::Array(_) => "[]".to_string(),
+                Value::Object(_) => "{}".to_string(),
+            }
+        }
+
+        /// `key: value` (with `key`) or `- value`, nested values on the following lines.
+        fn push_line(&mut self, indent: usize, path: &KeyPath, value: &Value, key: Option<&str>) {
+            let mut line = " ".repeat(indent);
+            if let Some(key) = key {
+                self.keys.push((
+                    path.clone(),
+                    Pos {
+                        line: self.line,
+                        column: indent + 1,
+                    },
+                ));
+                line.push_str(key);
+                line.push(':');
+            } else {
+                line.push('-');
+            }
+            if Self::is_inline(value) {
+                let text = self.inline(value, key.is_some());
+                let column = if text.is_empty() {
+                    // An empty value is placed at its key.
+                    indent + 1
+                } else {
+                    line.chars().count() + 2
+                };
+                self.values.push((
+                    path.clone(),
+                    Pos {
+                        line: self.line,
+                        column,
+                    },
+                ));
+                line.push(' ');
+                line.push_str(&text);
+                self.text.push_str(line.trim_end());
+                self.text.push('\n');
+                self.line += 1;
+            } else {
+                self.text.push_str(&line);
+                self.text.push('\n');
+                self.line += 1;
+                self.nested(value, indent + 2, path);
+            }
+        }
+
+        fn nested(&mut self, value: &Value, indent: usize, path: &KeyPath) {
+            match value {
+                Value::Object(map) => {
+                    for (key, item) in map {
+                        self.push_line(indent, &path.key(key), item, Some(key));
+                    }
+                }
+                Value::Array(items) => {
+                    for (index, item) in items.iter().enumerate() {
+                        self.push_line(indent, &path.index(index), item, None);
+                    }
+                }
+                _ => unreachable!("only collections are nested"),
+            }
+        }
+
+        fn render(value: &Value, style: u64) -> Block {
+            let mut block = Block {
+                text: String::new(),
+                line: 1,
+                keys: Vec::new(),
+                values: Vec::new(),
+                style,
+            };
+            block.nested(value, 0, &KeyPath::root());
+            block
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_positions(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            check_positions(&text);
+        }
+
+        #[test]
+        fn yaml_like_text_never_panics(text in prop_oneof![yaml_like(), yaml_runs()]) {
+            check_positions(&text);
+        }
+
+        #[test]
+        fn generated_documents_round_trip_with_positions(doc in document(), style in any::<u64>()) {
+            let block = Block::render(&doc, style);
+            let root = parse_tree(&block.text).unwrap_or_else(|p| panic!("{p:?} in\n{}", block.text));
+            let converted = to_json(root.as_ref(), &no_env, &never_text);
+            prop_assert!(converted.problems.is_empty(), "{:?}", converted.problems);
+            prop_assert_eq!(&converted.value, &doc, "{}", block.text);
+            for (path, pos) in &block.keys {
+                prop_assert_eq!(converted.map.locate_key(path), *pos, "key {} in\n{}", path, block.text);
+            }
+            for (path, pos) in &block.values {
+                prop_assert_eq!(converted.map.locate(path), *pos, "value {} in\n{}", path, block.text);
+            }
+            // JSON is YAML too (flow style, every string double-quoted).
+            let json = serde_json::to_string(&escape_dollars(&doc)).expect("json");
+            let converted = convert(&json);
+            prop_assert!(converted.problems.is_empty(), "{:?}", converted.problems);
+            prop_assert_eq!(&converted.value, &doc, "{}", json);
+        }
+
+        #[test]
+        fn alias_chains_respect_the_nesting_limit(levels in 1..300usize, nesting in 1..80usize) {
+            // `xN` nests `nesting` lists around an alias of `x(N-1)`: a short file whose
+            // values nest `1 + nesting * (levels - 1)` deep once the aliases are copied.
+            let mut text = String::from("x0: &x0 1\n");
+            for i in 1..levels {
+                let (open, close) = ("[".repeat(nesting), "]".repeat(nesting));
+                text.push_str(&format!("x{i}: &x{i} {open}*x{}{close}\n", i - 1));
+            }
+            let deepest = 1 + nesting * (levels - 1);
+            match parse_tree(&text) {
+                Ok(root) => {
+                    prop_assert!(deepest <= MAX_DEPTH, "{} levels accepted", deepest);
+                    let root = root.expect("a document");
+                    prop_assert!(root.height() <= MAX_DEPTH + 1);
+                    prop_assert!(to_json(Some(&root), &no_env, &never_text).problems.is_empty());
+                }
+                Err(problem) => {
+                    prop_assert!(deepest > MAX_DEPTH, "{}: {}", deepest, problem.message);
+                    prop_assert!(problem.message.contains("nested more than 64"), "{}", problem.message);
+                }
+            }
+        }
+
+        #[test]
+        fn numbers_resolve_as_written(int in any::<i64>(), uint in any::<u64>(), float in any::<f64>()) {
+            prop_assert_eq!(resolve_plain(&int.to_string()), json!(int));
+            prop_assert_eq!(resolve_plain(&uint.to_string()), json!(uint));
+            if let Some(number) = Number::from_f64(float) {
+                let expected = Value::Number(number);
+                prop_assert_eq!(&resolve_plain(&serde_json::to_string(&float).expect("json")), &expected);
+                prop_assert_eq!(&resolve_plain(&format!("{float:e}")), &expected);
+            }
+        }
     }
 }

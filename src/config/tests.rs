@@ -266,7 +266,7 @@ fn invalid_config_display_lists_every_problem_with_its_origin() {
     let err = load_str_with_env("a: [", "portico.yaml", &no_env).unwrap_err();
     let text = err.to_string();
     assert!(
-        text.starts_with("portico.yaml: 1 problem\nportico.yaml:2:1: YAML syntax error: "),
+        text.starts_with("portico.yaml: 1 problem\nportico.yaml:1:5: YAML syntax error: "),
         "{text}"
     );
 }

@@ -51,8 +51,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         text: text.to_string(),
     };
     if let Some(magnitude) = text.strip_prefix('-') {
-        // Only call it negative when the rest is a real duration; `-abc` is just malformed.
-        if parse_duration(magnitude).is_ok() {
+        // Only call it negative when the rest is a real duration; `-abc` is just malformed,
+        // and so is `--5s` (checked without recursing, so a long run of `-` cannot overflow
+        // the stack).
+        if !magnitude.starts_with('-') && parse_duration(magnitude).is_ok() {
             return Err(DurationError::Negative {
                 text: text.to_string(),
             });
@@ -350,5 +352,166 @@ mod tests {
         assert_eq!(format_size(1 << 30), "1GiB");
         assert_eq!(format_size(1500), "1500");
         assert_eq!(format_size(0), "0");
+    }
+
+    use proptest::prelude::*;
+
+    const DURATION_UNITS: [(&str, u128); 4] = [
+        ("ms", NANOS_PER_MS),
+        ("s", NANOS_PER_S),
+        ("m", 60 * NANOS_PER_S),
+        ("h", 3600 * NANOS_PER_S),
+    ];
+
+    const SIZE_UNITS: [(&str, u64); 8] = [
+        ("", 1),
+        ("B", 1),
+        ("KB", 1000),
+        ("MB", 1000 * 1000),
+        ("GB", 1000 * 1000 * 1000),
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+    ];
+
+    /// Long runs of one piece (`-`, digits, `.`) between a prefix and a unit: the shapes that
+    /// stress recursion, overflow handling and error formatting.
+    fn runs() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["", "-", "+", "5", ".5", "1", "0"]),
+            prop::sample::select(vec!["-", "9", "0", ".", "5", "-5", "9."]),
+            0..4096usize,
+            prop::sample::select(vec!["", "s", "ms", "m", "h", "B", "KiB", "GiB", "x"]),
+        )
+            .prop_map(|(head, piece, count, unit)| format!("{head}{}{unit}", piece.repeat(count)))
+    }
+
+    fn junk() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9.+ -]{0,30}(ms|s|m|h|B|KB|MB|GB|KiB|MiB|GiB|)",
+            runs(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in junk()) {
+            // Either a value within the documented range, or an error quoting the text.
+            let quoted = format!("{text:?}");
+            match parse_duration(&text) {
+                Ok(d) => prop_assert!(d <= MAX_DURATION, "{}", text),
+                Err(e) => prop_assert!(e.to_string().contains(&quoted), "{}", e),
+            }
+            if let Err(e) = parse_size(&text) {
+                prop_assert!(e.to_string().contains(&quoted), "{}", e);
+            }
+        }
+
+        #[test]
+        fn whole_durations_are_exact_or_too_long(
+            n in prop_oneof![0..=10_000u64, 0..=40_000_000_000u64, any::<u64>()],
+            unit in 0..DURATION_UNITS.len(),
+        ) {
+            let (suffix, unit_nanos) = DURATION_UNITS[unit];
+            let text = format!("{n}{suffix}");
+            let nanos = u128::from(n) * unit_nanos;
+            if nanos <= MAX_DURATION.as_nanos() {
+                let nanos = u64::try_from(nanos).expect("a year of nanoseconds fits");
+                prop_assert_eq!(parse_duration(&text), Ok(Duration::from_nanos(nanos)));
+                let negative = format!("-{text}");
+                prop_assert_eq!(
+                    parse_duration(&negative),
+                    Err(DurationError::Negative { text: negative.clone() })
+                );
+            } else {
+                prop_assert_eq!(parse_duration(&text), Err(DurationError::TooLong { text: text.clone() }));
+            }
+        }
+
+        #[test]
+        fn numbers_longer_than_any_integer_are_too_long(
+            digits in "[1-9][0-9]{19,60}",
+            fraction in "(\\.[0-9]{1,30})?",
+            unit in 0..DURATION_UNITS.len(),
+        ) {
+            let text = format!("{digits}{fraction}{}", DURATION_UNITS[unit].0);
+            prop_assert_eq!(parse_duration(&text), Err(DurationError::TooLong { text: text.clone() }));
+        }
+
+        #[test]
+        fn formatted_durations_parse_back_exactly(
+            nanos in 0..=u64::try_from(MAX_DURATION.as_nanos()).expect("fits"),
+        ) {
+            let d = Duration::from_nanos(nanos);
+            let seconds = format!("{}.{:09}s", d.as_secs(), d.subsec_nanos());
+            prop_assert_eq!(parse_duration(&seconds), Ok(d));
+            let millis = format!("{}.{:06}ms", nanos / 1_000_000, nanos % 1_000_000);
+            prop_assert_eq!(parse_duration(&millis), Ok(d));
+        }
+
+        #[test]
+        fn fractions_are_truncated_to_nanoseconds_never_rounded_up(
+            whole in 0..=10_000u64,
+            fraction in "[0-9]{1,18}",
+            unit in 0..DURATION_UNITS.len(),
+        ) {
+            let (suffix, unit_nanos) = DURATION_UNITS[unit];
+            let text = format!("{whole}.{fraction}{suffix}");
+            // The exact value is `exact / scale` nanoseconds.
+            let scale = 10u128.pow(fraction.len() as u32);
+            let exact = (u128::from(whole) * scale + fraction.parse::<u128>().expect("digits"))
+                * unit_nanos;
+            match parse_duration(&text) {
+                Ok(d) => {
+                    let got = d.as_nanos();
+                    prop_assert!(got * scale <= exact && exact < (got + 1) * scale, "{} -> {:?}", text, d);
+                }
+                Err(e) => {
+                    prop_assert_eq!(e, DurationError::TooLong { text: text.clone() });
+                    prop_assert!(exact / scale > MAX_DURATION.as_nanos(), "{}", text);
+                }
+            }
+        }
+
+        #[test]
+        fn sizes_are_exact_or_overflow_never_wrap(
+            n in prop_oneof![0..=4096u64, 0..=(1u64 << 40), any::<u64>()],
+            unit in 0..SIZE_UNITS.len(),
+        ) {
+            let (suffix, factor) = SIZE_UNITS[unit];
+            let text = format!("{n}{suffix}");
+            match n.checked_mul(factor) {
+                Some(bytes) => {
+                    prop_assert_eq!(parse_size(&text), Ok(bytes));
+                    // And its formatted form means the same number of bytes.
+                    prop_assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
+                }
+                None => prop_assert_eq!(parse_size(&text), Err(SizeError::Overflow { text: text.clone() })),
+            }
+        }
+
+        #[test]
+        fn numbers_longer_than_u64_overflow(
+            digits in "[1-9][0-9]{20,60}",
+            unit in 0..SIZE_UNITS.len(),
+        ) {
+            let text = format!("{digits}{}", SIZE_UNITS[unit].0);
+            prop_assert_eq!(parse_size(&text), Err(SizeError::Overflow { text: text.clone() }));
+        }
+
+        #[test]
+        fn format_size_round_trips(
+            bytes in prop_oneof![any::<u64>(), (any::<u64>(), 1..=3u32).prop_map(|(n, k)| n << (10 * k))],
+        ) {
+            let text = format_size(bytes);
+            prop_assert_eq!(parse_size(&text), Ok(bytes), "{}", text);
+            // The largest exact binary unit: the number in front is not a multiple of 1024
+            // unless no larger unit exists.
+            let number: u64 = text.trim_end_matches(char::is_alphabetic).parse().expect("a number");
+            prop_assert!(number % 1024 != 0 || number == 0 || text.ends_with("GiB"), "{}", text);
+        }
     }
 }

@@ -464,4 +464,118 @@ mod tests {
             }
         }
     }
+
+    /// What every path `normalize_path` accepts looks like afterwards.
+    fn check_normal_form(input: &str, out: &str) -> Result<(), TestCaseError> {
+        prop_assert!(out.starts_with('/'), "{:?} -> {:?}", input, out);
+        for bad in ["//", "/./", "/../", "\\"] {
+            prop_assert!(!out.contains(bad), "{:?} -> {:?} has {:?}", input, out, bad);
+        }
+        prop_assert!(
+            !out.ends_with("/.") && !out.ends_with("/.."),
+            "{:?} -> {:?}",
+            input,
+            out
+        );
+        prop_assert!(
+            !out.chars().any(|c| c.is_ascii_control()),
+            "{:?} -> {:?}",
+            input,
+            out
+        );
+        // Every escape is canonical: two uppercase hex digits for something that must stay
+        // escaped, so never an encoded dot (or any unreserved character), control or `\`.
+        let bytes = out.as_bytes();
+        for (i, _) in out.match_indices('%') {
+            let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
+            let value = match hex {
+                [hi, lo] => upper_hex_value(*hi)
+                    .zip(upper_hex_value(*lo))
+                    .map(|(h, l)| h << 4 | l),
+                _ => None,
+            };
+            prop_assert!(
+                value.is_some_and(|v| v >= 0x20 && v != 0x7F && v != b'\\' && !is_unreserved(v)),
+                "{:?} -> {:?}: escape at {}",
+                input,
+                out,
+                i
+            );
+        }
+        let again = normalize_path(out).map(Cow::into_owned);
+        prop_assert_eq!(again, Ok(out.to_string()), "{:?} is not idempotent", input);
+        Ok(())
+    }
+
+    /// Rule pieces mixed with arbitrary characters.
+    fn mixed_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                3 => piece().prop_map(String::from),
+                1 => any::<char>().prop_map(String::from),
+            ],
+            0..24,
+        )
+        .prop_map(|v| format!("/{}", v.concat()))
+    }
+
+    /// A prefix segment as a route would name it: no escapes, never `.` or `..`.
+    fn prefix_segment() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_~.-]{1,8}".prop_filter("not a dot segment", |s| s != "." && s != "..")
+    }
+
+    /// A request segment that is not a dot segment however it is decoded: it holds a letter.
+    /// Around the letter, anything from the rules (dots, escapes, parameters, `%2F`).
+    fn tail_segment() -> impl Strategy<Value = String> {
+        let around = || {
+            prop::collection::vec(
+                prop::sample::select(vec![
+                    ".", "..", "%2e", "%2E", "%41", "%7e", ";", ";x", "%3b", "%2F", "%2f", "%25",
+                    "~", "-", "\u{e9}", ":", "@", "a",
+                ]),
+                0..4,
+            )
+            .prop_map(|v| v.concat())
+        };
+        (around(), "[a-z]", around()).prop_map(|(a, letter, b)| format!("{a}{letter}{b}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_input_never_panics_and_comes_out_normal(
+            input in prop_oneof![any::<String>(), any::<String>().prop_map(|s| format!("/{s}")), mixed_path(), path_like()],
+        ) {
+            match normalize_path(&input) {
+                Ok(out) => check_normal_form(&input, &out)?,
+                Err(PathError::NotOriginForm) => prop_assert!(!input.starts_with('/')),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn a_path_without_dot_segments_stays_under_its_prefix(
+            prefix in prop::collection::vec(prefix_segment(), 1..4),
+            tail in prop::collection::vec((tail_segment(), prop::sample::select(vec!["/", "/", "//"])), 0..5),
+            trailing_slash in any::<bool>(),
+        ) {
+            let prefix = format!("/{}", prefix.join("/"));
+            let mut input = prefix.clone();
+            for (segment, separator) in &tail {
+                input.push_str(separator);
+                input.push_str(segment);
+            }
+            if trailing_slash {
+                input.push('/');
+            }
+            if let Ok(out) = normalize_path(&input) {
+                check_normal_form(&input, &out)?;
+                prop_assert!(
+                    *out == prefix || out.starts_with(&format!("{prefix}/")),
+                    "{:?} -> {:?} left {:?}", input, out, prefix
+                );
+            }
+        }
+    }
 }

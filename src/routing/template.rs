@@ -569,4 +569,250 @@ mod tests {
             prop_assert_eq!(got, expected);
         }
     }
+
+    fn template_like() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "/",
+            "/",
+            "{",
+            "}",
+            "=",
+            "*",
+            "**",
+            "a",
+            "id",
+            "x.y",
+            "_",
+            "1",
+            "%7e",
+            "%zz",
+            "%2F",
+            "\\",
+            ":",
+            "\u{e9}",
+            "\0",
+            "{id}",
+            "{rest=**}",
+            "{n=a/*}",
+            "{v=*}",
+            "/{",
+            "}/",
+        ]);
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(piece, 0..12).prop_map(|v| v.concat()),
+        ]
+    }
+
+    fn path_like() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "/", "/", "a", "x", "id", "%2F", "~", "\u{e9}", "..", "b/c", "//", "*", "{id}",
+        ]);
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(piece, 0..10).prop_map(|v| format!("/{}", v.concat())),
+        ]
+    }
+
+    /// One segment of a generated template and what the path has in its place.
+    #[derive(Debug, Clone)]
+    enum Part {
+        /// A literal as written in the template, and its canonical form (the path's text).
+        Literal(String, String),
+        /// `*`, `{vN}` or `{vN=*}`, and the segment in the path.
+        Single(u8, String),
+        /// `{vN=lit/*/...}`: `Some(written, canonical)` literals and `None` wildcards, and the
+        /// segments the wildcards stand for.
+        Sub(Vec<Option<(String, String)>>, Vec<String>),
+    }
+
+    /// Literal text with some characters written as escapes (`~` as `%7e` or `%7E`), as a
+    /// template author may: `(written, canonical)`.
+    fn literal() -> impl Strategy<Value = (String, String)> {
+        let piece = (
+            prop::sample::select(vec![
+                "a", "Z", "0", "-", ".", "_", "~", ":", "@", "%2F", "%C3%A9",
+            ]),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(canonical, escape, lower)| {
+                // Only unreserved characters mean the same escaped; `%3A` stays `%3A`.
+                let written = match canonical.as_bytes() {
+                    [b] if escape && !matches!(b, b':' | b'@') => format!("%{b:02X}"),
+                    _ => canonical.to_string(),
+                };
+                // Escapes may be written in lowercase hex.
+                let written = if lower && written.starts_with('%') {
+                    written.to_lowercase()
+                } else {
+                    written
+                };
+                (written, canonical.to_string())
+            });
+        prop::collection::vec(piece, 1..5)
+            .prop_map(|pieces| pieces.into_iter().unzip::<_, _, String, String>())
+            .prop_filter("not a dot segment", |(_, c)| c != "." && c != "..")
+    }
+
+    /// A non-empty path segment, as raw as a request can carry it.
+    fn value_segment() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "a", "Z", "0", "-", ".", "_", "~", "%2F", "%C3%A9", ":", "@", "\u{e9}", "*",
+            ]),
+            1..5,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    fn part() -> impl Strategy<Value = Part> {
+        prop_oneof![
+            literal().prop_map(|(w, c)| Part::Literal(w, c)),
+            (0..3u8, value_segment()).prop_map(|(style, value)| Part::Single(style, value)),
+            prop::collection::vec(prop::option::weighted(0.5, literal()), 1..4).prop_flat_map(
+                |items| {
+                    let wildcards = items.iter().filter(|i| i.is_none()).count();
+                    prop::collection::vec(value_segment(), wildcards)
+                        .prop_map(move |values| Part::Sub(items.clone(), values))
+                }
+            ),
+        ]
+    }
+
+    /// Build the template, the path that fills it in, the captures expected from it and
+    /// the literal and fixed-segment counts.
+    fn fill(
+        parts: &[Part],
+        rest: Option<(bool, Vec<String>)>,
+    ) -> (String, String, Vec<(String, String)>, usize, usize) {
+        let (mut template, mut path, mut expected) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut literals, mut segments) = (0, 0);
+        for (i, part) in parts.iter().enumerate() {
+            let name = format!("v{i}");
+            match part {
+                Part::Literal(written, canonical) => {
+                    template.push(written.clone());
+                    path.push(canonical.clone());
+                    literals += 1;
+                    segments += 1;
+                }
+                Part::Single(style, value) => {
+                    template.push(match style {
+                        0 => "*".to_string(),
+                        1 => format!("{{{name}}}"),
+                        _ => format!("{{{name}=*}}"),
+                    });
+                    path.push(value.clone());
+                    if *style != 0 {
+                        expected.push((name, value.clone()));
+                    }
+                    segments += 1;
+                }
+                Part::Sub(items, values) => {
+                    let mut values = values.iter();
+                    let (mut pattern, mut filled) = (Vec::new(), Vec::new());
+                    for item in items {
+                        match item {
+                            Some((written, canonical)) => {
+                                pattern.push(written.clone());
+                                filled.push(canonical.clone());
+                                literals += 1;
+                            }
+                            None => {
+                                pattern.push("*".to_string());
+                                filled.push(values.next().expect("a value per wildcard").clone());
+                            }
+                        }
+                        segments += 1;
+                    }
+                    template.push(format!("{{{name}={}}}", pattern.join("/")));
+                    let filled = filled.join("/");
+                    path.push(filled.clone());
+                    expected.push((name, filled));
+                }
+            }
+        }
+        if let Some((captured, rest)) = rest {
+            template.push(if captured {
+                "{rest=**}".to_string()
+            } else {
+                "**".to_string()
+            });
+            if captured {
+                expected.push(("rest".to_string(), rest.join("/")));
+            }
+            path.extend(rest);
+        }
+        (
+            format!("/{}", template.join("/")),
+            format!("/{}", path.join("/")),
+            expected,
+            literals,
+            segments,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_templates_and_paths_never_panic(template in template_like(), path in path_like()) {
+            match PathTemplate::parse(&template) {
+                Err(e) => {
+                    prop_assert!(e.offset <= template.len(), "{:?}: {}", template, e);
+                    prop_assert!(!e.to_string().is_empty());
+                }
+                Ok(tpl) => {
+                    prop_assert_eq!(tpl.as_str(), template.as_str());
+                    prop_assert!(tpl.literal_count() <= tpl.elements().len());
+                    prop_assert!(tpl.segment_count() <= tpl.elements().len());
+                    let captures = tpl.captures(&path);
+                    prop_assert_eq!(captures.is_some(), tpl.matches(&path), "{:?} {:?}", template, path);
+                    let mut names = std::collections::HashSet::new();
+                    for (name, value) in captures.unwrap_or_default() {
+                        prop_assert!(names.insert(name), "{} captured twice", name);
+                        // A slice of the path itself.
+                        let start = value.as_ptr() as usize - path.as_ptr() as usize;
+                        prop_assert!(start + value.len() <= path.len());
+                        prop_assert_eq!(&path[start..start + value.len()], value);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn generated_templates_match_their_filled_in_paths(
+            parts in prop::collection::vec(part(), 0..6),
+            rest in prop::option::of((any::<bool>(), prop::collection::vec(value_segment(), 0..4))),
+        ) {
+            let has_rest = rest.is_some();
+            let (template, path, expected, literals, segments) = fill(&parts, rest);
+            let tpl = PathTemplate::parse(&template).unwrap_or_else(|e| panic!("{template}: {e}"));
+            let got: Option<Vec<(String, String)>> = tpl
+                .captures(&path)
+                .map(|c| c.into_iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
+            prop_assert_eq!(got, Some(expected), "{} against {}", template, path);
+            prop_assert_eq!(tpl.literal_count(), literals);
+            prop_assert_eq!(tpl.segment_count(), segments);
+            if !has_rest && !parts.is_empty() {
+                // Nothing may follow the last segment, not even a slash.
+                let with_slash = format!("{path}/");
+                prop_assert!(!tpl.matches(&with_slash), "{} matched {}", template, with_slash);
+                let with_extra = format!("{path}/x");
+                prop_assert!(!tpl.matches(&with_extra), "{} matched {}", template, with_extra);
+            }
+            // Without a final `**` to take the rest, a single-segment wildcard never matches
+            // an empty segment nor one containing a slash.
+            let single = parts.iter().position(|p| matches!(p, Part::Single(..)));
+            if let (Some(i), false) = (single, has_rest) {
+                for value in ["", "x/y"] {
+                    let mut changed = parts.clone();
+                    changed[i] = Part::Single(0, value.to_string());
+                    let (_, path, ..) = fill(&changed, None);
+                    prop_assert!(!tpl.matches(&path), "{} matched {}", template, path);
+                }
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod common;
 
 mod admission;
 mod cli;
+mod fuzz;
 mod headers;
 mod hostile_connections;
 mod lifecycle;
