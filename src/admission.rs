@@ -2,20 +2,22 @@
 //!
 //! On the request path: the first step of `gateway::handle` after the request id, before the
 //! router. It refuses what no route could serve safely — a head the connection guard
-//! flagged (conflicting framing, underscore look-alikes of framing headers), CONNECT, an over-long target, a missing, duplicated, malformed or
-//! contradictory host — answers a `redirect_https` listener's requests itself, normalises the
+//! flagged (conflicting framing, underscore look-alikes of framing headers), a transfer coding
+//! other than one `chunked`, CONNECT, an over-long target, a missing, duplicated, malformed or
+//! contradictory host — applies the listener's policy for header names with underscores,
+//! answers a `redirect_https` listener's requests itself, normalises the
 //! path (the normalised path is both the one matched and the one forwarded, so no request
 //! reaches a backend path outside the prefix it was routed by) and asks the router for the
 //! route. Everything refused here is answered without route policies: no route was chosen.
 
 use crate::body::Body;
-use crate::config::model::{Listener, RedirectHttps};
+use crate::config::model::{Listener, RedirectHttps, UnderscoreHeaders};
 use crate::error::GatewayError;
 use crate::routing::{normalize_path, Lookup, RequestView, Router};
-use crate::server::conn_guard::HeadRefusal;
-use http::header::{self, HeaderValue};
+use crate::server::conn_guard::{underscore_lookalike, HeadRefusal};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 /// What admission decided for a request that was not refused.
 pub(crate) enum Admitted<B> {
@@ -42,6 +44,8 @@ pub(crate) fn admit<B>(
     if req.method() == Method::CONNECT {
         return Err(GatewayError::ConnectRefused);
     }
+    check_transfer_coding(req.headers())?;
+    check_header_names(req.headers_mut(), listener.headers_with_underscores)?;
     let limits = &listener.limits;
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > limits.max_uri_length {
@@ -90,6 +94,65 @@ pub(crate) fn admit<B>(
         }),
         Lookup::NotFound => Err(GatewayError::NoRoute),
     }
+}
+
+/// RFC 9112 §6.1: the one transfer coding Portico takes in a request is `chunked`, applied
+/// once. hyper decodes a final `chunked` and would pass any coding before it on, unannounced
+/// (the gateway removes `Transfer-Encoding` as hop-by-hop), so a backend would take coded
+/// bytes for plain ones: other codings are 501, `chunked` twice is malformed.
+fn check_transfer_coding(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let mut chunked = 0;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for coding in value.as_bytes().split(|b| *b == b',') {
+            // A coding's parameters (`;name=value`) do not change which coding it is.
+            let name = coding.split(|b| *b == b';').next().unwrap_or_default();
+            let name = name.trim_ascii();
+            if name.is_empty() {
+                continue;
+            }
+            if !name.eq_ignore_ascii_case(b"chunked") {
+                let coding = String::from_utf8_lossy(name).into_owned();
+                return Err(GatewayError::TransferCodingNotSupported(coding));
+            }
+            chunked += 1;
+        }
+    }
+    if chunked > 1 {
+        return Err(GatewayError::RepeatedChunkedCoding);
+    }
+    Ok(())
+}
+
+/// Header names with `_`: a look-alike of a framing or hop-by-hop header (`content_length`)
+/// is always refused — a backend or CGI layer that reads `_` as `-` would see a second
+/// framing — and any other is allowed, dropped or refused as the listener says. The
+/// connection guard refuses look-alikes in HTTP/1 heads it reads too; this covers HTTP/2 and
+/// every head hyper parses. One pass over the names; the usual request has no `_` at all.
+fn check_header_names(
+    headers: &mut HeaderMap,
+    policy: UnderscoreHeaders,
+) -> Result<(), GatewayError> {
+    let mut dropped: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let bytes = name.as_str().as_bytes();
+        if memchr::memchr(b'_', bytes).is_none() {
+            continue;
+        }
+        if let Some(twin) = underscore_lookalike(bytes) {
+            return Err(HeadRefusal::UnderscoreLookalike(twin).error());
+        }
+        match policy {
+            UnderscoreHeaders::Allow => {}
+            UnderscoreHeaders::Drop => dropped.push(name.clone()),
+            UnderscoreHeaders::Reject => {
+                return Err(GatewayError::UnderscoreHeader(name.as_str().to_string()))
+            }
+        }
+    }
+    for name in dropped {
+        headers.remove(name);
+    }
+    Ok(())
 }
 
 /// The host the request is for, with exactly one source of truth: `:authority` for HTTP/2,

@@ -9,12 +9,15 @@
 //! than a boxed trait object keeps the plain proxy path free of per-request allocations.
 
 use crate::upstream::pool::Lease;
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -121,6 +124,8 @@ pub(crate) struct ClientBody {
     deadline: Instant,
     budget: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Told when the body ends, for the route timeout; made when someone asks.
+    progress: Option<Arc<BodyProgress>>,
 }
 
 impl ClientBody {
@@ -137,12 +142,101 @@ impl ClientBody {
             deadline: started + budget,
             budget,
             timer: None,
+            progress: None,
         }
     }
 
     /// Lower the size limit (a route's limit applied after the body was wrapped).
     pub(crate) fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
+    }
+
+    /// Follow this body: whether it has been received whole, and whether it is waiting for the
+    /// client. The route timeout starts counting only once the request is complete.
+    pub(crate) fn progress(&mut self) -> Arc<BodyProgress> {
+        let (deadline, budget) = (self.deadline, self.budget);
+        self.progress
+            .get_or_insert_with(|| Arc::new(BodyProgress::new(deadline, budget)))
+            .clone()
+    }
+
+    fn note(&self, event: BodyEvent) {
+        if let Some(progress) = &self.progress {
+            progress.note(event);
+        }
+    }
+}
+
+enum BodyEvent {
+    /// The client has not sent the next bytes yet.
+    WaitingForClient,
+    /// Bytes arrived.
+    Received,
+    /// The body has ended (whole, or failed).
+    Ended,
+}
+
+/// How far a client's request body has got: shared by the body (which reports) and the route
+/// timeout (which waits for the end before it starts counting the upstream's time).
+pub(crate) struct BodyProgress {
+    /// The body's own budget ends here (the request's start plus `request_body_timeout`).
+    deadline: Instant,
+    budget: Duration,
+    ended: AtomicBool,
+    waiting_for_client: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl BodyProgress {
+    fn new(deadline: Instant, budget: Duration) -> BodyProgress {
+        BodyProgress {
+            deadline,
+            budget,
+            ended: AtomicBool::new(false),
+            waiting_for_client: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    fn note(&self, event: BodyEvent) {
+        match event {
+            BodyEvent::WaitingForClient => self.waiting_for_client.store(true, Relaxed),
+            BodyEvent::Received => self.waiting_for_client.store(false, Relaxed),
+            BodyEvent::Ended => {
+                self.waiting_for_client.store(false, Relaxed);
+                self.ended.store(true, Release);
+                self.waker.wake();
+            }
+        }
+    }
+
+    /// When the body's own budget runs out.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The body's budget (`request_body_timeout`).
+    pub(crate) fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Ready once the body has ended; until then the task is woken when it does.
+    pub(crate) fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ended.load(Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.ended.load(Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether the body was, when last read, waiting for the client to send more (as opposed
+    /// to not being read at all, which is the upstream not taking it).
+    pub(crate) fn waiting_for_client(&self) -> bool {
+        self.waiting_for_client.load(Relaxed)
     }
 }
 
@@ -160,19 +254,33 @@ impl http_body::Body for ClientBody {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
                     if this.received > this.limit {
+                        this.note(BodyEvent::Ended);
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
                     }
                 }
+                this.note(if this.inner.is_end_stream() {
+                    BodyEvent::Ended
+                } else {
+                    BodyEvent::Received
+                });
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(BodyError::Client(err)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(err))) => {
+                this.note(BodyEvent::Ended);
+                Poll::Ready(Some(Err(BodyError::Client(err))))
+            }
+            Poll::Ready(None) => {
+                this.note(BodyEvent::Ended);
+                Poll::Ready(None)
+            }
             Poll::Pending => {
+                this.note(BodyEvent::WaitingForClient);
                 let deadline = this.deadline;
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 ready!(timer.as_mut().poll(cx));
+                this.note(BodyEvent::Ended);
                 Poll::Ready(Some(Err(BodyError::Timeout(this.budget))))
             }
         }

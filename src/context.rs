@@ -112,6 +112,7 @@ pub(crate) fn test_context(peer: SocketAddr, tls: Option<TlsInfo>) -> RequestCon
         name: "test".into(),
         address: SocketAddr::from(([127, 0, 0, 1], 0)),
         via: false,
+        headers_with_underscores: model::UnderscoreHeaders::default(),
         limits: model::ListenerLimits::default(),
         tls: None,
         redirect_https: None,

@@ -63,6 +63,7 @@ pub fn config(backends: &DemoBackends, certs: Option<&DevCerts>) -> Result<Confi
             name: "public-tls".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 8443)),
             via: true,
+            headers_with_underscores: model::UnderscoreHeaders::default(),
             limits: model::ListenerLimits::default(),
             tls: Some(model::ListenerTls {
                 certificates: vec![model::CertificateSource {

@@ -125,6 +125,14 @@ pub(crate) enum GatewayError {
     RequestBodyTimeout(Duration),
     #[error("the client stopped sending the request body")]
     ClientBodyAborted(#[source] hyper::Error),
+    #[error("the request body's chunked framing is malformed")]
+    MalformedRequestBody(#[source] hyper::Error),
+    #[error("the request applies the chunked transfer coding more than once")]
+    RepeatedChunkedCoding,
+    #[error("the transfer coding {0:?} is not supported; only chunked is")]
+    TransferCodingNotSupported(String),
+    #[error("the header {0:?} has an underscore in its name, which this listener refuses")]
+    UnderscoreHeader(String),
     #[error("could not connect to any endpoint of cluster {cluster}")]
     UpstreamConnect {
         cluster: String,
@@ -139,6 +147,8 @@ pub(crate) enum GatewayError {
     UpstreamProtocol(#[source] hyper::Error),
     #[error("HTTP handshake with the upstream failed")]
     UpstreamHandshake(#[source] hyper::Error),
+    #[error("the upstream's response has ambiguous framing ({0})")]
+    UpstreamBadResponse(&'static str),
     #[error("TLS with an endpoint of cluster {cluster} failed (certificate not trusted, wrong name, or no common protocol)")]
     UpstreamTls {
         cluster: String,
@@ -248,6 +258,27 @@ impl GatewayError {
                 Client,
                 Info,
             ),
+            MalformedRequestBody(_) | RepeatedChunkedCoding => (
+                StatusCode::BAD_REQUEST,
+                "bad_request_framing",
+                G::Internal,
+                Client,
+                Info,
+            ),
+            TransferCodingNotSupported(_) => (
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer_coding_not_supported",
+                G::Unimplemented,
+                Client,
+                Info,
+            ),
+            UnderscoreHeader(_) => (
+                StatusCode::BAD_REQUEST,
+                "header_name_with_underscore",
+                G::Internal,
+                Client,
+                Info,
+            ),
             ClientBodyAborted(_) => (
                 StatusCode::BAD_REQUEST,
                 "client_body_aborted",
@@ -279,6 +310,13 @@ impl GatewayError {
             UpstreamProtocol(_) => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_protocol_error",
+                G::Unavailable,
+                Upstream,
+                Warn,
+            ),
+            UpstreamBadResponse(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_bad_response",
                 G::Unavailable,
                 Upstream,
                 Warn,
@@ -351,8 +389,14 @@ impl GatewayError {
                 | GatewayError::ConnectRefused
                 | GatewayError::RequestBodyTimeout(_)
                 | GatewayError::ClientBodyAborted(_)
+                | GatewayError::MalformedRequestBody(_)
+                | GatewayError::RepeatedChunkedCoding
+                | GatewayError::TransferCodingNotSupported(_)
                 | GatewayError::Parser { .. }
                 | GatewayError::PlainHttpToTlsPort
+                | GatewayError::DuplicateHost
+                | GatewayError::InvalidHost(_)
+                | GatewayError::AuthorityMismatch { .. }
         )
     }
 
@@ -454,6 +498,9 @@ impl GatewayError {
         match find_body_error(&err) {
             Some(BodyError::TooLarge { limit }) => GatewayError::PayloadTooLarge { limit: *limit },
             Some(BodyError::Timeout(d)) => GatewayError::RequestBodyTimeout(*d),
+            Some(BodyError::Client(cause)) if is_malformed(cause) => {
+                GatewayError::MalformedRequestBody(err)
+            }
             Some(BodyError::Client(_)) => GatewayError::ClientBodyAborted(err),
             Some(BodyError::Upstream(_)) | None => GatewayError::UpstreamProtocol(err),
         }
@@ -469,6 +516,23 @@ fn find_body_error(err: &hyper::Error) -> Option<&BodyError> {
         cause = current.source();
     }
     None
+}
+
+/// hyper reports a body whose framing does not parse (a bad chunk size, a chunk not followed
+/// by CRLF) with an I/O error of kind `InvalidInput` or `InvalidData`, and a client that went
+/// away with `UnexpectedEof`.
+fn is_malformed(err: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn parser_code(status: StatusCode) -> &'static str {

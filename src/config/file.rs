@@ -8,7 +8,7 @@
 //! what the admin `/config` endpoint dumps (with secrets redacted). The keys concerns own
 //! (route policies, concern sections) are declared in the concerns' modules.
 
-use super::model::{ClientAuthMode, TlsVersion, UnknownSni, UpstreamProtocol};
+use super::model::{ClientAuthMode, TlsVersion, UnderscoreHeaders, UnknownSni, UpstreamProtocol};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -37,6 +37,8 @@ pub(crate) struct ListenerFile {
     pub(crate) address: String,
     /// Add `Via: <version> portico` to forwarded requests and responses. Default `false`.
     pub(crate) via: Option<bool>,
+    /// `allow`, `drop` (default) or `reject` request headers whose names contain `_`.
+    pub(crate) headers_with_underscores: Option<UnderscoreHeaders>,
     #[serde(default)]
     pub(crate) limits: ListenerLimitsFile,
     /// Terminate TLS on this listener. Absent = plaintext HTTP.

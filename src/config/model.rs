@@ -33,6 +33,7 @@ pub(crate) struct Listener {
     pub(crate) name: String,
     pub(crate) address: SocketAddr,
     pub(crate) via: bool,
+    pub(crate) headers_with_underscores: UnderscoreHeaders,
     pub(crate) limits: ListenerLimits,
     pub(crate) tls: Option<ListenerTls>,
     pub(crate) redirect_https: Option<RedirectHttps>,
@@ -57,6 +58,21 @@ pub(crate) struct CertificateSource {
     pub(crate) key: PathBuf,
     /// Lowercase; `*.example.com` for wildcards. Empty = the certificate's DNS SANs.
     pub(crate) server_names: Vec<String>,
+}
+
+/// What a listener does with request headers whose names contain `_` (Envoy's
+/// `headers_with_underscores_action`). Look-alikes of framing and hop-by-hop headers
+/// (`transfer_encoding`, `content_length`, …) are refused whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum UnderscoreHeaders {
+    /// Forward them.
+    Allow,
+    /// Remove them before routing (what NGINX does by default): a backend or CGI layer that
+    /// reads `_` as `-` cannot be made to see a header the gateway did not.
+    #[default]
+    Drop,
+    /// Answer 400.
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,3 +356,16 @@ impl Keyword for ClientAuthMode {
     }
 }
 keyword_serde!(ClientAuthMode);
+
+impl Keyword for UnderscoreHeaders {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("allow", UnderscoreHeaders::Allow),
+        ("drop", UnderscoreHeaders::Drop),
+        ("reject", UnderscoreHeaders::Reject),
+    ];
+
+    fn unknown(word: &str) -> String {
+        format!("unknown value {word:?}: expected allow, drop or reject")
+    }
+}
+keyword_serde!(UnderscoreHeaders);

@@ -243,6 +243,7 @@ impl Validator<'_> {
                         name: file.name.clone(),
                         address,
                         via: file.via.unwrap_or(false),
+                        headers_with_underscores: file.headers_with_underscores.unwrap_or_default(),
                         limits,
                         tls,
                         redirect_https,

@@ -3,12 +3,17 @@
 //! Sits innermost, just before the upstream, so that it measures the upstream and nothing
 //! the gateway does first (auth, transforms).
 //!
-//! Bounds the time from handing the request to the upstream until its response head
-//! arrives — connecting, sending the body and the backend's think time included. A response
+//! It bounds the upstream's answer: from the moment the request has been received whole —
+//! its body's last byte in, or at once for a request without a body — until the response
+//! head arrives. A client that is slow to send its body is not the upstream's fault: as in
+//! Envoy, the route timeout starts only once the body is complete, and until then the
+//! listener's `request_body_timeout` applies (408 for a client still sending when it runs out;
+//! 504 if the client had sent what it had and the upstream was not reading it). A response
 //! body that is already streaming is not cut by it: long downloads stay possible, and a
-//! stalled backend mid-body is ended by the connection's own failure handling instead.
+//! stalled backend mid-body is ended by the connection's own failure handling instead. One
+//! timer per request covers both budgets.
 
-use crate::body::Body;
+use crate::body::{Body, BodyProgress};
 use crate::config::check::{Description, RouteCheck, RoutePolicy};
 use crate::error::GatewayError;
 use http::{Request, Response};
@@ -16,8 +21,10 @@ use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -95,9 +102,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let (body, deadline) = match req.body_mut() {
+            // The upstream's time starts when the body is in; until then, the body's own.
+            Body::Client { body } => {
+                let progress = body.progress();
+                let deadline = progress.deadline();
+                (Some(progress), deadline)
+            }
+            _ => (None, Instant::now() + self.timeout),
+        };
         ResponseFuture {
-            inner: tokio::time::timeout(self.timeout, self.inner.call(req)),
+            inner: self.inner.call(req),
+            timer: tokio::time::sleep_until(deadline),
+            body,
             timeout: self.timeout,
         }
     }
@@ -106,7 +124,12 @@ where
 pin_project! {
     pub(crate) struct ResponseFuture<F> {
         #[pin]
-        inner: tokio::time::Timeout<F>,
+        inner: F,
+        // The body's deadline while the body is coming in, the upstream's after.
+        #[pin]
+        timer: Sleep,
+        // The request body still coming in, if any.
+        body: Option<Arc<BodyProgress>>,
         timeout: Duration,
     }
 }
@@ -118,12 +141,29 @@ where
     type Output = Result<Response<Body>, GatewayError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.poll(cx) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
-            Poll::Ready(Err(_elapsed)) => {
-                Poll::Ready(Err(GatewayError::UpstreamTimeout(*this.timeout)))
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let Some(body) = this.body {
+            if body.poll_ended(cx).is_ready() {
+                // The request is complete: from now on the upstream's time counts.
+                this.timer.as_mut().reset(Instant::now() + *this.timeout);
+                *this.body = None;
+            } else if this.timer.as_mut().poll(cx).is_ready() {
+                // The body's budget ran out. If the client was the one holding it up, the
+                // body itself reports 408 as well; answer for whichever side stalled.
+                return Poll::Ready(Err(if body.waiting_for_client() {
+                    GatewayError::RequestBodyTimeout(body.budget())
+                } else {
+                    GatewayError::UpstreamTimeout(*this.timeout)
+                }));
+            } else {
+                return Poll::Pending;
             }
+        }
+        match this.timer.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(GatewayError::UpstreamTimeout(*this.timeout))),
             Poll::Pending => Poll::Pending,
         }
     }

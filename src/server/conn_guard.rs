@@ -597,7 +597,7 @@ impl HeadScan {
 
 /// If `name` contains `_` and, reading `_` as `-`, equals a protected header name
 /// (ignoring case), that name.
-fn underscore_lookalike(name: &[u8]) -> Option<&'static str> {
+pub(crate) fn underscore_lookalike(name: &[u8]) -> Option<&'static str> {
     if name.len() > LONGEST_PROTECTED_NAME || memchr::memchr(b'_', name).is_none() {
         return None;
     }

@@ -25,7 +25,7 @@ use crate::forwarding::strip_hop_by_hop;
 use crate::metrics::Metrics;
 use crate::resources::ResourceCarry;
 use balance::{Balancer, RoundRobin, Selection};
-use http::header::{HeaderValue, CONNECTION, HOST};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -50,6 +50,8 @@ struct ConnectionIdentity {
 
 pub(crate) struct Cluster {
     name: Arc<str>,
+    /// The Host sent for requests that came without one.
+    host: HeaderValue,
     protocol: model::UpstreamProtocol,
     connect_timeout: std::time::Duration,
     endpoints: Vec<Arc<EndpointPool<Body>>>,
@@ -98,6 +100,8 @@ impl Cluster {
             )));
         }
         Ok(Cluster {
+            host: HeaderValue::from_str(&config.name)
+                .unwrap_or_else(|_| HeaderValue::from_static("upstream")),
             name: config.name.as_str().into(),
             protocol: config.protocol,
             connect_timeout: config.connect_timeout,
@@ -118,13 +122,13 @@ impl Cluster {
             return Box::pin(self.send_other(req, upgrade)).await;
         }
         // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
-        let mut req = to_http1(req);
+        let mut req = to_http1(req, &self.host);
         let mut last_error = None;
         for index in self.balancer.order(self.endpoints.len()) {
             let endpoint = &self.endpoints[index];
             if let Some(mut lease) = endpoint.checkout_http1().await {
                 match lease.sender().try_send_request(req).await {
-                    Ok(response) => return Ok(wrap(response, Some(lease), endpoint)),
+                    Ok(response) => return wrap(response, Some(lease), endpoint),
                     // The pooled connection closed before our request went out: use a new one.
                     Err(mut error) => match error.take_message() {
                         Some(request) => req = request,
@@ -210,7 +214,7 @@ impl Cluster {
             Err(error) => return Attempt::NotSent(req, error),
         };
         match lease.sender().try_send_request(req).await {
-            Ok(response) => Attempt::Done(Ok(wrap(response, Some(lease), endpoint))),
+            Ok(response) => Attempt::Done(wrap(response, Some(lease), endpoint)),
             Err(mut error) => match error.take_message() {
                 // Closed right after the handshake, before anything was written.
                 Some(request) => Attempt::NotSent(
@@ -231,7 +235,7 @@ impl Cluster {
         req: Request<Body>,
         client_side: DownstreamUpgrade,
     ) -> Attempt {
-        let req = to_http1(req);
+        let req = to_http1(req, &self.host);
         let mut lease = match endpoint.connect_http1(true).await {
             Ok(lease) => lease,
             Err(error) => return Attempt::NotSent(req, error),
@@ -243,7 +247,7 @@ impl Cluster {
                     tunnel::spawn(client_side.0, backend_side, endpoint.label.clone());
                 }
                 // Never pooled: after a 101 the connection belongs to the tunnel.
-                Attempt::Done(Ok(wrap(response, None, endpoint)))
+                Attempt::Done(wrap(response, None, endpoint))
             }
             Err(error) => Attempt::Done(Err(GatewayError::from_upstream_send(error))),
         }
@@ -264,7 +268,7 @@ impl Cluster {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Attempt::Done(Ok(wrap(response, None, endpoint))),
+                Ok(response) => return Attempt::Done(wrap(response, None, endpoint)),
                 Err(mut error) => match error.take_message() {
                     Some(request) => req = request,
                     None => {
@@ -297,14 +301,20 @@ enum Attempt {
     NotSent(Request<Body>, ConnectError),
 }
 
-/// The upstream's response as the gateway passes it on: its hop-by-hop headers removed
-/// (for a protocol switch, `Upgrade` kept and `Connection: upgrade` restated), its body
-/// streaming and handing the connection back to the pool when it ends.
+/// The upstream's response as the gateway passes it on: refused if its framing is ambiguous,
+/// in the gateway's own HTTP version (an intermediary speaks for itself, RFC 9110 §6.2; each
+/// side's keep-alive is its connection's business), its hop-by-hop headers removed (for a
+/// protocol switch, `Upgrade` kept and `Connection: upgrade` restated), its body streaming
+/// and handing the connection back to the pool when it ends.
 fn wrap(
     mut response: Response<Incoming>,
     lease: Option<Lease<Body>>,
     endpoint: &Arc<EndpointPool<Body>>,
-) -> Response<Body> {
+) -> Result<Response<Body>, GatewayError> {
+    // On refusal the lease is dropped, which closes the connection: whatever follows on it
+    // cannot be trusted either.
+    check_framing(response.headers())?;
+    *response.version_mut() = Version::HTTP_11;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(response.headers_mut(), upgraded);
     if upgraded {
@@ -313,14 +323,41 @@ fn wrap(
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let label = endpoint.label.clone();
-    response.map(|incoming| Body::Upstream {
+    Ok(response.map(|incoming| Body::Upstream {
         body: UpstreamBody::new(incoming, lease, label),
-    })
+    }))
+}
+
+/// RFC 9112 §6.3: a response with both `Transfer-Encoding` and `Content-Length` (hyper
+/// decodes it by the former) or with more than one `Content-Length` line is a smuggling or
+/// splitting attempt as often as a bug. Relaying it would hand the client a length that
+/// does not describe the body, so it is refused with a 502 instead.
+fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    if lengths.next().is_some() {
+        if lengths.next().is_some() {
+            return Err(GatewayError::UpstreamBadResponse(
+                "more than one Content-Length",
+            ));
+        }
+        if headers.contains_key(TRANSFER_ENCODING) {
+            return Err(GatewayError::UpstreamBadResponse(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// HTTP/1.1 upstreams get origin-form targets (`/path?query`) and version 1.1, whatever the
-/// client spoke.
-fn to_http1(mut req: Request<Body>) -> Request<Body> {
+/// client spoke — and a Host, which HTTP/1.1 requires: a request that came without one (an
+/// HTTP/1.0 client's) gets the cluster's name, as NGINX sends its upstream's name.
+fn to_http1(mut req: Request<Body>, cluster_host: &HeaderValue) -> Request<Body> {
+    // An HTTP/1.1 request always has a Host by now (admission refuses one without); only
+    // HTTP/1.0 and HTTP/2 requests may come without.
+    if req.version() != Version::HTTP_11 && !req.headers().contains_key(HOST) {
+        req.headers_mut().insert(HOST, cluster_host.clone());
+    }
     *req.version_mut() = Version::HTTP_11;
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let path = req

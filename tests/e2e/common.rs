@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -356,4 +356,52 @@ pub fn config(clusters_and_routes: &str) -> String {
 /// `GET /metrics` from the admin listener.
 pub async fn metrics(admin: SocketAddr) -> String {
     get(admin, "admin", "/metrics").await.text()
+}
+
+/// Everything a backend received, on every connection, in arrival order.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<Vec<u8>>>);
+
+impl Recorder {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("recorder")).into_owned()
+    }
+}
+
+/// A raw HTTP/1.1 backend that records every byte and answers each bodyless request head
+/// with `200 ok` (the tests only let bodyless requests through).
+pub async fn recording_backend() -> (SocketAddr, Recorder) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let recorder = Recorder::default();
+    let log = recorder.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    log.0.lock().expect("recorder").extend_from_slice(&buf[..n]);
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = find(&pending, b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, recorder)
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -12,6 +12,7 @@ mod cli;
 mod fuzz;
 mod headers;
 mod hostile_connections;
+mod hostile_requests;
 mod lifecycle;
 mod limits;
 mod protocols;

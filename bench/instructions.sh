@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, by callgrind: exact and repeatable on a busy machine.
+#
+#   bench/instructions.sh BINARY [BINARY...]     e.g. an old build and target/release/portico
+#
+# For each binary: Portico (one worker, access log off, scenario (a)'s config) runs under
+# `valgrind --tool=callgrind` in front of an NGINX origin, serves `h2load --h1 -c 4` a fixed
+# number of GETs, and is stopped with SIGTERM. Two runs, 1,000 and 5,000 requests; the
+# difference of their instruction totals divided by 4,000 cancels start-up and shutdown. The
+# figure counts Portico's own user-space instructions (all threads), not the kernel's work.
+# Loopback only; every process started here is stopped on exit.
+
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LIB=$ROOT/bench/tools/benchlib.py
+PORT_BASE=${BENCH_PORT_BASE:-28100}
+ORIGIN_PORT=$PORT_BASE
+PORTICO_PORT=$((PORT_BASE + 4))
+WORK=$(mktemp -d /tmp/portico-instructions.XXXXXX)
+STARTED=()
+
+cleanup() {
+  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+for tool in valgrind h2load nginx curl; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (bench/run.sh installs it)" >&2; exit 1; }
+done
+[ $# -ge 1 ] || { sed -n '2,12p' "$0"; exit 2; }
+
+wait_http() {
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" 2>/dev/null)" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "no 200 from $1" >&2
+  return 1
+}
+
+mkdir -p "$WORK/origin/tmp"
+python3 "$LIB" nginx-origin "$WORK/origin" "$ORIGIN_PORT" > "$WORK/origin/nginx.conf"
+nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" &
+STARTED+=($!)
+wait_http "http://127.0.0.1:$ORIGIN_PORT/"
+python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
+
+# instructions BINARY REQUESTS: callgrind's total for one run.
+instructions() {
+  local binary=$1 requests=$2 out=$WORK/callgrind.$RANDOM
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" run -c "$WORK/portico.yaml" \
+    --workers 1 > "$WORK/portico.log" 2>&1 &
+  local pid=$!
+  STARTED+=("$pid")
+  wait_http "http://127.0.0.1:$PORTICO_PORT/"
+  h2load --h1 -n "$requests" -c 4 "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
+  grep -q "succeeded, 0 errored" "$WORK/h2load.log" || { cat "$WORK/h2load.log" >&2; exit 1; }
+  kill -TERM "$pid"
+  wait "$pid" || true
+  # The warm-up requests of wait_http are in both runs and cancel out too.
+  awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+
+printf '%-60s %14s\n' "binary" "instr/request"
+for binary in "$@"; do
+  small=$(instructions "$binary" 1000)
+  large=$(instructions "$binary" 5000)
+  printf '%-60s %14.0f\n' "$binary" "$(echo "($large - $small) / 4000" | bc -l)"
+done
