@@ -46,7 +46,7 @@ STARTED+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/"
 python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
 
-# instructions BINARY REQUESTS: callgrind's total for one run.
+# instructions BINARY REQUESTS: callgrind's total for one run, into $TOTAL.
 instructions() {
   local binary=$1 requests=$2 out=$WORK/callgrind.$RANDOM
   valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" run -c "$WORK/portico.yaml" \
@@ -55,16 +55,16 @@ instructions() {
   STARTED+=("$pid")
   wait_http "http://127.0.0.1:$PORTICO_PORT/"
   h2load --h1 -n "$requests" -c 4 "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
-  grep -q "succeeded, 0 errored" "$WORK/h2load.log" || { cat "$WORK/h2load.log" >&2; exit 1; }
+  grep -q " 0 failed, 0 errored" "$WORK/h2load.log" || { cat "$WORK/h2load.log" >&2; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true
   # The warm-up requests of wait_http are in both runs and cancel out too.
-  awk '/^(summary|totals):/ { print $2; exit }' "$out"
+  TOTAL=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
 }
 
 printf '%-60s %14s\n' "binary" "instr/request"
 for binary in "$@"; do
-  small=$(instructions "$binary" 1000)
-  large=$(instructions "$binary" 5000)
+  instructions "$binary" 1000; small=$TOTAL
+  instructions "$binary" 5000; large=$TOTAL
   printf '%-60s %14.0f\n' "$binary" "$(echo "($large - $small) / 4000" | bc -l)"
 done

@@ -44,8 +44,9 @@ pub(crate) fn admit<B>(
     if req.method() == Method::CONNECT {
         return Err(GatewayError::ConnectRefused);
     }
-    check_transfer_coding(req.headers())?;
-    check_header_names(req.headers_mut(), listener.headers_with_underscores)?;
+    if check_header_names(req.headers_mut(), listener.headers_with_underscores)? {
+        check_transfer_coding(req.headers())?;
+    }
     let limits = &listener.limits;
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > limits.max_uri_length {
@@ -127,15 +128,18 @@ fn check_transfer_coding(headers: &HeaderMap) -> Result<(), GatewayError> {
 /// is always refused — a backend or CGI layer that reads `_` as `-` would see a second
 /// framing — and any other is allowed, dropped or refused as the listener says. The
 /// connection guard refuses look-alikes in HTTP/1 heads it reads too; this covers HTTP/2 and
-/// every head hyper parses. One pass over the names; the usual request has no `_` at all.
+/// every head hyper parses. One pass over the names (the usual request has no `_` at all);
+/// returns whether the request has a `Transfer-Encoding`.
 fn check_header_names(
     headers: &mut HeaderMap,
     policy: UnderscoreHeaders,
-) -> Result<(), GatewayError> {
+) -> Result<bool, GatewayError> {
     let mut dropped: Vec<HeaderName> = Vec::new();
+    let mut transfer_encoding = false;
     for name in headers.keys() {
         let bytes = name.as_str().as_bytes();
-        if memchr::memchr(b'_', bytes).is_none() {
+        transfer_encoding |= name == header::TRANSFER_ENCODING;
+        if !bytes.contains(&b'_') {
             continue;
         }
         if let Some(twin) = underscore_lookalike(bytes) {
@@ -152,7 +156,7 @@ fn check_header_names(
     for name in dropped {
         headers.remove(name);
     }
-    Ok(())
+    Ok(transfer_encoding)
 }
 
 /// The host the request is for, with exactly one source of truth: `:authority` for HTTP/2,
@@ -196,6 +200,19 @@ fn effective_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, GatewayErr
     }
 }
 
+/// The bytes of a host name: letters, digits, `-`, `.`, `_`, `~` (a table: this runs on every
+/// request).
+static HOST_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        byte += 1;
+    }
+    table
+};
+
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2), restricted to what a host name or an address
 /// literal needs: a name of letters, digits, `-`, `.`, `_` and `~`, or a bracketed IPv6
 /// literal, then optionally `:` and up to five digits. RFC 3986 also allows percent-escapes
@@ -218,10 +235,7 @@ fn check_host(bytes: &[u8]) -> Result<(), GatewayError> {
         },
     };
     let name_ok = name.first() == Some(&b'[')
-        || (!name.is_empty()
-            && name
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')));
+        || (!name.is_empty() && name.iter().all(|b| HOST_NAME_BYTES[usize::from(*b)]));
     let port_ok = match port.split_first() {
         None => true,
         Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),

@@ -86,6 +86,11 @@ macro_rules! route_policies {
             pub(crate) fn wants_text(path: &[Seg]) -> bool {
                 false $(|| <$policy as RoutePolicy>::wants_text(path))*
             }
+
+            /// Whether any policy's layer reads the request context.
+            pub(crate) fn reads_context(&self) -> bool {
+                false $(|| self.$field.reads_context())*
+            }
         }
     };
 }

@@ -5,7 +5,9 @@
 //! once the route is known and puts it in the request's extensions, where every layer of the
 //! route's stack can read it ([`RequestContext::of`]) without being handed anything else. A
 //! layer that learns who the caller is (auth) adds that to the request's extensions the same
-//! way, for the layers after it.
+//! way, for the layers after it. What a layer knows about its route it was given when it was
+//! built. The context is made only for routes with a policy that reads it
+//! (`RoutePolicy::reads_context`): it costs a few allocations a plain route does without.
 
 use crate::config::model::{self, Hsts};
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -23,11 +25,19 @@ pub(crate) struct ListenerContext {
     pub(crate) metrics: Arc<ListenerMetrics>,
     /// The `Strict-Transport-Security` value of a TLS listener, made once.
     pub(crate) hsts: Option<HeaderValue>,
+    /// Every header any listener forwards a verified client certificate's identity in: a
+    /// client's copies are removed on every listener.
+    pub(crate) identity_headers: Arc<[HeaderName]>,
 }
 
 impl ListenerContext {
-    pub(crate) fn new(config: &model::Listener, metrics: &Metrics) -> ListenerContext {
+    pub(crate) fn new(
+        config: &model::Listener,
+        metrics: &Metrics,
+        identity_headers: Arc<[HeaderName]>,
+    ) -> ListenerContext {
         ListenerContext {
+            identity_headers,
             name: config.name.as_str().into(),
             hsts: config
                 .tls
@@ -87,8 +97,6 @@ impl Caller {
 pub(crate) struct RequestContext {
     pub(crate) connection: Arc<ClientConnection>,
     pub(crate) request_id: HeaderValue,
-    /// The route the request was matched to.
-    pub(crate) route: Arc<str>,
     pub(crate) caller: Caller,
 }
 
@@ -119,14 +127,17 @@ pub(crate) fn test_context(peer: SocketAddr, tls: Option<TlsInfo>) -> RequestCon
     };
     RequestContext {
         connection: Arc::new(ClientConnection {
-            listener: Arc::new(ListenerContext::new(&listener, &Metrics::default())),
+            listener: Arc::new(ListenerContext::new(
+                &listener,
+                &Metrics::default(),
+                Arc::from(Vec::new()),
+            )),
             peer,
             peer_ip: HeaderValue::from_static("127.0.0.1"),
             state: Arc::new(ConnState::new()),
             tls,
         }),
         request_id: HeaderValue::from_static("test-request"),
-        route: "test-route".into(),
         caller: Caller::Http,
     }
 }

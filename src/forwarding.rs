@@ -27,16 +27,29 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// An HTTP/1.1 protocol switch (WebSocket): `Upgrade` named in `Connection`.
+/// An HTTP/1.1 protocol switch (WebSocket): `Upgrade` named in `Connection`. An upgrade to
+/// `h2c` is never one: after it, the client would speak HTTP/2 to the backend directly, every
+/// request on that connection past the router and the route's policies ("h2c smuggling").
+/// Such a request goes on as a plain HTTP/1.1 request, its `Upgrade` removed.
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+    if req.version() != Version::HTTP_11 {
+        return false;
+    }
+    let mut protocols = req.headers().get_all(header::UPGRADE).iter().peekable();
+    if protocols.peek().is_none() {
+        return false;
+    }
+    let h2c = protocols.any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+    });
+    !h2c && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         })
+    })
 }
 
 /// Clean the request's hop-by-hop headers and add the forwarding headers. `host` is the host
@@ -50,7 +63,7 @@ pub(crate) fn set_forwarding_headers<B>(
 ) {
     let version = req.version();
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
+    let _ = strip_hop_by_hop(headers, upgrade);
     // Room for the headers added below in one step, instead of growing the map twice.
     headers.reserve(4);
     if upgrade {
@@ -77,9 +90,12 @@ pub(crate) fn set_forwarding_headers<B>(
     }
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(name) = conn.listener.client_cert_header() {
-        // Whatever the client sent under this name is never trusted.
+    // Whatever a client sends under a name that carries a verified client certificate's
+    // identity is never trusted — on every listener, since routes are shared by all of them.
+    for name in conn.listener.identity_headers.iter() {
         headers.remove(name);
+    }
+    if let Some(name) = conn.listener.client_cert_header() {
         if let Some(identity) = conn
             .tls
             .as_ref()
@@ -88,12 +104,18 @@ pub(crate) fn set_forwarding_headers<B>(
             headers.insert(name.clone(), identity.clone());
         }
     }
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host. (An
-        // HTTP/1.x request with a host has it from its Host header: no lookup needed.)
-        if version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, host);
+    match host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
+            // (An HTTP/1.x request with a host has it from its Host header: no lookup needed.)
+            if version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, host);
+            }
+        }
+        // No host: nothing the client says about one is passed on as the gateway's word.
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -111,21 +133,30 @@ pub(crate) fn via_value(version: Version) -> HeaderValue {
     })
 }
 
+/// What the one pass of [`strip_hop_by_hop`] saw, before it removed anything: the framing
+/// headers a message came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    pub(crate) transfer_encoding: bool,
+    pub(crate) content_length: bool,
+}
+
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and every header the
 /// `Connection` header names. `te: trailers` survives (gRPC needs it). With `keep_upgrade`,
-/// `Upgrade` stays for a protocol switch.
+/// `Upgrade` stays for a protocol switch. Returns which framing headers were there.
 ///
 /// This runs on every request and response, so it is shaped for the common cases: one
 /// pass over the names finds which hop-by-hop headers are present (usually none, or a lone
 /// `Connection: keep-alive`), and only those are removed; the usual `Connection` tokens
 /// (`keep-alive`, `close`, `upgrade`) never allocate.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> Framing {
     const CONNECTION: u8 = 1;
     const TRANSFER_ENCODING: u8 = 2;
     const TE: u8 = 4;
     const UPGRADE: u8 = 8;
     const KEEP_ALIVE_BIT: u8 = 16;
     const PROXY_CONNECTION_BIT: u8 = 32;
+    const CONTENT_LENGTH: u8 = 64;
     // One pass over the names; the length decides cheaply whether a name can be one of
     // the six at all (measured cheaper than six hash lookups for a typical request).
     let mut present = 0u8;
@@ -136,13 +167,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             7 if name == "upgrade" => UPGRADE,
             10 if name == "connection" => CONNECTION,
             10 if name == "keep-alive" => KEEP_ALIVE_BIT,
+            14 if name == "content-length" => CONTENT_LENGTH,
             16 if name == "proxy-connection" => PROXY_CONNECTION_BIT,
             17 if name == "transfer-encoding" => TRANSFER_ENCODING,
             _ => 0,
         };
     }
-    if present == 0 {
-        return;
+    let framing = Framing {
+        transfer_encoding: present & TRANSFER_ENCODING != 0,
+        content_length: present & CONTENT_LENGTH != 0,
+    };
+    if present & !CONTENT_LENGTH == 0 {
+        return framing;
     }
     if present & CONNECTION != 0 {
         let mut named = Vec::new();
@@ -153,7 +189,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .flat_map(|v| v.split(','))
             .map(str::trim)
         {
-            // The fixed set below covers these; `close` names no header.
+            // The fixed set below covers these; `close` names no header; and the headers
+            // the request needs to be framed and routed are never removed on a client's say.
             let common = [
                 "keep-alive",
                 "close",
@@ -161,6 +198,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 "te",
                 "transfer-encoding",
                 "",
+                "host",
+                "content-length",
             ];
             if common.iter().any(|c| token.eq_ignore_ascii_case(c)) {
                 continue;
@@ -194,6 +233,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(header::TE);
         }
     }
+    framing
 }
 
 #[cfg(test)]
@@ -216,7 +256,8 @@ mod tests {
         headers.insert(header::TE, HeaderValue::from_static("gzip"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         headers.insert("x-keep", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut headers, false);
+        let framing = strip_hop_by_hop(&mut headers, false);
+        assert!(framing.transfer_encoding && !framing.content_length);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-keep"], "yes");
     }
@@ -227,7 +268,7 @@ mod tests {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        strip_hop_by_hop(&mut headers, true);
+        let _ = strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers[header::TE], "trailers");
         assert_eq!(headers[header::UPGRADE], "websocket");
         assert!(!headers.contains_key(header::CONNECTION));

@@ -7,7 +7,8 @@
 //!        admission          framing, CONNECT, target length, host, path        admission.rs
 //!                           normalisation, redirect_https — then the router
 //!        forwarding headers hop-by-hop removal, X-Forwarded-*, Via             forwarding.rs
-//!        request context    connection, TLS facts, request id, route           context.rs
+//!        request context    connection, TLS facts, request id, caller kind,    context.rs
+//!                           for routes whose policies read it
 //!        route stack        response headers → rescue → body limit → auth      stack.rs
 //!                           → request transforms → timeout → upstream
 //!        completion         X-Request-Id, HSTS, Via on every answer; metrics,  completion.rs
@@ -74,12 +75,13 @@ pub(crate) async fn handle(
                     }
                 }
             });
-            req.extensions_mut().insert(RequestContext {
-                connection: conn.clone(),
-                request_id: request_id.clone(),
-                route: entry.record.name.clone(),
-                caller,
-            });
+            if entry.context {
+                req.extensions_mut().insert(RequestContext {
+                    connection: conn.clone(),
+                    request_id: request_id.clone(),
+                    caller,
+                });
+            }
             let response = crate::stack::call(&entry.stack, req).await;
             (response, Some(route))
         }

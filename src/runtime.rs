@@ -59,6 +59,8 @@ pub(crate) struct Runtime {
 pub(crate) struct RouteEntry {
     pub(crate) record: RouteRecord,
     pub(crate) stack: RouteStack,
+    /// A policy of this route reads the request context.
+    pub(crate) context: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +104,12 @@ impl Runtime {
                     cluster: route.cluster.as_str().into(),
                     metrics: metrics.route(&route.name),
                 },
-                stack: build_route_stack(&route.policies, clusters[route.cluster_index].clone()),
+                stack: build_route_stack(
+                    &route.name,
+                    &route.policies,
+                    clusters[route.cluster_index].clone(),
+                ),
+                context: route.policies.reads_context(),
             })
             .collect();
         let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();

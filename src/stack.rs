@@ -29,14 +29,18 @@ pub(crate) type RouteStack =
     ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>;
 
 /// Compose one route's stack over its cluster.
-pub(crate) fn build_route_stack(policies: &RoutePolicies, cluster: Arc<Cluster>) -> RouteStack {
+pub(crate) fn build_route_stack(
+    route: &str,
+    policies: &RoutePolicies,
+    cluster: Arc<Cluster>,
+) -> RouteStack {
     let layers = (
         // Decorates every answer of the route — the upstream's and the gateway's own errors
         // alike — so it sits outside the rescue layer (later: CORS, rate-limit headers).
         ResponseHeadersLayer::new(&policies.transform),
         // Typed errors of every layer below become the JSON or grpc-status answer here, so the
         // decorators above see them like any other response.
-        RescueLayer,
+        RescueLayer::new(route),
         // 413 from Content-Length before anything else looks at the request, and before a
         // byte of the body is read (or a `100 Continue` invites it).
         BodyLimitLayer::new(&policies.body_limit),

@@ -35,6 +35,12 @@ pub(crate) trait RoutePolicy: Sized {
     /// The lines `portico explain` prints for a request with this (normalised) path; nothing
     /// when the policy does nothing.
     fn describe(&self, request_path: &str, out: &mut Description);
+    /// Whether this policy's layer reads the request context (`context.rs`). The gateway
+    /// puts a context in a request's extensions only for routes with such a policy, so that
+    /// a route without one pays nothing for it.
+    fn reads_context(&self) -> bool {
+        false
+    }
     /// Whether a scalar at `path` (below the route, e.g. `[max_body_size]`) is text even
     /// where YAML reads a number or a boolean (sizes, header values).
     fn wants_text(path: &[Seg]) -> bool {

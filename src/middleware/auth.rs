@@ -75,6 +75,11 @@ impl RoutePolicy for AuthPolicy {
             out.line("auth", "a verified client certificate (403 without one)");
         }
     }
+
+    /// The TLS facts of the connection are in the request context.
+    fn reads_context(&self) -> bool {
+        self.client_certificate
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -5,11 +5,12 @@
 //! refused the request (413, 403, 504, 502…) — flows back out through them. Below it, layers
 //! fail with [`GatewayError`]; above it, the stack never fails (`Error = Infallible`). The
 //! rendering itself is `error.rs`'s: JSON for HTTP callers, `grpc-status` for gRPC callers,
-//! both carrying the request id from the [`RequestContext`].
+//! both carrying the request id.
 
 use crate::body::Body;
 use crate::context::{Caller, RequestContext};
 use crate::error::GatewayError;
+use crate::request_id::X_REQUEST_ID;
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
@@ -20,20 +21,35 @@ use std::task::{ready, Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RescueLayer;
+/// The rescue layer of route `route` (named in the log line of every error it renders).
+#[derive(Debug, Clone)]
+pub(crate) struct RescueLayer {
+    route: Arc<str>,
+}
+
+impl RescueLayer {
+    pub(crate) fn new(route: &str) -> RescueLayer {
+        RescueLayer {
+            route: route.into(),
+        }
+    }
+}
 
 impl<S> Layer<S> for RescueLayer {
     type Service = Rescue<S>;
 
     fn layer(&self, inner: S) -> Rescue<S> {
-        Rescue { inner }
+        Rescue {
+            inner,
+            route: self.route.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Rescue<S> {
     inner: S,
+    route: Arc<str>,
 }
 
 impl<S> Service<Request<Body>> for Rescue<S>
@@ -52,23 +68,23 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         // What an error answer needs is taken now: the request is gone once it is passed on.
-        let (request_id, caller, route) = match RequestContext::of(&req) {
-            Some(context) => (
-                context.request_id.clone(),
-                context.caller,
-                Some(context.route.clone()),
-            ),
+        // The gateway has set the request id header; the context, where there is one, says
+        // the same.
+        let (request_id, caller) = match RequestContext::of(&req) {
+            Some(context) => (context.request_id.clone(), context.caller),
             None => (
-                HeaderValue::from_static(""),
+                req.headers()
+                    .get(&X_REQUEST_ID)
+                    .cloned()
+                    .unwrap_or_else(|| HeaderValue::from_static("")),
                 Caller::of(req.headers()),
-                None,
             ),
         };
         RescueFuture {
             inner: self.inner.call(req),
             request_id,
             caller,
-            route,
+            route: self.route.clone(),
         }
     }
 }
@@ -79,7 +95,7 @@ pin_project! {
         inner: F,
         request_id: HeaderValue,
         caller: Caller,
-        route: Option<Arc<str>>,
+        route: Arc<str>,
     }
 }
 
@@ -93,7 +109,7 @@ where
         let this = self.project();
         Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
             Ok(response) => response,
-            Err(error) => error.answer(this.request_id, *this.caller, this.route.as_deref()),
+            Err(error) => error.answer(this.request_id, *this.caller, Some(this.route)),
         }))
     }
 }
@@ -172,7 +188,7 @@ mod tests {
             ),
         ];
         for (below, status, code) in cases {
-            let mut stack = Stamp(RescueLayer.layer(below));
+            let mut stack = Stamp(RescueLayer::new("test-route").layer(below));
             let Ok(response) = stack.call(request()).await;
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(
@@ -192,7 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_that_are_not_errors_pass_unchanged() {
-        let mut stack = Stamp(RescueLayer.layer(Below::ok()));
+        let mut stack = Stamp(RescueLayer::new("test-route").layer(Below::ok()));
         let Ok(response) = stack.call(request()).await;
         assert_eq!(response.status(), http::StatusCode::OK);
         assert!(response

@@ -548,7 +548,8 @@ impl HeadScan {
             self.end_of_head();
             return;
         }
-        let Some(colon) = memchr::memchr(b':', line) else {
+        // Header names are short: a plain scan beats memchr's set-up here.
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
             return;
         };
         let name = trim_end(&line[..colon]);
@@ -598,7 +599,7 @@ impl HeadScan {
 /// If `name` contains `_` and, reading `_` as `-`, equals a protected header name
 /// (ignoring case), that name.
 pub(crate) fn underscore_lookalike(name: &[u8]) -> Option<&'static str> {
-    if name.len() > LONGEST_PROTECTED_NAME || memchr::memchr(b'_', name).is_none() {
+    if name.len() > LONGEST_PROTECTED_NAME || !name.contains(&b'_') {
         return None;
     }
     PROTECTED_NAMES.into_iter().find(|protected| {

@@ -99,6 +99,11 @@ impl Gateway {
     /// (SIGHUP and the file watch) from that file.
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, StartError> {
         let metrics = Metrics::default();
+        let identity_headers: Arc<[http::HeaderName]> = config
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref()?.client_auth.forward_header.clone())
+            .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut tls_listeners = Vec::new();
         for listener in &config.listeners {
@@ -125,7 +130,11 @@ impl Gateway {
                     source,
                 })?;
             listeners.push(BoundListener {
-                context: Arc::new(ListenerContext::new(listener, &metrics)),
+                context: Arc::new(ListenerContext::new(
+                    listener,
+                    &metrics,
+                    identity_headers.clone(),
+                )),
                 listener: bound,
                 tls,
             });

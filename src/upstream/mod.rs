@@ -21,11 +21,11 @@ mod tunnel;
 use crate::body::{Body, UpstreamBody};
 use crate::config::model;
 use crate::error::GatewayError;
-use crate::forwarding::strip_hop_by_hop;
+use crate::forwarding::{strip_hop_by_hop, Framing};
 use crate::metrics::Metrics;
 use crate::resources::ResourceCarry;
 use balance::{Balancer, RoundRobin, Selection};
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -311,12 +311,12 @@ fn wrap(
     lease: Option<Lease<Body>>,
     endpoint: &Arc<EndpointPool<Body>>,
 ) -> Result<Response<Body>, GatewayError> {
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let framing = strip_hop_by_hop(response.headers_mut(), upgraded);
     // On refusal the lease is dropped, which closes the connection: whatever follows on it
     // cannot be trusted either.
-    check_framing(response.headers())?;
+    check_framing(response.headers(), framing)?;
     *response.version_mut() = Version::HTTP_11;
-    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(response.headers_mut(), upgraded);
     if upgraded {
         response
             .headers_mut()
@@ -332,19 +332,23 @@ fn wrap(
 /// decodes it by the former) or with more than one `Content-Length` line is a smuggling or
 /// splitting attempt as often as a bug. Relaying it would hand the client a length that
 /// does not describe the body, so it is refused with a 502 instead.
-fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    if lengths.next().is_some() {
-        if lengths.next().is_some() {
-            return Err(GatewayError::UpstreamBadResponse(
-                "more than one Content-Length",
-            ));
-        }
-        if headers.contains_key(TRANSFER_ENCODING) {
-            return Err(GatewayError::UpstreamBadResponse(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
+/// `framing` is what the response came with (`Transfer-Encoding` is gone by now).
+fn check_framing(headers: &http::HeaderMap, framing: Framing) -> Result<(), GatewayError> {
+    if !framing.content_length {
+        return Ok(());
+    }
+    if framing.transfer_encoding {
+        return Err(GatewayError::UpstreamBadResponse(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    // Only a map with some name twice can have two Content-Length lines: no lookup otherwise.
+    if headers.len() != headers.keys_len()
+        && headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some()
+    {
+        return Err(GatewayError::UpstreamBadResponse(
+            "more than one Content-Length",
+        ));
     }
     Ok(())
 }

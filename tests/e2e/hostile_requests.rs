@@ -351,3 +351,52 @@ async fn a_client_slow_to_send_its_body_gets_408_not_the_upstreams_504() {
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(reply.error_code(), "upstream_timeout");
 }
+
+#[tokio::test]
+async fn a_client_cannot_strip_host_or_smuggle_an_h2c_tunnel_or_a_forwarded_host() {
+    let (backend, recorder) = recording_backend().await;
+    let gw = TestGateway::start(&gateway_config(backend, "", "")).await;
+
+    // `Connection` may name hop-by-hop headers to remove, never the Host the request is
+    // routed and framed by.
+    let answer = raw(
+        gw.addr,
+        b"GET /named HTTP/1.1\r\nHost: h\r\nConnection: host, content-length, x-drop, close\r\nX-Drop: 1\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // An upgrade to h2c would let the client talk HTTP/2 to the backend past every route:
+    // it goes on as a plain request.
+    let answer = raw(
+        gw.addr,
+        b"GET /h2c HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Without a host, a client's X-Forwarded-Host is not passed on as the gateway's word.
+    let answer = raw(
+        gw.addr,
+        b"GET /hostless HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+
+    let seen = recorder.text().to_ascii_lowercase();
+    let request = |path: &str| -> String {
+        let start = seen.find(&format!("get {path} ")).expect("forwarded");
+        let end = seen[start..]
+            .find("\r\n\r\n")
+            .map_or(seen.len(), |e| start + e);
+        seen[start..end].to_string()
+    };
+    let named = request("/named");
+    assert!(named.contains("\r\nhost: h\r\n"), "{named}");
+    assert!(!named.contains("x-drop"), "{named}");
+    let h2c = request("/h2c");
+    assert!(!h2c.contains("upgrade"), "{h2c}");
+    assert!(!h2c.contains("http2-settings"), "{h2c}");
+    let hostless = request("/hostless");
+    assert!(!hostless.contains("evil.example"), "{hostless}");
+}

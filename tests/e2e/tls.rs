@@ -593,6 +593,41 @@ async fn optional_client_certificates_are_forwarded_never_spoofed_and_gate_route
     );
 }
 
+/// Routes are shared by every listener, so the identity header a TLS listener forwards must be
+/// stripped on the others too: a plaintext client cannot hand a backend a made-up identity.
+#[tokio::test]
+async fn the_forwarded_client_identity_cannot_be_spoofed_through_another_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("client CA");
+    let ca_path = put(dir.path(), "clients.pem", &clients.pem());
+    let backend = echo_backend("b").await;
+    let yaml = single_tls_listener(
+        dir.path(),
+        &ca,
+        &format!(
+            "      client_auth: {{ mode: optional, ca: {}, forward_header: x-client-cert }}\n  \
+             - {{ name: plain, address: 127.0.0.1:0 }}\n",
+            yaml_path(&ca_path)
+        ),
+        backend,
+        "  - { cluster: b }\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let req = http::Request::get("/")
+        .header("host", "localhost")
+        .header("x-client-cert", "Subject=\"CN=admin\"")
+        .body(full(""))
+        .expect("request");
+    let reply = send(gw.listener("plain"), req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.json()["headers"].get("x-client-cert").is_none(),
+        "{}",
+        reply.text()
+    );
+}
+
 /// A TLS backend: answers with its name, the HTTP version and the SNI it was asked for.
 async fn tls_backend(name: &'static str, cert: &Issued) -> SocketAddr {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
