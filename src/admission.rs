@@ -14,30 +14,29 @@ use crate::body::Body;
 use crate::config::model::{Listener, RedirectHttps, UnderscoreHeaders};
 use crate::error::GatewayError;
 use crate::routing::{normalize_path, Lookup, RequestView, Router};
-use crate::server::conn_guard::{underscore_lookalike, HeadRefusal};
+use crate::server::conn_guard::{has_underscore, underscore_lookalike, HeadRefusal};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 /// What admission decided for a request that was not refused.
-pub(crate) enum Admitted<B> {
+pub(crate) enum Admitted {
     /// Forward through route `route`'s stack. `host` is the host it was routed by.
     Route {
         route: usize,
-        request: Request<B>,
         host: Option<HeaderValue>,
     },
     /// Answer this (a `redirect_https` listener's redirect).
     Answer(Response<Body>),
 }
 
-/// Admit and route one request.
+/// Admit and route one request (normalising its path in place).
 pub(crate) fn admit<B>(
     router: &Router,
     listener: &Listener,
-    mut req: Request<B>,
+    req: &mut Request<B>,
     head_refusal: Option<HeadRefusal>,
-) -> Result<Admitted<B>, GatewayError> {
+) -> Result<Admitted, GatewayError> {
     if let Some(refusal) = head_refusal {
         return Err(refusal.error());
     }
@@ -55,7 +54,7 @@ pub(crate) fn admit<B>(
             limit: limits.max_uri_length,
         });
     }
-    let host = effective_host(&req)?;
+    let host = effective_host(req)?;
     if let Some(redirect) = listener.redirect_https {
         return redirect_to_https(redirect, host.as_ref(), req.uri()).map(Admitted::Answer);
     }
@@ -84,11 +83,7 @@ pub(crate) fn admit<B>(
         headers: req.headers(),
     });
     match lookup {
-        Lookup::Matched(route) => Ok(Admitted::Route {
-            route,
-            request: req,
-            host,
-        }),
+        Lookup::Matched(route) => Ok(Admitted::Route { route, host }),
         Lookup::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed {
             method: req.method().clone(),
             allow,
@@ -139,7 +134,7 @@ fn check_header_names(
     for name in headers.keys() {
         let bytes = name.as_str().as_bytes();
         transfer_encoding |= name == header::TRANSFER_ENCODING;
-        if !bytes.contains(&b'_') {
+        if !has_underscore(bytes) {
             continue;
         }
         if let Some(twin) = underscore_lookalike(bytes) {

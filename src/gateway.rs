@@ -42,7 +42,6 @@ pub(crate) async fn handle(
     let head_refusal = conn.state.start_request();
     let runtime = shared.runtime.load_full();
     let request_id = shared.request_ids.take_or_generate(req.headers());
-    let caller = Caller::of(req.headers());
     let record = RequestRecord::start(
         conn.clone(),
         request_id.clone(),
@@ -51,14 +50,16 @@ pub(crate) async fn handle(
         runtime.access_log.as_deref(),
     );
 
-    let (response, route) = match admit(&runtime.router, &conn.listener.config, req, head_refusal) {
-        Ok(Admitted::Route {
-            route,
-            request,
-            host,
-        }) => {
+    let mut req = req;
+    let admitted = admit(
+        &runtime.router,
+        &conn.listener.config,
+        &mut req,
+        head_refusal,
+    );
+    let (response, route) = match admitted {
+        Ok(Admitted::Route { route, host }) => {
             let entry = &runtime.routes[route];
-            let mut req = request;
             let upgrade = is_upgrade_request(&req);
             if upgrade {
                 let on_upgrade = hyper::upgrade::on(&mut req);
@@ -76,6 +77,7 @@ pub(crate) async fn handle(
                 }
             });
             if entry.context {
+                let caller = Caller::of(req.headers());
                 req.extensions_mut().insert(RequestContext {
                     connection: conn.clone(),
                     request_id: request_id.clone(),
@@ -86,7 +88,11 @@ pub(crate) async fn handle(
             (response, Some(route))
         }
         Ok(Admitted::Answer(response)) => (response, None),
-        Err(error) => (error.answer(&request_id, caller, None), None),
+        // The caller's kind matters only for an error answer: read it then.
+        Err(error) => (
+            error.answer(&request_id, Caller::of(req.headers()), None),
+            None,
+        ),
     };
     finish(&runtime, &shared, record, response, route)
 }
