@@ -10,6 +10,14 @@
 #   bench/run.sh --rev HEAD   benchmark a commit: build it from `git archive` in
 #                             bench/results/src-<sha> with its own target dir (no effect on the
 #                             working tree; the first such build takes several minutes)
+#   bench/run.sh --binary PATH    measure this Portico binary instead of a build (nothing is built)
+#   bench/run.sh --baseline PATH  also measure a second Portico binary (e.g. the build before a
+#                             change) as proxy `portico-base`: same config, port, pinning,
+#                             priority and --workers 1 as `portico`, run right after it in every
+#                             round (portico, portico-base, nginx, nginx-fwd). The summary adds
+#                             portico / portico-base CPU per request in each round and its
+#                             median: the figure to quote for a before/after comparison (a pair
+#                             measured back to back is much steadier than the ±15 % between rounds)
 #
 # Environment overrides: BENCH_DURATION (s), BENCH_ROUNDS, BENCH_CONNS (wrk connections),
 # BENCH_RATE (req/s for the fixed-rate run), BENCH_IDLE_CONNS, BENCH_PORT_BASE (28000: the
@@ -31,6 +39,8 @@ BUILD=1
 PROFILE=0
 NICE=1
 REV=""
+BINARY=""       # --binary: the Portico to measure instead of a build
+BASELINE=""     # --baseline: a second Portico measured as portico-base
 ONLY="a b c d d-h2 e rate idle"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,12 +50,21 @@ while [ $# -gt 0 ]; do
     --no-nice) NICE=0 ;;
     --rev) shift; REV=$1 ;;
     --rev=*) REV=${1#--rev=} ;;
+    --binary) shift; BINARY=$1 ;;
+    --binary=*) BINARY=${1#--binary=} ;;
+    --baseline) shift; BASELINE=$1 ;;
+    --baseline=*) BASELINE=${1#--baseline=} ;;
     --only) shift; ONLY=${1//,/ } ;;
     --only=*) ONLY=${1#--only=}; ONLY=${ONLY//,/ } ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
+done
+# Checked before anything is installed or started.
+if [ -n "$BINARY" ] && [ -n "$REV" ]; then echo "--binary and --rev exclude each other" >&2; exit 2; fi
+for bin in "$BINARY" "$BASELINE"; do
+  [ -z "$bin" ] || [ -x "$bin" ] || { echo "no executable at $bin" >&2; exit 2; }
 done
 
 if [ "$QUICK" = 1 ]; then
@@ -151,6 +170,9 @@ if [ -n "$REV" ]; then
   log "building Portico ${SHA:0:12} ($REV) from a clean export: cargo build --release (fat LTO: the first build takes several minutes on 2 cores; later runs reuse it)"
   (cd "$SRC" && CARGO_TARGET_DIR=$BENCH/results/target cargo build --release) 2>&1 | tail -n 3
   PORTICO_VERSION="${SHA:0:12} (clean build of $REV)"
+elif [ -n "$BINARY" ]; then
+  BIN=$BINARY
+  PORTICO_VERSION="$(readlink -f "$BINARY") (--binary, not built here)"
 else
   BIN=$ROOT/target/release/portico
   if [ "$BUILD" = 1 ]; then
@@ -163,6 +185,11 @@ fi
 [ -x "$BIN" ] || { echo "no $BIN; run without --no-build" >&2; exit 1; }
 # A private copy: other builds may replace the binary during the run.
 cp "$BIN" "$PORTICO"
+PORTICO_BASE=""
+if [ -n "$BASELINE" ]; then
+  PORTICO_BASE=$WORK/portico-base   # its own copy too (and perf names it portico-base)
+  cp "$BASELINE" "$PORTICO_BASE"
+fi
 
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -230,10 +257,15 @@ start_proxy() {
   local proxy=$1 scenario=$2 dir=$WORK/$1-$2
   mkdir -p "$dir/tmp"
   case "$proxy" in
-    portico)
-      [ -f "$dir/portico.yaml" ] || python3 "$LIB" portico-config "$scenario" "$ORIGIN_PORT" \
-        "$PORTICO_H1" "$PORTICO_TLS" "${TLS_CERT_FOR_PORTICO:-}" "${TLS_KEY_FOR_PORTICO:-}" > "$dir/portico.yaml"
-      "${PRIO[@]}" taskset -c "$CPU_PROXY" "$PORTICO" run -c "$dir/portico.yaml" --workers 1 \
+    portico|portico-base)
+      # portico-base (--baseline) reads portico's config file: both builds run the same bytes.
+      # Its logs stay in its own directory.
+      local conf=$WORK/portico-$scenario/portico.yaml exe=$PORTICO
+      [ "$proxy" = portico ] || exe=$PORTICO_BASE
+      mkdir -p "$WORK/portico-$scenario"
+      [ -f "$conf" ] || python3 "$LIB" portico-config "$scenario" "$ORIGIN_PORT" \
+        "$PORTICO_H1" "$PORTICO_TLS" "${TLS_CERT_FOR_PORTICO:-}" "${TLS_KEY_FOR_PORTICO:-}" > "$conf"
+      "${PRIO[@]}" taskset -c "$CPU_PROXY" "$exe" run -c "$conf" --workers 1 \
         > "$dir/stdout.log" 2> "$dir/stderr.log" &
       PROXY_PID=$!
       STARTED+=("$PROXY_PID")
@@ -250,7 +282,7 @@ start_proxy() {
       ;;
   esac
   wait_http "$(proxy_url "$proxy" "$scenario" h1)"
-  if [ "$proxy" != portico ]; then
+  if [ "$proxy" = nginx ] || [ "$proxy" = nginx-fwd ]; then
     local worker
     worker=$(ps -o pid= --ppid "$PROXY_PID" | tr -d ' ' | head -n 1)
     [ -n "$worker" ] || { echo "nginx worker not found" >&2; return 1; }
@@ -273,8 +305,8 @@ proxy_url() {
   local path=/ port
   [ "$2" = c ] && path=/svc0999/x
   case "$1:$3" in
-    portico:h1|portico:h2c) port=$PORTICO_H1 ;;
-    portico:tls) port=$PORTICO_TLS ;;
+    portico*:h1|portico*:h2c) port=$PORTICO_H1 ;;   # portico and portico-base
+    portico*:tls) port=$PORTICO_TLS ;;
     nginx*:h1) port=$NGINX_H1 ;;
     nginx*:h2c) port=$NGINX_H2C ;;
     nginx*:tls) port=$NGINX_TLS ;;
@@ -416,7 +448,7 @@ measure_idle() {  # proxy round requests-per-connection (1: idle keep-alive; 0: 
   local fifo=$WORK/idle.fifo
   rm -f "$fifo"; mkfifo "$fifo"
   local port=$PORTICO_H1
-  [ "$proxy" = portico ] || port=$NGINX_H1
+  case "$proxy" in nginx*) port=$NGINX_H1 ;; esac
   "${PRIO[@]}" taskset -c "$CPU_LOAD" python3 "$LIB" idle 127.0.0.1 "$port" "$IDLE_CONNS" "$reqs" < "$fifo" > "$base.out" 2>&1 &
   local client=$!
   STARTED+=("$client")
@@ -450,6 +482,9 @@ EOF
   echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full), ${DUR}s per run, $ROUNDS round(s), warm-up ${WARM}s, priority: ${PRIO[*]}"
   echo "machine: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) CPUs, kernel $(uname -r)"
   echo "portico: $PORTICO_VERSION, binary sha256 $(sha256sum "$PORTICO" | cut -c1-16)"
+  if [ -n "$BASELINE" ]; then
+    echo "portico-base: $(readlink -f "$BASELINE") (--baseline), binary sha256 $(sha256sum "$PORTICO_BASE" | cut -c1-16)"
+  fi
   echo "rustc: $(rustc -V 2>/dev/null || echo '?')"
   echo "nginx: $(nginx -v 2>&1)"
   echo "wrk: $(wrk -v 2>&1 | head -n 1)"
@@ -489,11 +524,38 @@ else
   fi
   stop_proxy
 fi
+if [ -n "$BASELINE" ]; then
+  # The baseline runs portico's config file, so it must accept the plain config, and the TLS
+  # listener too or neither build gets one (then (d) and (d-h2) are skipped).
+  python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_H1" "$PORTICO_TLS" "" "" > "$WORK/base-probe.yaml"
+  if ! "$PORTICO_BASE" validate "$WORK/base-probe.yaml" > "$WORK/base-probe.out" 2>&1; then
+    echo "the --baseline binary does not accept the benchmark config: $(head -n 3 "$WORK/base-probe.out")" >&2
+    exit 1
+  fi
+  if [ "$PORTICO_TLS_OK" = 1 ]; then
+    if ! "$PORTICO_BASE" validate "$WORK/tls-probe.yaml" > "$WORK/tls-probe-base.out" 2>&1; then
+      PORTICO_TLS_OK=0
+      log "SKIP (d) and (d-h2): the --baseline build does not accept the listener 'tls:' section (both builds run the same config)"
+    else
+      start_proxy portico-base a
+      if ! curl -sk --max-time 3 -o /dev/null "https://127.0.0.1:$PORTICO_TLS/" 2> "$WORK/tls-probe-base.curl"; then
+        PORTICO_TLS_OK=0
+        log "SKIP (d) and (d-h2): the --baseline build's TLS listener does not complete a handshake (both builds run the same config)"
+      fi
+      stop_proxy
+    fi
+    [ "$PORTICO_TLS_OK" = 1 ] || rm -f "$WORK/portico-a/portico.yaml"   # plain config for both
+  fi
+fi
 if [ "$PORTICO_TLS_OK" = 1 ]; then
   TLS_CERT_FOR_PORTICO=$TLS_CERT; TLS_KEY_FOR_PORTICO=$TLS_KEY
 fi
 
-PROXIES=(portico nginx)
+# The order within a round: the baseline right after portico, so that each pair is measured
+# back to back (the machine changes less within a pair than between rounds).
+PROXIES=(portico)
+if [ -n "$BASELINE" ]; then PROXIES+=(portico-base); fi
+PROXIES+=(nginx)
 
 # ------------------------------------------------------------------ the runs
 

@@ -323,7 +323,8 @@ SCENARIOS = [
     ("e", "(e) h2c prior knowledge (h2load)"),
     ("rate", "fixed offered load, GET (50 × h2load --h1 -c1 --rps)"),
 ]
-PROXY_ORDER = ["portico", "nginx", "nginx-fwd"]
+# portico-base: a second Portico build (run.sh --baseline), measured right after portico.
+PROXY_ORDER = ["portico", "portico-base", "nginx", "nginx-fwd"]
 TARGET_RATIO = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.75, "d-h2": 0.75, "e": 0.75}
 
 
@@ -344,6 +345,16 @@ def fmt_us(v):
     if v is None:
         return "–"
     return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
+
+
+def per_round_ratio(load, key, num, den):
+    """num's CPU µs/req over den's within each round of scenario `key` (the two proxies
+    measured in the same round, one after the other), in round order."""
+    by_round = {r["round"]: r["cpu_us_per_req"] for r in load
+                if r["scenario"] == key and r["proxy"] == den}
+    return [r["cpu_us_per_req"] / by_round[r["round"]] for r in load
+            if r["scenario"] == key and r["proxy"] == num
+            and r["cpu_us_per_req"] and by_round.get(r["round"])]
 
 
 def summarize(path):
@@ -383,14 +394,10 @@ def summarize(path):
         base = rows.get("nginx", {}).get("cpu_us_per_req")
         for proxy, row in rows.items():
             ratio = ""
-            if proxy == "portico" and base and row["cpu_us_per_req"]:
+            if proxy in ("portico", "portico-base") and base and row["cpu_us_per_req"]:
                 row["ratio"] = row["cpu_us_per_req"] / base
-                # The same ratio within each round (A and B measured back to back).
-                by_round = {r["round"]: r["cpu_us_per_req"] for r in load
-                            if r["scenario"] == key and r["proxy"] == "nginx"}
-                per_round = [r["cpu_us_per_req"] / by_round[r["round"]] for r in load
-                             if r["scenario"] == key and r["proxy"] == "portico"
-                             and r["cpu_us_per_req"] and by_round.get(r["round"])]
+                # The same ratio within each round (A and B measured in the same round).
+                per_round = per_round_ratio(load, key, proxy, "nginx")
                 row["ratio_per_round"] = [round(x, 2) for x in per_round]
                 ratio = f"**{row['ratio']:.2f}×**"
                 if len(per_round) > 1:
@@ -404,6 +411,34 @@ def summarize(path):
                 f"{fmt(row['cpu_util'] * 100, 0)} % | {fmt(row['irq_us_per_req'], 2)} | "
                 f"≤ {fmt(row['others_max'] * 100, 0)} % | {fmt(row['peak_rss_kib'] / 1024, 1)} MiB | "
                 f"{row['errors']} | {row['rounds']} |")
+    # Before/after (run.sh --baseline): each round measures portico and portico-base back to
+    # back, so the ratio within a round cancels most of what drifts between rounds; its median
+    # over the rounds is the figure to quote.
+    pairs = []
+    for key, title in SCENARIOS:
+        rows = summary.get(key, {})
+        if "portico" not in rows or "portico-base" not in rows:
+            continue
+        per_round = per_round_ratio(load, key, "portico", "portico-base")
+        if not per_round:
+            continue
+        mid = statistics.median(per_round)
+        rows["portico"]["vs_base"] = mid
+        rows["portico"]["vs_base_per_round"] = [round(x, 3) for x in per_round]
+        label = title if key != "rate" else f"{title} = {fmt(rows['portico']['offered_rps'], 0)} req/s"
+        pairs.append(
+            f"| {label} | {fmt(rows['portico']['cpu_us_per_req'], 2)} | "
+            f"{fmt(rows['portico-base']['cpu_us_per_req'], 2)} | **{mid:.3f}×** ({(mid - 1) * 100:+.1f} %) | "
+            + ", ".join(f"{x:.3f}" for x in per_round) + " |")
+    pair_out = []
+    if pairs:
+        pair_out.append("\n\nBefore/after: portico / portico-base CPU per request (median of the "
+                        "per-round ratios; each round's pair measured back to back; below 1 = "
+                        "portico is cheaper):\n")
+        pair_out.append("| Scenario | portico CPU µs/req | portico-base CPU µs/req | "
+                        "portico / portico-base | per round |")
+        pair_out.append("|---|---:|---:|---:|---|")
+        pair_out.extend(pairs)
     # Idle connections
     idle_out = []
     if idle_runs:
@@ -466,8 +501,8 @@ def summarize(path):
         out.append("\nDisturbed: other processes used more than 10 % of the proxy core in a "
                    "round of: " + ", ".join(disturbed) + ". Rerun those when the machine is "
                    "quieter (`--only`).")
-    text = "\n".join(out) + "\n\nIdle keep-alive connections:\n\n" + "\n".join(idle_out) + \
-        "\n\nTargets:\n\n" + "\n".join(tgt) + "\n"
+    text = "\n".join(out) + "\n".join(pair_out) + "\n\nIdle keep-alive connections:\n\n" + \
+        "\n".join(idle_out) + "\n\nTargets:\n\n" + "\n".join(tgt) + "\n"
     return text, summary
 
 
