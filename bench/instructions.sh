@@ -2,6 +2,8 @@
 # Instructions per proxied request, by callgrind: exact and repeatable on a busy machine.
 #
 #   bench/instructions.sh BINARY [BINARY...]     e.g. an old build and target/release/portico
+#   BENCH_SCENARIO=b bench/instructions.sh ...   a 1 KiB POST instead of a GET (scenario (b));
+#   BENCH_SCENARIO=e                             GETs over h2c, 4 connections x 4 streams (e)
 #
 # For each binary: Portico (one worker, access log off, scenario (a)'s config) runs under
 # `valgrind --tool=callgrind` in front of an NGINX origin, serves `h2load --h1 -c 4` a fixed
@@ -45,6 +47,13 @@ nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf"
 STARTED+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/"
 python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
+SCENARIO=${BENCH_SCENARIO:-a}
+case "$SCENARIO" in
+  a) LOAD=(--h1 -c 4) ;;
+  b) head -c 1024 /dev/zero | tr '\0' x > "$WORK/body"; LOAD=(--h1 -c 4 -d "$WORK/body") ;;
+  e) LOAD=(-c 4 -m 4) ;;
+  *) echo "BENCH_SCENARIO is a, b or e" >&2; exit 2 ;;
+esac
 
 # instructions BINARY REQUESTS: callgrind's total for one run, into $TOTAL.
 instructions() {
@@ -54,7 +63,7 @@ instructions() {
   local pid=$!
   STARTED+=("$pid")
   wait_http "http://127.0.0.1:$PORTICO_PORT/"
-  h2load --h1 -n "$requests" -c 4 "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
+  h2load -n "$requests" "${LOAD[@]}" "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
   grep -q " 0 failed, 0 errored" "$WORK/h2load.log" || { cat "$WORK/h2load.log" >&2; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true
@@ -62,7 +71,7 @@ instructions() {
   TOTAL=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
 }
 
-printf '%-60s %14s\n' "binary" "instr/request"
+printf '%-60s %14s\n' "binary (scenario $SCENARIO)" "instr/request"
 for binary in "$@"; do
   instructions "$binary" 1000; small=$TOTAL
   instructions "$binary" 5000; large=$TOTAL

@@ -103,18 +103,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let (body, deadline) = match req.body_mut() {
+        let body = match req.body_mut() {
             // The upstream's time starts when the body is in; until then, the body's own.
-            Body::Client { body } => {
-                let progress = body.progress();
-                let deadline = progress.deadline();
-                (Some(progress), deadline)
-            }
-            _ => (None, Instant::now() + self.timeout),
+            Body::Client { body } => Some(body.progress()),
+            _ => None,
         };
         ResponseFuture {
             inner: self.inner.call(req),
-            timer: tokio::time::sleep_until(deadline),
+            timer: None,
             body,
             timeout: self.timeout,
         }
@@ -125,9 +121,11 @@ pin_project! {
     pub(crate) struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        // The body's deadline while the body is coming in, the upstream's after.
+        // The body's deadline while the body is coming in, the upstream's after. Made on the
+        // first poll that needs it: a small body is usually in by then, and the timer is
+        // registered once.
         #[pin]
-        timer: Sleep,
+        timer: Option<Sleep>,
         // The request body still coming in, if any.
         body: Option<Arc<BodyProgress>>,
         timeout: Duration,
@@ -145,26 +143,44 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
-        if let Some(body) = this.body {
+        if let Some(body) = this.body.as_ref() {
             if body.poll_ended(cx).is_ready() {
                 // The request is complete: from now on the upstream's time counts.
-                this.timer.as_mut().reset(Instant::now() + *this.timeout);
+                let deadline = Instant::now() + *this.timeout;
+                match this.timer.as_mut().as_pin_mut() {
+                    Some(timer) => timer.reset(deadline),
+                    None => this.timer.set(Some(tokio::time::sleep_until(deadline))),
+                }
                 *this.body = None;
-            } else if this.timer.as_mut().poll(cx).is_ready() {
-                // The body's budget ran out. If the client was the one holding it up, the
-                // body itself reports 408 as well; answer for whichever side stalled.
-                return Poll::Ready(Err(if body.waiting_for_client() {
-                    GatewayError::RequestBodyTimeout(body.budget())
-                } else {
-                    GatewayError::UpstreamTimeout(*this.timeout)
-                }));
             } else {
+                if this.timer.is_none() {
+                    this.timer
+                        .set(Some(tokio::time::sleep_until(body.deadline())));
+                }
+                if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                    if timer.poll(cx).is_ready() {
+                        // The body's budget ran out. If the client was the one holding it up,
+                        // the body itself reports 408 as well; answer for whichever side
+                        // stalled.
+                        return Poll::Ready(Err(if body.waiting_for_client() {
+                            GatewayError::RequestBodyTimeout(body.budget())
+                        } else {
+                            GatewayError::UpstreamTimeout(*this.timeout)
+                        }));
+                    }
+                }
                 return Poll::Pending;
             }
         }
-        match this.timer.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(GatewayError::UpstreamTimeout(*this.timeout))),
-            Poll::Pending => Poll::Pending,
+        if this.timer.is_none() {
+            this.timer
+                .set(Some(tokio::time::sleep(*this.timeout)));
+        }
+        match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => {
+                Poll::Ready(Err(GatewayError::UpstreamTimeout(*this.timeout)))
+            }
+            _ => Poll::Pending,
         }
     }
 }

@@ -548,27 +548,45 @@ impl HeadScan {
             self.end_of_head();
             return;
         }
-        // Header names are short: a plain scan beats memchr's set-up here.
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        // One pass over the name: where it ends, and whether it has an underscore (header
+        // names are short, and this runs for every line of every head).
+        let mut colon = None;
+        let mut underscore = false;
+        for (index, byte) in line.iter().enumerate() {
+            match byte {
+                b':' => {
+                    colon = Some(index);
+                    break;
+                }
+                b'_' => underscore = true,
+                _ => {}
+            }
+        }
+        let Some(colon) = colon else {
             return;
         };
         let name = trim_end(&line[..colon]);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let value = (line.len() == len).then(|| trim(&line[colon + 1..]));
-            self.length = match (self.length, value.and_then(parse_length)) {
-                (Length::Absent, Some(n)) => Length::Exactly(n),
-                _ => Length::Unusable,
-            };
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.transfer_encoding = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.upgrade = true;
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let value = (line.len() == len).then(|| trim(&line[colon + 1..]));
+                self.length = match (self.length, value.and_then(parse_length)) {
+                    (Length::Absent, Some(n)) => Length::Exactly(n),
+                    _ => Length::Unusable,
+                };
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.transfer_encoding = true;
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
+            _ => {}
         }
         if self.length != Length::Absent && self.transfer_encoding {
             self.refuse(HeadRefusal::ConflictingFraming, on_event);
         }
-        if let Some(protected) = underscore_lookalike(name) {
-            self.refuse(HeadRefusal::UnderscoreLookalike(protected), on_event);
+        if underscore {
+            if let Some(protected) = underscore_lookalike(name) {
+                self.refuse(HeadRefusal::UnderscoreLookalike(protected), on_event);
+            }
         }
     }
 
@@ -637,10 +655,13 @@ fn trim(bytes: &[u8]) -> &[u8] {
 
 /// A plain decimal length, as hyper accepts it on a single header line.
 fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || value.len() > 19 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    value.iter().try_fold(0u64, |length, byte| {
+        let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
+        length.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// The accepted socket, as hyper sees it.

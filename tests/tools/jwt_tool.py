@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Keys and tokens made by an implementation Portico does not share code with (PyJWT and
+`cryptography`), for Portico's end-to-end tests of JWT verification.
+
+    jwt_tool.py keygen ALG KID            -> {"private_pem": ..., "jwk": {...public JWK...}}
+    jwt_tool.py sign ALG PRIVATE KID CLAIMS [HEADERS]
+                                          -> the compact token. PRIVATE is a PEM private key
+                                             (or, for HS*, the secret); CLAIMS and HEADERS are
+                                             JSON objects; KID "" leaves `kid` out.
+    jwt_tool.py none CLAIMS               -> an unsigned token (`alg: none`), built by hand
+                                             since PyJWT refuses to make one.
+    jwt_tool.py hmac-with-public ALG PUBLIC_PEM KID CLAIMS
+                                          -> an HS* token keyed with a public key's PEM bytes
+                                             (the key-confusion attack).
+
+Output on stdout; errors on stderr with a non-zero exit. `.ci/run` installs PyJWT and
+cryptography.
+"""
+
+import base64
+import json
+import sys
+
+try:
+    import jwt
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+except ImportError:
+    sys.stderr.write(
+        "MISSING PyJWT/cryptography: install them with "
+        "`python3 -m pip install 'PyJWT[crypto]'` (.ci/run does)\n"
+    )
+    sys.exit(3)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def keygen(alg: str, kid: str) -> dict:
+    if alg.startswith(("RS", "PS")):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    elif alg == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+        jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    elif alg == "ES384":
+        key = ec.generate_private_key(ec.SECP384R1())
+        jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    elif alg == "EdDSA":
+        key = ed25519.Ed25519PrivateKey.generate()
+        jwk = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
+    else:
+        raise SystemExit(f"unsupported algorithm {alg}")
+    jwk["kid"] = kid
+    jwk["alg"] = alg
+    jwk["use"] = "sig"
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+        .decode()
+    )
+    return {"private_pem": pem, "public_pem": public_pem, "jwk": jwk}
+
+
+def main(argv):
+    command = argv[1]
+    if command == "keygen":
+        print(json.dumps(keygen(argv[2], argv[3])))
+    elif command == "sign":
+        alg, private, kid, claims = argv[2], argv[3], argv[4], json.loads(argv[5])
+        headers = json.loads(argv[6]) if len(argv) > 6 else {}
+        if kid:
+            headers["kid"] = kid
+        print(jwt.encode(claims, private, algorithm=alg, headers=headers))
+    elif command == "none":
+        claims = json.loads(argv[2])
+        header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+        payload = b64url(json.dumps(claims).encode())
+        print(f"{header}.{payload}.")
+    elif command == "hmac-with-public":
+        import hashlib
+        import hmac
+
+        alg, public_pem, kid, claims = argv[2], argv[3], argv[4], json.loads(argv[5])
+        digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+        header = {"alg": alg, "typ": "JWT"}
+        if kid:
+            header["kid"] = kid
+        signing_input = (
+            b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+        )
+        signature = hmac.new(public_pem.encode(), signing_input.encode(), digest).digest()
+        print(f"{signing_input}.{b64url(signature)}")
+    else:
+        raise SystemExit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
