@@ -173,13 +173,10 @@ where
             }
         }
         if this.timer.is_none() {
-            this.timer
-                .set(Some(tokio::time::sleep(*this.timeout)));
+            this.timer.set(Some(tokio::time::sleep(*this.timeout)));
         }
         match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
-            Some(Poll::Ready(())) => {
-                Poll::Ready(Err(GatewayError::UpstreamTimeout(*this.timeout)))
-            }
+            Some(Poll::Ready(())) => Poll::Ready(Err(GatewayError::UpstreamTimeout(*this.timeout))),
             _ => Poll::Pending,
         }
     }
