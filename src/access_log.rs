@@ -81,6 +81,13 @@ pub(crate) struct AccessRecord {
     pub(crate) upstream: Option<String>,
     pub(crate) status: u16,
     pub(crate) error_code: Option<&'static str>,
+    /// The auth outcome on routes with auth: `ok`, or why the request was refused
+    /// (`expired`, `bad_signature`, `kid_not_found`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) auth: Option<&'static str>,
+    /// The consumer an authenticated request came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) consumer: Option<String>,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) duration_ms: f64,
@@ -232,6 +239,8 @@ mod tests {
             upstream: Some("127.0.0.1:1".into()),
             status: 200,
             error_code: None,
+            auth: None,
+            consumer: None,
             bytes_in: 0,
             bytes_out: 5,
             duration_ms: 1.5,

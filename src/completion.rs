@@ -13,6 +13,7 @@ use crate::context::ClientConnection;
 use crate::error::LocalAnswer;
 use crate::forwarding::via_value;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::middleware::auth::identity::Identity;
 use crate::request_id::X_REQUEST_ID;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -98,6 +99,7 @@ impl RequestRecord {
         if listener.config.via {
             headers.append(header::VIA, via_value(Version::HTTP_11));
         }
+        let identity = response.extensions().get::<Arc<Identity>>();
         let log = self.log.map(|facts| {
             Box::new(PendingLog {
                 facts: *facts,
@@ -109,6 +111,10 @@ impl RequestRecord {
                     _ => None,
                 },
                 error_code: local.map(|l| l.code),
+                auth: local.and_then(|l| l.auth).or(identity.map(|_| "ok")),
+                consumer: identity
+                    .and_then(|identity| identity.consumer.as_ref())
+                    .map(|c| c.id.clone()),
             })
         });
         let completion = Completion {
@@ -139,6 +145,8 @@ struct PendingLog {
     cluster: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     error_code: Option<&'static str>,
+    auth: Option<&'static str>,
+    consumer: Option<Arc<str>>,
 }
 
 /// Runs when the response is finished (fully sent, or abandoned): the one place that
@@ -167,6 +175,8 @@ impl Drop for Completion {
                 cluster,
                 upstream,
                 error_code,
+                auth,
+                consumer,
             } = *log;
             facts.sink.log(&AccessRecord {
                 time: rfc3339_now(),
@@ -185,6 +195,8 @@ impl Drop for Completion {
                 upstream: upstream.map(|u| u.to_string()),
                 status: self.status,
                 error_code,
+                auth,
+                consumer: consumer.map(|c| c.to_string()),
                 bytes_in: facts.bytes_in,
                 bytes_out: self.bytes_out,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,

@@ -15,10 +15,12 @@
 //! `explain` all follow from the list.
 
 use crate::access_log::AccessLogSettings;
-use crate::config::check::{Checker, Description, RouteCheck, RoutePolicy, Section};
+use crate::config::check::{Checker, Description, RouteCheck, RoutePolicy, Section, SectionLookup};
 use crate::config::deserialize::deserialize;
 use crate::config::source::{KeyPath, Seg, SourceMap};
 use crate::config::Problem;
+use crate::middleware::auth::consumers::ConsumersSection;
+use crate::middleware::auth::providers::AuthProviders;
 use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
@@ -26,6 +28,7 @@ use crate::middleware::transform::TransformPolicy;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::any::{Any, TypeId};
 
 /// Declares [`RoutePolicies`]: a field per policy, and the functions that run over all of
 /// them in declaration order.
@@ -98,7 +101,7 @@ macro_rules! route_policies {
 route_policies! {
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
-    /// `require_client_cert`.
+    /// `auth`, `require_client_cert`.
     auth: AuthPolicy,
     /// `strip_prefix`, `host_rewrite`, `request_headers`, `response_headers`.
     transform: TransformPolicy,
@@ -166,12 +169,25 @@ macro_rules! sections {
                 }
             }
         }
+
+        impl SectionLookup for Sections {
+            fn find(&self, section: TypeId) -> Option<&dyn Any> {
+                $(if section == TypeId::of::<$section>() {
+                    return Some(&self.$field);
+                })*
+                None
+            }
+        }
     };
 }
 
 sections! {
     /// `access_log`.
     access_log: AccessLogSettings,
+    /// `consumers`.
+    consumers: ConsumersSection,
+    /// `auth_providers`.
+    auth_providers: AuthProviders,
 }
 
 /// The entries of `raw` under `keys`.
@@ -207,7 +223,8 @@ fn check_section<S: Section>(
         None | Some(Value::Null) => S::File::default(),
         Some(value) => checker.deserialize(value, &path)?,
     };
-    if let Ok(value) = serde_json::to_value(&file) {
+    if let Ok(mut value) = serde_json::to_value(&file) {
+        S::redact_dump(&mut value);
         dump.insert(S::KEY.to_string(), value);
     }
     S::check(&file, &path, checker)
@@ -232,6 +249,7 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<TransformPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TimeoutPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
+        serde_json::to_value(<AuthProviders as Section>::File::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

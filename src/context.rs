@@ -25,19 +25,11 @@ pub(crate) struct ListenerContext {
     pub(crate) metrics: Arc<ListenerMetrics>,
     /// The `Strict-Transport-Security` value of a TLS listener, made once.
     pub(crate) hsts: Option<HeaderValue>,
-    /// Every header any listener forwards a verified client certificate's identity in: a
-    /// client's copies are removed on every listener.
-    pub(crate) identity_headers: Arc<[HeaderName]>,
 }
 
 impl ListenerContext {
-    pub(crate) fn new(
-        config: &model::Listener,
-        metrics: &Metrics,
-        identity_headers: Arc<[HeaderName]>,
-    ) -> ListenerContext {
+    pub(crate) fn new(config: &model::Listener, metrics: &Metrics) -> ListenerContext {
         ListenerContext {
-            identity_headers,
             name: config.name.as_str().into(),
             hsts: config
                 .tls
@@ -127,11 +119,7 @@ pub(crate) fn test_context(peer: SocketAddr, tls: Option<TlsInfo>) -> RequestCon
     };
     RequestContext {
         connection: Arc::new(ClientConnection {
-            listener: Arc::new(ListenerContext::new(
-                &listener,
-                &Metrics::default(),
-                Arc::from(Vec::new()),
-            )),
+            listener: Arc::new(ListenerContext::new(&listener, &Metrics::default())),
             peer,
             peer_ip: HeaderValue::from_static("127.0.0.1"),
             state: Arc::new(ConnState::new()),

@@ -16,7 +16,8 @@
 
 use crate::body::{Body, BodyError};
 use crate::context::Caller;
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use crate::middleware::auth::failure::{AuthOutcome, AuthRefusal};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderName, Method, Response, StatusCode};
 use std::time::Duration;
 
@@ -63,6 +64,7 @@ pub(crate) enum GrpcCode {
     Internal,
     Unavailable,
     Unauthenticated,
+    PermissionDenied,
 }
 
 impl GrpcCode {
@@ -76,6 +78,7 @@ impl GrpcCode {
             GrpcCode::Internal => "13",
             GrpcCode::Unavailable => "14",
             GrpcCode::Unauthenticated => "16",
+            GrpcCode::PermissionDenied => "7",
         }
     }
 }
@@ -97,6 +100,9 @@ pub(crate) struct Class {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LocalAnswer {
     pub(crate) code: &'static str,
+    /// The precise reason behind an auth refusal (`expired`, `bad_signature`, …), which the
+    /// caller is not told and the access log is.
+    pub(crate) auth: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +163,18 @@ pub(crate) enum GatewayError {
     },
     #[error("this route requires a verified client certificate")]
     ClientCertificateRequired,
+    /// 401: no credential, or one that does not authenticate.
+    #[error("{}", .0.message())]
+    Unauthenticated(Box<AuthRefusal>),
+    /// 403: authenticated, without a scope the route requires (`scopes`, space-separated).
+    #[error("the credential lacks a scope this route requires: {scopes}")]
+    InsufficientScope { scopes: Box<str> },
+    /// 403: authenticated, but a claim or the consumer is not one the route allows.
+    #[error("this caller may not use this route")]
+    AccessDenied,
+    /// 503: the identity provider that must vouch for the credential cannot be asked.
+    #[error("the identity provider cannot be reached; try again later")]
+    AuthUnavailable { provider: std::sync::Arc<str> },
     #[error("plain HTTP was sent to a TLS port; use https://")]
     PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
@@ -342,6 +360,41 @@ impl GatewayError {
                 Client,
                 Info,
             ),
+            Unauthenticated(refusal) if refusal.outcome == AuthOutcome::Missing => (
+                StatusCode::UNAUTHORIZED,
+                "missing_credentials",
+                G::Unauthenticated,
+                Client,
+                Debug,
+            ),
+            Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                G::Unauthenticated,
+                Client,
+                Info,
+            ),
+            InsufficientScope { .. } => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                G::PermissionDenied,
+                Client,
+                Info,
+            ),
+            AccessDenied => (
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                G::PermissionDenied,
+                Client,
+                Info,
+            ),
+            AuthUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_provider_unavailable",
+                G::Unavailable,
+                Upstream,
+                Warn,
+            ),
             PlainHttpToTlsPort => (
                 StatusCode::BAD_REQUEST,
                 "plain_http_to_tls_port",
@@ -412,8 +465,21 @@ impl GatewayError {
         self.log(id, route);
         let code = self.class().code;
         let mut response = self.render(id, caller);
-        response.extensions_mut().insert(LocalAnswer { code });
+        let auth = self.auth_outcome().map(AuthOutcome::label);
+        response.extensions_mut().insert(LocalAnswer { code, auth });
         response
+    }
+
+    /// The auth outcome behind an auth refusal.
+    pub(crate) fn auth_outcome(&self) -> Option<AuthOutcome> {
+        match self {
+            GatewayError::Unauthenticated(refusal) => Some(refusal.outcome),
+            GatewayError::InsufficientScope { .. } => Some(AuthOutcome::InsufficientScope),
+            GatewayError::AccessDenied => Some(AuthOutcome::Denied),
+            GatewayError::AuthUnavailable { .. } => Some(AuthOutcome::ProviderUnavailable),
+            GatewayError::ClientCertificateRequired => Some(AuthOutcome::NoClientCertificate),
+            _ => None,
+        }
     }
 
     /// The caller's answer: the JSON error body, or gRPC's trailers-only status.
@@ -440,6 +506,20 @@ impl GatewayError {
                     }
                     GatewayError::AdminReadOnly => {
                         headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    }
+                    GatewayError::Unauthenticated(refusal) => {
+                        for challenge in refusal.challenges() {
+                            headers.append(WWW_AUTHENTICATE, challenge);
+                        }
+                    }
+                    GatewayError::InsufficientScope { scopes } => {
+                        let challenge = format!(
+                            "Bearer error=\"insufficient_scope\", error_description=\"the \
+                             credential lacks a required scope\", scope=\"{scopes}\""
+                        );
+                        if let Ok(value) = HeaderValue::from_str(&challenge) {
+                            headers.insert(WWW_AUTHENTICATE, value);
+                        }
                     }
                     _ => {}
                 }

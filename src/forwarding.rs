@@ -53,10 +53,12 @@ pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
 }
 
 /// Clean the request's hop-by-hop headers and add the forwarding headers. `host` is the host
-/// the request was routed by; `upgrade` keeps `Upgrade` for a protocol switch.
+/// the request was routed by; `upgrade` keeps `Upgrade` for a protocol switch;
+/// `identity_headers` are the headers only the gateway may set (the runtime's).
 pub(crate) fn set_forwarding_headers<B>(
     req: &mut Request<B>,
     conn: &ClientConnection,
+    identity_headers: &[HeaderName],
     host: Option<HeaderValue>,
     request_id: &HeaderValue,
     upgrade: bool,
@@ -90,9 +92,10 @@ pub(crate) fn set_forwarding_headers<B>(
     }
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    // Whatever a client sends under a name that carries a verified client certificate's
-    // identity is never trusted — on every listener, since routes are shared by all of them.
-    for name in conn.listener.identity_headers.iter() {
+    // Whatever a client sends under a name that carries the gateway's word about who is
+    // calling (a verified client certificate, an authenticated consumer) is never trusted —
+    // on every listener and every route, with auth or not.
+    for name in identity_headers {
         headers.remove(name);
     }
     if let Some(name) = conn.listener.client_cert_header() {

@@ -65,7 +65,14 @@ pub(crate) async fn handle(
                 let on_upgrade = hyper::upgrade::on(&mut req);
                 req.extensions_mut().insert(DownstreamUpgrade(on_upgrade));
             }
-            set_forwarding_headers(&mut req, &conn, host, &request_id, upgrade);
+            set_forwarding_headers(
+                &mut req,
+                &conn,
+                &runtime.identity_headers,
+                host,
+                &request_id,
+                upgrade,
+            );
             let budget = conn.listener.config.limits.request_body_timeout;
             let mut req = req.map(|incoming| {
                 if http_body::Body::is_end_stream(&incoming) {

@@ -43,7 +43,8 @@
 //! - [`pki`]: PEM files, the crypto provider, the few X.509 facts read from certificates;
 //!   [`dev_certs`]: `portico certs`.
 //! - `metrics`, `access_log`: observability; `body`: the streaming body types.
-//! - [`demo`], [`explain`]: the `portico demo` backends and `portico explain`.
+//! - [`demo`], [`explain`], [`keys`]: the `portico demo` backends, `portico explain` and
+//!   `portico keys`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -61,9 +62,11 @@ mod error;
 pub mod explain;
 mod forwarding;
 mod gateway;
+pub mod keys;
 mod lifecycle;
 mod metrics;
 mod middleware;
+mod outbound;
 pub mod pki;
 mod reload;
 mod request_id;

@@ -1,4 +1,4 @@
-//! The `portico` command line: `run`, `validate`, `explain`, `certs` and `demo`. Thin: it parses
+//! The `portico` command line: `run`, `validate`, `explain`, `certs`, `keys` and `demo`. Thin: it parses
 //! arguments, sets up logging and the async runtime, and calls into the library.
 
 use anyhow::Context as _;
@@ -45,6 +45,11 @@ enum Command {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
     },
+    /// Make API keys and client secrets, and the digests the config stores.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Start demo backends on loopback and the gateway in front of them (HTTP on :8080,
     /// HTTPS on :8443 with the certificates from ./certs, or fresh ones in a temp dir).
     Demo {
@@ -52,6 +57,20 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a random API key (or, with --client-secret, an OAuth2 client secret) and print
+    /// it with its digest.
+    New {
+        /// Make a client secret (`sk_…`) instead of an API key (`pk_…`).
+        #[arg(long)]
+        client_secret: bool,
+    },
+    /// Print the digest of an existing key: given as an argument, or read from standard input
+    /// when left out (which keeps it out of the shell history).
+    Hash { key: Option<String> },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +86,7 @@ fn main() -> ExitCode {
             headers,
         } => explain(&config, &method, &url, &headers),
         Command::Certs { dir } => certs(&dir),
+        Command::Keys { command } => keys(command),
         Command::Demo { workers } => demo(workers),
     };
     match result {
@@ -169,6 +189,37 @@ fn explain(path: &Path, method: &str, url: &str, headers: &[String]) -> anyhow::
     let config = config::load_file(path)?;
     let report = portico::explain::explain(&config, method, url, headers)?;
     print!("{report}");
+    Ok(())
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use portico::keys::{digest, new_key, KeyKind};
+    match command {
+        KeysCommand::New { client_secret } => {
+            let kind = if client_secret {
+                KeyKind::ClientSecret
+            } else {
+                KeyKind::ApiKey
+            };
+            let made = new_key(kind)?;
+            println!("key:    {}\ndigest: {}", made.key, made.digest);
+            eprintln!("Give the key to the consumer (it is not stored anywhere); put the digest in the config.");
+        }
+        KeysCommand::Hash { key } => {
+            let key = match key {
+                Some(key) => key,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the key from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            anyhow::ensure!(!key.is_empty(), "no key given");
+            println!("{}", digest(&key));
+        }
+    }
     Ok(())
 }
 

@@ -196,6 +196,34 @@ pub(crate) struct ListenerMetrics {
     pub idle_closed: AtomicU64,
 }
 
+/// A family of labelled counters that a concern registers (auth outcomes, key-set
+/// refreshes, …): the concern owns its counters like every other, and the registry renders
+/// each family after the core series.
+pub(crate) struct CounterFamily {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+}
+
+/// `portico_auth_total{route, outcome}`.
+pub(crate) static AUTH_OUTCOMES: CounterFamily = CounterFamily {
+    name: "portico_auth_total",
+    help: "Authentication and authorisation outcomes by route.",
+};
+
+/// `portico_jwks_refreshes_total{provider, outcome}`.
+pub(crate) static JWKS_REFRESHES: CounterFamily = CounterFamily {
+    name: "portico_jwks_refreshes_total",
+    help: "Fetches of identity providers' key sets by provider and outcome.",
+};
+
+/// `portico_consumer_reloads_total{outcome}`.
+pub(crate) static CONSUMER_RELOADS: CounterFamily = CounterFamily {
+    name: "portico_consumer_reloads_total",
+    help: "Reloads of the consumers file on its own, by outcome.",
+};
+
+type Family = (&'static str, BTreeMap<String, Arc<AtomicU64>>);
+
 /// The process-wide registry. Cheap to clone (an `Arc` inside).
 #[derive(Clone, Default)]
 pub(crate) struct Metrics {
@@ -209,6 +237,9 @@ struct Registry {
     listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
     tls: Mutex<BTreeMap<String, Arc<TlsMetrics>>>,
     local_responses: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
+    /// Concerns' counter families by name: the help text, and the counters by rendered
+    /// labels.
+    families: Mutex<BTreeMap<&'static str, Family>>,
     reload_success: AtomicU64,
     reload_failure: AtomicU64,
     access_log_dropped: AtomicU64,
@@ -240,6 +271,28 @@ impl Metrics {
     /// A response the gateway answered itself, by error code (`route_not_found`, …).
     pub(crate) fn local_response(&self, code: &'static str) -> Arc<AtomicU64> {
         get_or_create(&self.inner.local_responses, &code)
+    }
+
+    /// The counter of `family` with these labels (values are escaped here).
+    pub(crate) fn counter(
+        &self,
+        family: &'static CounterFamily,
+        labels: &[(&str, &str)],
+    ) -> Arc<AtomicU64> {
+        let rendered = labels
+            .iter()
+            .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut families = self
+            .inner
+            .families
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (_, counters) = families
+            .entry(family.name)
+            .or_insert_with(|| (family.help, BTreeMap::new()));
+        counters.entry(rendered).or_default().clone()
     }
 
     pub(crate) fn reload_succeeded(&self) {
@@ -447,6 +500,18 @@ impl Metrics {
             "portico_access_log_dropped_total {}",
             r.access_log_dropped.load(Relaxed)
         );
+
+        let families = r
+            .families
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (name, (help, counters)) in &families {
+            header(&mut out, name, "counter", help);
+            for (labels, counter) in counters {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", counter.load(Relaxed));
+            }
+        }
         out
     }
 }

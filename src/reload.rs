@@ -18,6 +18,7 @@
 
 use crate::config::{self, Config, ConfigError};
 use crate::lifecycle::BackgroundStopped;
+use crate::metrics::CONSUMER_RELOADS;
 use crate::runtime::{BuildError, Runtime, Shared};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,12 @@ pub struct ReloadHandle {
 impl ReloadHandle {
     pub(crate) fn new(shared: Arc<Shared>, path: Option<PathBuf>) -> ReloadHandle {
         let initial = path.as_ref().and_then(|p| std::fs::read(p).ok());
+        // Both series exist from the start, so that a dashboard sees zeros, not gaps.
+        for outcome in ["success", "failure"] {
+            shared
+                .metrics
+                .counter(&CONSUMER_RELOADS, &[("outcome", outcome)]);
+        }
         ReloadHandle {
             shared,
             path,
@@ -107,8 +114,36 @@ impl ReloadHandle {
         let result = self.reload_locked(&mut last, true).await;
         match result {
             Err(ReloadError::NoFile) => {}
-            Ok(false) => {}
+            // The config is as it was: the consumers file may still have changed.
+            Ok(false) => self.refresh_consumers().await,
             other => self.record(&other.map(|_| ())),
+        }
+    }
+
+    /// Reload the consumers file into the current runtime if it changed, on the background
+    /// thread. A file with problems is refused as a whole; the consumers loaded before stay.
+    async fn refresh_consumers(&self) {
+        let store = self.shared.runtime.load().consumers.clone();
+        let metrics = self.shared.metrics.clone();
+        let outcome = self.shared.background.run(move || store.refresh()).await;
+        let counter = |outcome: &str| {
+            metrics
+                .counter(&CONSUMER_RELOADS, &[("outcome", outcome)])
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        match outcome {
+            Ok(Ok(Some(count))) => {
+                counter("success");
+                tracing::info!(consumers = count, "consumers file reloaded");
+            }
+            Ok(Ok(None)) | Err(_) => {}
+            Ok(Err(problems)) => {
+                counter("failure");
+                tracing::error!(
+                    "consumers file refused, the consumers loaded before stay in effect:\n{}",
+                    problems.join("\n")
+                );
+            }
         }
     }
 
@@ -156,6 +191,7 @@ impl ReloadHandle {
     /// Make `runtime` current. The replaced one is freed on the background thread once the
     /// last request that started on it has finished.
     fn swap(&self, runtime: Runtime) {
+        runtime.start();
         let replaced = self.shared.runtime.swap(Arc::new(runtime));
         self.shared.background.release(replaced);
     }

@@ -12,12 +12,16 @@ use crate::completion::RouteRecord;
 use crate::config::Config;
 use crate::lifecycle::Background;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::middleware::auth::consumers::ConsumerStore;
+use crate::middleware::auth::jwks::JwksCache;
+use crate::middleware::auth::providers::{AuthBuildError, AuthServices};
 use crate::request_id::RequestIds;
 use crate::resources::{ResourceCarry, Resources};
 use crate::routing::Router;
-use crate::stack::{build_route_stack, RouteStack};
+use crate::stack::{build_route_stack, RouteStack, Services};
 use crate::upstream::Cluster;
 use arc_swap::ArcSwap;
+use http::HeaderName;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -52,6 +56,13 @@ pub(crate) struct Runtime {
     pub(crate) access_log: Option<Arc<AccessLog>>,
     /// The metrics of requests no route took.
     pub(crate) unmatched: Arc<RouteMetrics>,
+    /// Headers that carry the gateway's word about the caller (a client certificate's
+    /// identity, an authenticated consumer's): removed from every incoming request.
+    pub(crate) identity_headers: Arc<[HeaderName]>,
+    /// The consumers routes authenticate against (reloaded from their file on its own).
+    pub(crate) consumers: Arc<ConsumerStore>,
+    /// Identity providers' remote key sets, refreshed in the background.
+    key_sets: Vec<Arc<JwksCache>>,
     resources: Resources,
 }
 
@@ -65,6 +76,8 @@ pub(crate) struct RouteEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BuildError {
+    #[error(transparent)]
+    Auth(#[from] AuthBuildError),
     #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
     #[error("cannot set up TLS for cluster {cluster}")]
@@ -76,6 +89,14 @@ pub(crate) enum BuildError {
 }
 
 impl Runtime {
+    /// Start the runtime's background work (key set refreshers); a no-op for what a previous
+    /// runtime already started. Needs the Tokio runtime: call it once the runtime is built.
+    pub(crate) fn start(&self) {
+        for key_set in &self.key_sets {
+            key_set.start();
+        }
+    }
+
     /// Build the runtime for `config`, carrying over what `previous` holds that the new config
     /// still describes the same way. Reads files (CA bundles, client certificates): run it
     /// off the async workers.
@@ -95,6 +116,10 @@ impl Runtime {
             })?;
             clusters.push(Arc::new(built));
         }
+        let services = Services {
+            auth: AuthServices::build(&config.sections, &mut carry, metrics)
+                .map_err(BuildError::Auth)?,
+        };
         let routes = config
             .routes
             .iter()
@@ -108,6 +133,7 @@ impl Runtime {
                     &route.name,
                     &route.policies,
                     clusters[route.cluster_index].clone(),
+                    &services,
                 ),
                 context: route.policies.reads_context(),
             })
@@ -131,6 +157,9 @@ impl Runtime {
             );
         }
         Ok(Runtime {
+            consumers: services.auth.consumers.clone(),
+            key_sets: services.auth.key_sets.clone(),
+            identity_headers: identity_headers(&config),
             router: Router::new(&matchers),
             routes,
             access_log,
@@ -139,4 +168,21 @@ impl Runtime {
             config: Arc::new(config),
         })
     }
+}
+
+/// Every header a listener or a route sets to tell the upstream who is calling.
+fn identity_headers(config: &Config) -> Arc<[HeaderName]> {
+    let mut names: Vec<HeaderName> = config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref()?.client_auth.forward_header.clone())
+        .collect();
+    for route in &config.routes {
+        if let Some(rules) = &route.policies.auth.rules {
+            names.extend(rules.forward.names().cloned());
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names.into()
 }

@@ -10,6 +10,7 @@
 
 use crate::body::Body;
 use crate::concerns::RoutePolicies;
+use crate::middleware::auth::providers::AuthServices;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
@@ -28,11 +29,17 @@ use tower_service::Service;
 pub(crate) type RouteStack =
     ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>;
 
+/// What the layers of a runtime's routes share: built once per runtime, before its routes.
+pub(crate) struct Services {
+    pub(crate) auth: AuthServices,
+}
+
 /// Compose one route's stack over its cluster.
 pub(crate) fn build_route_stack(
     route: &str,
     policies: &RoutePolicies,
     cluster: Arc<Cluster>,
+    services: &Services,
 ) -> RouteStack {
     let layers = (
         // Decorates every answer of the route — the upstream's and the gateway's own errors
@@ -46,7 +53,7 @@ pub(crate) fn build_route_stack(
         BodyLimitLayer::new(&policies.body_limit),
         // Who may call: decided before the route does any work for the caller (later: rate
         // limits, keyed by the identity auth establishes).
-        AuthLayer::new(&policies.auth),
+        AuthLayer::new(&policies.auth, &services.auth, route),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
         // Innermost, so that it measures the upstream and nothing the gateway does first.

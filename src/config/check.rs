@@ -19,6 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::any::{Any, TypeId};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,6 +63,12 @@ pub(crate) trait Section: Sized {
     fn wants_text(path: &[Seg]) -> bool {
         let _ = path;
         false
+    }
+    /// Replace the credentials in the section's part of the config dump (`/config`) with
+    /// [`REDACTED`](crate::config::REDACTED). Values that came from `${ENV}` are redacted
+    /// wherever they are; this is for secrets written in the file itself.
+    fn redact_dump(value: &mut Value) {
+        let _ = value;
     }
 }
 
@@ -372,6 +379,13 @@ pub(crate) fn is_segment_prefix(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The concerns' checked top-level sections, by type: how a route policy finds the section
+/// its keys refer to (an auth policy, its identity providers) without `config/` knowing
+/// either.
+pub(crate) trait SectionLookup {
+    fn find(&self, section: TypeId) -> Option<&dyn Any>;
+}
+
 /// Checking one route: where it is in the file, what it matches, and the facts of the rest
 /// of the file a policy may depend on.
 pub(crate) struct RouteCheck<'c, 'a> {
@@ -380,6 +394,8 @@ pub(crate) struct RouteCheck<'c, 'a> {
     path: KeyPath,
     matcher: &'c MatchFile,
     listeners: &'c [Option<ListenerFile>],
+    /// `None` when a section did not check out (its problems are reported already).
+    sections: Option<&'c dyn SectionLookup>,
     /// The route's policy keys as they deserialised, for the config dump.
     dump: Map<String, Value>,
 }
@@ -390,12 +406,14 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
         path: KeyPath,
         matcher: &'c MatchFile,
         listeners: &'c [Option<ListenerFile>],
+        sections: Option<&'c dyn SectionLookup>,
     ) -> RouteCheck<'c, 'a> {
         RouteCheck {
             checker,
             path,
             matcher,
             listeners,
+            sections,
             dump: Map::new(),
         }
     }
@@ -413,6 +431,12 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
     /// The listeners as written (those that deserialised).
     pub(crate) fn listeners(&self) -> impl Iterator<Item = &ListenerFile> {
         self.listeners.iter().flatten()
+    }
+
+    /// A concern's checked top-level section; `None` when the sections did not check out
+    /// (then their problems are reported, and references to them need not be).
+    pub(crate) fn section<T: 'static>(&self) -> Option<&'c T> {
+        self.sections?.find(TypeId::of::<T>())?.downcast_ref()
     }
 
     /// Deserialise and check the keys of `raw` that policy `P` owns.

@@ -27,6 +27,7 @@ pub(crate) mod units;
 mod validate;
 
 pub use problem::Problem;
+pub(crate) use validate::REDACTED;
 
 use crate::concerns::{RoutePolicies, Sections};
 use model::{AdminSettings, Cluster, Listener, RouteMatch, RuntimeSettings};
@@ -200,6 +201,21 @@ pub(crate) fn load_str_in(
             Pos::START,
             "the configuration is incomplete",
         )])),
+    }
+}
+
+/// A file that a section names (a consumers file), parsed as the config file is — YAML with
+/// positions, JSON being YAML too — except that `${ENV}` references are not allowed: the value
+/// and where each part of it is, for the section to deserialise and check with precise problems.
+pub(crate) fn parse_side_file(
+    text: &str,
+) -> Result<(serde_json::Value, source::SourceMap), Vec<Problem>> {
+    let root = source::parse_tree(text).map_err(|problem| vec![problem])?;
+    let converted = source::to_json(root.as_ref(), &|_| None, &|_| false);
+    if converted.problems.is_empty() {
+        Ok((converted.value, converted.map))
+    } else {
+        Err(converted.problems)
     }
 }
 

@@ -266,7 +266,7 @@ impl Splitter<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::source::{parse_tree, to_json};
 
@@ -283,6 +283,18 @@ mod tests {
             .collect()
     }
 
+    /// The top-level keys as an unknown-key message lists them: the core ones, and each
+    /// concern's section after `access_log`.
+    pub(crate) fn top_level_keys() -> String {
+        let keys = section_keys();
+        assert_eq!(keys[..3], ["runtime", "admin", "access_log"]);
+        assert_eq!(keys[keys.len() - 3..], ["listeners", "clusters", "routes"]);
+        keys.iter()
+            .map(|key| format!("`{key}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     #[test]
     fn unknown_top_level_key_points_at_the_key() {
         let (_, problems) = split_text("listeners: []\nrouts: []\n");
@@ -292,9 +304,10 @@ mod tests {
                 "routs".to_string(),
                 2,
                 1,
-                "unknown key `routs`, did you mean `routes`? (expected one of `runtime`, \
-                 `admin`, `access_log`, `listeners`, `clusters`, `routes`)"
-                    .to_string()
+                format!(
+                    "unknown key `routs`, did you mean `routes`? (expected one of {})",
+                    top_level_keys()
+                )
             )]
         );
     }

@@ -245,8 +245,10 @@ routs: []
                 "routs",
                 20,
                 1,
-                "unknown key `routs`, did you mean `routes`? (expected one of `runtime`, \
-                 `admin`, `access_log`, `listeners`, `clusters`, `routes`)"
+                &format!(
+                    "unknown key `routs`, did you mean `routes`? (expected one of {})",
+                    super::structure::tests::top_level_keys()
+                )
             ),
         ]
     );
@@ -321,7 +323,7 @@ acces_log: {}
                 6,
                 1,
                 "unknown key `acces_log`, did you mean `access_log`? (expected one of \
-                 `runtime`, `admin`, `access_log`, `listeners`, `clusters`, `routes`)"
+                 `runtime`, `admin`, `access_log`, `consumers`, `auth_providers`, `listeners`, `clusters`, `routes`)"
             ),
         ]
     );
@@ -383,9 +385,7 @@ fn all_defaults() {
                 body_limit: BodyLimitPolicy {
                     max_body_size: 10 * 1024 * 1024
                 },
-                auth: AuthPolicy {
-                    client_certificate: false
-                },
+                auth: AuthPolicy::default(),
                 transform: TransformPolicy::default(),
                 timeout: TimeoutPolicy {
                     timeout: Duration::from_secs(15)
@@ -402,7 +402,7 @@ fn all_defaults() {
                       "path_template": null, "methods": [], "headers": [], "query": []},
             "request_headers": {"set": {}, "add": {}, "remove": []},
             "response_headers": {"set": {}, "add": {}, "remove": []},
-            "require_client_cert": null,
+            "require_client_cert": null, "auth": null,
         })
     );
 }

@@ -8,7 +8,7 @@
 //! check reports and moves on, and a [`Config`] is produced only when there were none, so
 //! the code that builds the runtime from it never re-validates (see `model.rs`).
 
-use super::check::{normalise_prefix, Checker, RouteCheck};
+use super::check::{normalise_prefix, Checker, RouteCheck, SectionLookup};
 use super::deserialize::closest;
 use super::file::{
     AdminFile, ClientAuthFile, ClusterFile, HstsFile, ListenerFile, ListenerLimitsFile,
@@ -74,7 +74,8 @@ pub(crate) fn validate(
     // After the listeners, so the admin address can be checked against theirs.
     let admin = parts.admin.as_ref().and_then(|a| v.admin(a.as_ref()));
     let clusters = v.clusters(&parts.clusters);
-    let (routes, route_dumps) = v.routes(parts);
+    let lookup = sections.as_ref().map(|s| s as &dyn SectionLookup);
+    let (routes, route_dumps) = v.routes(parts, lookup);
 
     dump_into(&mut dump, "runtime", &parts.runtime);
     dump_into(&mut dump, "admin", &parts.admin);
@@ -725,7 +726,11 @@ impl Validator<'_> {
 
     /// The routes, and each route's part of the config dump: its core keys and every
     /// concern's keys as they deserialised.
-    fn routes(&mut self, parts: &Parts) -> (Vec<Option<Route>>, Vec<Value>) {
+    fn routes(
+        &mut self,
+        parts: &Parts,
+        sections: Option<&dyn SectionLookup>,
+    ) -> (Vec<Option<Route>>, Vec<Value>) {
         let section = KeyPath::root().key("routes");
         // First definition wins for lookups; duplicates are reported by `clusters()`.
         let mut cluster_index: HashMap<&str, usize> = HashMap::new();
@@ -762,7 +767,13 @@ impl Validator<'_> {
             };
             let matcher = self.matcher(&path.key("match"), &file.matcher);
             // Everything else about the route belongs to the concerns.
-            let mut check = RouteCheck::new(&mut self.check, path, &file.matcher, &parts.listeners);
+            let mut check = RouteCheck::new(
+                &mut self.check,
+                path,
+                &file.matcher,
+                &parts.listeners,
+                sections,
+            );
             let policies = RoutePolicies::check(&file.policies, &mut check);
             let mut dump = check.into_dump();
             if let Ok(Value::Object(core)) = serde_json::to_value(file) {

@@ -99,11 +99,6 @@ impl Gateway {
     /// (SIGHUP and the file watch) from that file.
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, StartError> {
         let metrics = Metrics::default();
-        let identity_headers: Arc<[http::HeaderName]> = config
-            .listeners
-            .iter()
-            .filter_map(|l| l.tls.as_ref()?.client_auth.forward_header.clone())
-            .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut tls_listeners = Vec::new();
         for listener in &config.listeners {
@@ -130,11 +125,7 @@ impl Gateway {
                     source,
                 })?;
             listeners.push(BoundListener {
-                context: Arc::new(ListenerContext::new(
-                    listener,
-                    &metrics,
-                    identity_headers.clone(),
-                )),
+                context: Arc::new(ListenerContext::new(listener, &metrics)),
                 listener: bound,
                 tls,
             });
@@ -151,6 +142,7 @@ impl Gateway {
         };
         let background = Background::start().map_err(StartError::Background)?;
         let runtime = Runtime::build(config, None, &metrics)?;
+        runtime.start();
         let shared = Arc::new(Shared::new(runtime, metrics, background));
         let reload = ReloadHandle::new(shared.clone(), config_path);
         Ok(Gateway {

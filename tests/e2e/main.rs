@@ -8,6 +8,8 @@
 mod common;
 
 mod admission;
+mod auth_jwt;
+mod auth_keys;
 mod cli;
 mod fuzz;
 mod headers;

@@ -12,6 +12,11 @@
     jwt_tool.py hmac-with-public ALG PUBLIC_PEM KID CLAIMS
                                           -> an HS* token keyed with a public key's PEM bytes
                                              (the key-confusion attack).
+    jwt_tool.py batch                     -> reads a JSON list of commands on stdin, each a
+                                             list of the arguments above (["sign", "ES256",
+                                             ...], claims and headers as JSON objects), and
+                                             prints a JSON list of their results: one Python
+                                             start for many tokens.
 
 Output on stdout; errors on stderr with a non-zero exit. `.ci/run` installs PyJWT and
 cryptography.
@@ -72,26 +77,25 @@ def keygen(alg: str, kid: str) -> dict:
     return {"private_pem": pem, "public_pem": public_pem, "jwk": jwk}
 
 
-def main(argv):
-    command = argv[1]
+def run(args):
+    command = args[0]
     if command == "keygen":
-        print(json.dumps(keygen(argv[2], argv[3])))
-    elif command == "sign":
-        alg, private, kid, claims = argv[2], argv[3], argv[4], json.loads(argv[5])
-        headers = json.loads(argv[6]) if len(argv) > 6 else {}
+        return keygen(args[1], args[2])
+    if command == "sign":
+        alg, private, kid, claims = args[1], args[2], args[3], args[4]
+        headers = dict(args[5]) if len(args) > 5 else {}
         if kid:
             headers["kid"] = kid
-        print(jwt.encode(claims, private, algorithm=alg, headers=headers))
-    elif command == "none":
-        claims = json.loads(argv[2])
+        return jwt.encode(claims, private, algorithm=alg, headers=headers)
+    if command == "none":
         header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
-        payload = b64url(json.dumps(claims).encode())
-        print(f"{header}.{payload}.")
-    elif command == "hmac-with-public":
+        payload = b64url(json.dumps(args[1]).encode())
+        return f"{header}.{payload}."
+    if command == "hmac-with-public":
         import hashlib
         import hmac
 
-        alg, public_pem, kid, claims = argv[2], argv[3], argv[4], json.loads(argv[5])
+        alg, public_pem, kid, claims = args[1], args[2], args[3], args[4]
         digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
         header = {"alg": alg, "typ": "JWT"}
         if kid:
@@ -100,9 +104,19 @@ def main(argv):
             b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
         )
         signature = hmac.new(public_pem.encode(), signing_input.encode(), digest).digest()
-        print(f"{signing_input}.{b64url(signature)}")
-    else:
-        raise SystemExit(f"unknown command {command}")
+        return f"{signing_input}.{b64url(signature)}"
+    raise SystemExit(f"unknown command {command}")
+
+
+def main(argv):
+    if argv[1] == "batch":
+        print(json.dumps([run(args) for args in json.load(sys.stdin)]))
+        return
+    args = [argv[1]] + [
+        json.loads(arg) if arg.startswith("{") else arg for arg in argv[2:]
+    ]
+    result = run(args)
+    print(result if isinstance(result, str) else json.dumps(result))
 
 
 if __name__ == "__main__":
