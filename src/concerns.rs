@@ -21,6 +21,7 @@ use crate::config::source::{KeyPath, Seg, SourceMap};
 use crate::config::Problem;
 use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
+use crate::middleware::cors::CorsPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
 use serde::de::DeserializeOwned;
@@ -96,6 +97,8 @@ macro_rules! route_policies {
 }
 
 route_policies! {
+    /// `cors`.
+    cors: CorsPolicy,
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
     /// `require_client_cert`.
@@ -232,6 +235,8 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<TransformPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TimeoutPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
+        serde_json::to_value(<CorsPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::cors::CorsFile::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

@@ -58,6 +58,7 @@ pub(crate) enum Level {
 pub(crate) enum GrpcCode {
     Cancelled,
     DeadlineExceeded,
+    PermissionDenied,
     ResourceExhausted,
     Unimplemented,
     Internal,
@@ -71,6 +72,7 @@ impl GrpcCode {
         match self {
             GrpcCode::Cancelled => "1",
             GrpcCode::DeadlineExceeded => "4",
+            GrpcCode::PermissionDenied => "7",
             GrpcCode::ResourceExhausted => "8",
             GrpcCode::Unimplemented => "12",
             GrpcCode::Internal => "13",
@@ -157,6 +159,8 @@ pub(crate) enum GatewayError {
     },
     #[error("this route requires a verified client certificate")]
     ClientCertificateRequired,
+    #[error("CORS preflight refused: {} is not an allowed origin of this route", origin.as_deref().unwrap_or("a request without Origin"))]
+    CorsPreflightRefused { origin: Option<String> },
     #[error("plain HTTP was sent to a TLS port; use https://")]
     PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
@@ -339,6 +343,13 @@ impl GatewayError {
                 StatusCode::FORBIDDEN,
                 "client_certificate_required",
                 G::Unauthenticated,
+                Client,
+                Info,
+            ),
+            CorsPreflightRefused { .. } => (
+                StatusCode::FORBIDDEN,
+                "cors_preflight_refused",
+                G::PermissionDenied,
                 Client,
                 Info,
             ),

@@ -12,6 +12,7 @@ use crate::body::Body;
 use crate::concerns::RoutePolicies;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
+use crate::middleware::cors::{Cors, CorsLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
 use crate::middleware::transform::{
@@ -26,7 +27,7 @@ use tower_service::Service;
 
 /// Every route's stack, outermost first (as built in [`build_route_stack`]).
 pub(crate) type RouteStack =
-    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>;
+    Cors<ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>>;
 
 /// Compose one route's stack over its cluster.
 pub(crate) fn build_route_stack(
@@ -35,6 +36,10 @@ pub(crate) fn build_route_stack(
     cluster: Arc<Cluster>,
 ) -> RouteStack {
     let layers = (
+        // Outermost: a browser's preflight is answered before anything asks it for
+        // credentials, and every answer below — errors included — gets the CORS headers a
+        // browser application needs to read it.
+        CorsLayer::new(route, &policies.cors),
         // Decorates every answer of the route — the upstream's and the gateway's own errors
         // alike — so it sits outside the rescue layer (later: CORS, rate-limit headers).
         ResponseHeadersLayer::new(&policies.transform),

@@ -380,6 +380,7 @@ fn all_defaults() {
             cluster: "backend".into(),
             cluster_index: 0,
             policies: crate::concerns::RoutePolicies {
+                cors: Default::default(),
                 body_limit: BodyLimitPolicy {
                     max_body_size: 10 * 1024 * 1024
                 },
@@ -403,6 +404,7 @@ fn all_defaults() {
             "request_headers": {"set": {}, "add": {}, "remove": []},
             "response_headers": {"set": {}, "add": {}, "remove": []},
             "require_client_cert": null,
+            "cors": null,
         })
     );
 }

@@ -9,6 +9,7 @@ mod common;
 
 mod admission;
 mod cli;
+mod cors;
 mod fuzz;
 mod headers;
 mod hostile_connections;
