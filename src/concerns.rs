@@ -21,6 +21,7 @@ use crate::config::source::{KeyPath, Seg, SourceMap};
 use crate::config::Problem;
 use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
+use crate::middleware::compression::CompressionPolicy;
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
@@ -99,6 +100,8 @@ macro_rules! route_policies {
 route_policies! {
     /// `cors`.
     cors: CorsPolicy,
+    /// `compression`, `request_decompression`.
+    compression: CompressionPolicy,
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
     /// `require_client_cert`.
@@ -237,6 +240,9 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
         serde_json::to_value(<CorsPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(crate::middleware::cors::CorsFile::default()),
+        serde_json::to_value(<CompressionPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::compression::CompressionFile::default()),
+        serde_json::to_value(crate::middleware::compression::DecompressionFile::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

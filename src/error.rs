@@ -161,6 +161,10 @@ pub(crate) enum GatewayError {
     ClientCertificateRequired,
     #[error("CORS preflight refused: {} is not an allowed origin of this route", origin.as_deref().unwrap_or("a request without Origin"))]
     CorsPreflightRefused { origin: Option<String> },
+    #[error("the request body does not decode as its Content-Encoding says")]
+    BadContentEncoding(#[source] hyper::Error),
+    #[error("the Content-Encoding {0:?} is not accepted here (accepted: {1})")]
+    UnsupportedContentEncoding(String, &'static str),
     #[error("plain HTTP was sent to a TLS port; use https://")]
     PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
@@ -353,6 +357,20 @@ impl GatewayError {
                 Client,
                 Info,
             ),
+            BadContentEncoding(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_content_encoding",
+                G::Internal,
+                Client,
+                Info,
+            ),
+            UnsupportedContentEncoding(..) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+                G::Unimplemented,
+                Client,
+                Info,
+            ),
             PlainHttpToTlsPort => (
                 StatusCode::BAD_REQUEST,
                 "plain_http_to_tls_port",
@@ -513,6 +531,7 @@ impl GatewayError {
                 GatewayError::MalformedRequestBody(err)
             }
             Some(BodyError::Client(_)) => GatewayError::ClientBodyAborted(err),
+            Some(BodyError::Coding(_)) => GatewayError::BadContentEncoding(err),
             Some(BodyError::Upstream(_)) | None => GatewayError::UpstreamProtocol(err),
         }
     }

@@ -8,8 +8,9 @@
 //!     └ hyper: HTTP/1.1, HTTP/2, h2c        head size / header count limits
 //!        └ gateway::handle (gateway.rs)      request id, admission + routing, forwarding
 //!           │                                headers, request context, completion
-//!           └ route stack (stack.rs)         CORS → response headers → rescue → body limit
-//!              │                             → auth → request transforms → timeout
+//!           └ route stack (stack.rs)         CORS → response headers → compression →
+//!              │                             rescue → body limit → auth → request transforms
+//!              │                             → timeout → request decompression
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```

@@ -12,6 +12,7 @@ use crate::body::Body;
 use crate::concerns::RoutePolicies;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
+use crate::middleware::compression::{Compress, CompressLayer, Decompress, DecompressLayer};
 use crate::middleware::cors::{Cors, CorsLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
@@ -26,8 +27,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// Every route's stack, outermost first (as built in [`build_route_stack`]).
-pub(crate) type RouteStack =
-    Cors<ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>>;
+pub(crate) type RouteStack = Cors<
+    ResponseHeaders<
+        Compress<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+    >,
+>;
 
 /// Compose one route's stack over its cluster.
 pub(crate) fn build_route_stack(
@@ -43,6 +47,9 @@ pub(crate) fn build_route_stack(
         // Decorates every answer of the route — the upstream's and the gateway's own errors
         // alike — so it sits outside the rescue layer (later: CORS, rate-limit headers).
         ResponseHeadersLayer::new(&policies.transform),
+        // Compresses what the route answers, its errors included; the decorators above see
+        // the final Content-Encoding.
+        CompressLayer::new(&policies.compression),
         // Typed errors of every layer below become the JSON or grpc-status answer here, so the
         // decorators above see them like any other response.
         RescueLayer::new(route),
@@ -56,6 +63,9 @@ pub(crate) fn build_route_stack(
         RequestTransformLayer::new(&policies.transform),
         // Innermost, so that it measures the upstream and nothing the gateway does first.
         TimeoutLayer::new(&policies.timeout),
+        // Below the timeout, which still sees the client's own body arrive; decoded sizes
+        // are counted on the way to the backend.
+        DecompressLayer::new(&policies.compression),
     );
     layers.layer(Upstream::new(cluster))
 }

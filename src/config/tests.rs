@@ -381,6 +381,7 @@ fn all_defaults() {
             cluster_index: 0,
             policies: crate::concerns::RoutePolicies {
                 cors: Default::default(),
+                compression: Default::default(),
                 body_limit: BodyLimitPolicy {
                     max_body_size: 10 * 1024 * 1024
                 },
@@ -405,6 +406,7 @@ fn all_defaults() {
             "response_headers": {"set": {}, "add": {}, "remove": []},
             "require_client_cert": null,
             "cors": null,
+            "compression": null, "request_decompression": null,
         })
     );
 }

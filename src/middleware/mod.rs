@@ -13,6 +13,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod body_limit;
+pub(crate) mod compression;
 pub(crate) mod cors;
 pub(crate) mod rescue;
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod common;
 
 mod admission;
 mod cli;
+mod compression;
 mod cors;
 mod fuzz;
 mod headers;
