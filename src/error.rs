@@ -165,6 +165,8 @@ pub(crate) enum GatewayError {
     BadContentEncoding(#[source] hyper::Error),
     #[error("the Content-Encoding {0:?} is not accepted here (accepted: {1})")]
     UnsupportedContentEncoding(String, &'static str),
+    #[error("{} may not use this route", match .0 { Some(ip) => format!("the client address {ip}"), None => String::from("a client of unknown address") })]
+    IpNotAllowed(Option<std::net::IpAddr>),
     #[error("plain HTTP was sent to a TLS port; use https://")]
     PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
@@ -368,6 +370,13 @@ impl GatewayError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_content_encoding",
                 G::Unimplemented,
+                Client,
+                Info,
+            ),
+            IpNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
+                G::PermissionDenied,
                 Client,
                 Info,
             ),

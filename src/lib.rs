@@ -9,8 +9,8 @@
 //!        └ gateway::handle (gateway.rs)      request id, admission + routing, forwarding
 //!           │                                headers, request context, completion
 //!           └ route stack (stack.rs)         CORS → response headers → compression →
-//!              │                             rescue → body limit → auth → request transforms
-//!              │                             → timeout → request decompression
+//!              │                             rescue → IP rules → body limit → auth → request
+//!              │                             transforms → timeout → request decompression
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```
@@ -52,6 +52,7 @@ mod access_log;
 mod admin;
 mod admission;
 mod body;
+mod client_ip;
 mod completion;
 mod concerns;
 pub mod config;

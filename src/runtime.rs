@@ -109,6 +109,7 @@ impl Runtime {
                 stack: build_route_stack(
                     &route.name,
                     &route.policies,
+                    &config.sections,
                     clusters[route.cluster_index].clone(),
                 ),
                 context: route.policies.reads_context(),

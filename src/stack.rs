@@ -9,11 +9,12 @@
 //! The order is the design: read [`build_route_stack`] top to bottom.
 
 use crate::body::Body;
-use crate::concerns::RoutePolicies;
+use crate::concerns::{RoutePolicies, Sections};
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::compression::{Compress, CompressLayer, Decompress, DecompressLayer};
 use crate::middleware::cors::{Cors, CorsLayer};
+use crate::middleware::ip_rules::{IpFilter, IpRulesLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
 use crate::middleware::transform::{
@@ -29,14 +30,17 @@ use tower_service::Service;
 /// Every route's stack, outermost first (as built in [`build_route_stack`]).
 pub(crate) type RouteStack = Cors<
     ResponseHeaders<
-        Compress<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+        Compress<
+            Rescue<IpFilter<BodyLimit<Auth<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+        >,
     >,
 >;
 
-/// Compose one route's stack over its cluster.
+/// Compose one route's stack over its cluster; `sections` are the settings routes share.
 pub(crate) fn build_route_stack(
     route: &str,
     policies: &RoutePolicies,
+    sections: &Sections,
     cluster: Arc<Cluster>,
 ) -> RouteStack {
     let layers = (
@@ -53,6 +57,8 @@ pub(crate) fn build_route_stack(
         // Typed errors of every layer below become the JSON or grpc-status answer here, so the
         // decorators above see them like any other response.
         RescueLayer::new(route),
+        // Callers the route refuses by address are refused before anything is done for them.
+        IpRulesLayer::new(&policies.ip_rules, &sections.trusted_proxies),
         // 413 from Content-Length before anything else looks at the request, and before a
         // byte of the body is read (or a `100 Continue` invites it).
         BodyLimitLayer::new(&policies.body_limit),

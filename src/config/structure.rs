@@ -293,7 +293,7 @@ mod tests {
                 2,
                 1,
                 "unknown key `routs`, did you mean `routes`? (expected one of `runtime`, \
-                 `admin`, `access_log`, `listeners`, `clusters`, `routes`)"
+                 `admin`, `access_log`, `trusted_proxies`, `listeners`, `clusters`, `routes`)"
                     .to_string()
             )]
         );

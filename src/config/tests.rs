@@ -246,7 +246,7 @@ routs: []
                 20,
                 1,
                 "unknown key `routs`, did you mean `routes`? (expected one of `runtime`, \
-                 `admin`, `access_log`, `listeners`, `clusters`, `routes`)"
+                 `admin`, `access_log`, `trusted_proxies`, `listeners`, `clusters`, `routes`)"
             ),
         ]
     );
@@ -321,7 +321,7 @@ acces_log: {}
                 6,
                 1,
                 "unknown key `acces_log`, did you mean `access_log`? (expected one of \
-                 `runtime`, `admin`, `access_log`, `listeners`, `clusters`, `routes`)"
+                 `runtime`, `admin`, `access_log`, `trusted_proxies`, `listeners`, `clusters`, `routes`)"
             ),
         ]
     );
@@ -382,6 +382,7 @@ fn all_defaults() {
             policies: crate::concerns::RoutePolicies {
                 cors: Default::default(),
                 compression: Default::default(),
+                ip_rules: Default::default(),
                 body_limit: BodyLimitPolicy {
                     max_body_size: 10 * 1024 * 1024
                 },
@@ -407,6 +408,7 @@ fn all_defaults() {
             "require_client_cert": null,
             "cors": null,
             "compression": null, "request_decompression": null,
+            "ip_rules": null,
         })
     );
 }

@@ -15,6 +15,7 @@ mod fuzz;
 mod headers;
 mod hostile_connections;
 mod hostile_requests;
+mod ip_rules;
 mod lifecycle;
 mod limits;
 mod protocols;
