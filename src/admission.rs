@@ -30,9 +30,11 @@ pub(crate) enum Admitted {
     Answer(Response<Body>),
 }
 
-/// Admit and route one request (normalising its path in place).
+/// Admit and route one request (normalising its path in place). `answers_preflight` says
+/// which routes answer CORS preflights themselves.
 pub(crate) fn admit<B>(
     router: &Router,
+    answers_preflight: impl Fn(usize) -> bool,
     listener: &Listener,
     req: &mut Request<B>,
     head_refusal: Option<HeadRefusal>,
@@ -74,14 +76,29 @@ pub(crate) fn admit<B>(
             Uri::from_parts(parts).map_err(|e| GatewayError::BadUpstreamRequest(e.into()))?;
     }
 
-    let lookup = router.find(&RequestView {
+    let view = RequestView {
         // Validated above: a host is ASCII.
         host: host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
         path: req.uri().path(),
         query: req.uri().query(),
         method: req.method(),
         headers: req.headers(),
-    });
+    };
+    // A CORS preflight asks about another method: it belongs to the route that serves that
+    // method, when that route answers preflights (rather than a 405, or a route that would
+    // forward it).
+    if let Some(requested) = preflight_method(req) {
+        let asked = RequestView {
+            method: &requested,
+            ..view
+        };
+        if let Lookup::Matched(route) = router.find(&asked) {
+            if answers_preflight(route) {
+                return Ok(Admitted::Route { route, host });
+            }
+        }
+    }
+    let lookup = router.find(&view);
     match lookup {
         Lookup::Matched(route) => Ok(Admitted::Route { route, host }),
         Lookup::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed {
@@ -90,6 +107,15 @@ pub(crate) fn admit<B>(
         }),
         Lookup::NotFound => Err(GatewayError::NoRoute),
     }
+}
+
+/// The method a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) asks about.
+fn preflight_method<B>(req: &Request<B>) -> Option<Method> {
+    if req.method() != Method::OPTIONS {
+        return None;
+    }
+    let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    Method::from_bytes(asked.as_bytes()).ok()
 }
 
 /// RFC 9112 §6.1: the one transfer coding Portico takes in a request is `chunked`, applied

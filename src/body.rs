@@ -12,6 +12,7 @@ use crate::upstream::pool::Lease;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -34,6 +35,31 @@ pub(crate) enum BodyError {
     Client(#[source] hyper::Error),
     #[error("error reading the response body from the upstream")]
     Upstream(#[source] hyper::Error),
+    /// A compressed request body that does not decode, or a coder that failed.
+    #[error("the body could not be decoded or encoded")]
+    Coding(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BodyError {
+    /// A coder's error: the body error it carries when the body below it failed (so that a
+    /// size limit or a timeout is still answered as such), else a coding error.
+    pub(crate) fn from_boxed(error: Box<dyn std::error::Error + Send + Sync>) -> BodyError {
+        let error = match error.downcast::<BodyError>() {
+            Ok(body_error) => return *body_error,
+            Err(error) => error,
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(current) = cause {
+            match current.downcast_ref::<BodyError>() {
+                Some(BodyError::TooLarge { limit }) => {
+                    return BodyError::TooLarge { limit: *limit }
+                }
+                Some(BodyError::Timeout(budget)) => return BodyError::Timeout(*budget),
+                _ => cause = current.source(),
+            }
+        }
+        BodyError::Coding(error)
+    }
 }
 
 pin_project! {
@@ -45,12 +71,29 @@ pin_project! {
         Full { data: Option<Bytes> },
         Client { #[pin] body: ClientBody },
         Upstream { #[pin] body: UpstreamBody },
+        // A body a coding layer made (compression, request decompression): boxed, so only
+        // the routes that use one pay for it.
+        Boxed { body: UnsyncBoxBody<Bytes, BodyError> },
     }
 }
 
 impl Body {
     pub(crate) fn empty() -> Body {
         Body::Empty
+    }
+
+    /// Box a body a coding layer made, its errors as [`BodyError`]s.
+    pub(crate) fn boxed<B>(body: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt;
+        Body::Boxed {
+            body: body
+                .map_err(|error| BodyError::from_boxed(error.into()))
+                .boxed_unsync(),
+        }
     }
 
     pub(crate) fn full(data: impl Into<Bytes>) -> Body {
@@ -70,6 +113,7 @@ impl std::fmt::Debug for Body {
             Body::Full { .. } => "full",
             Body::Client { .. } => "client",
             Body::Upstream { .. } => "upstream",
+            Body::Boxed { .. } => "boxed",
         };
         f.debug_tuple("Body").field(&kind).finish()
     }
@@ -88,6 +132,7 @@ impl http_body::Body for Body {
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Client { body } => body.poll_frame(cx),
             BodyProj::Upstream { body } => body.poll_frame(cx),
+            BodyProj::Boxed { body } => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -97,6 +142,7 @@ impl http_body::Body for Body {
             Body::Full { data } => data.is_none(),
             Body::Client { body } => body.is_end_stream(),
             Body::Upstream { body } => body.is_end_stream(),
+            Body::Boxed { body } => body.is_end_stream(),
         }
     }
 
@@ -108,6 +154,7 @@ impl http_body::Body for Body {
             }
             Body::Client { body } => body.size_hint(),
             Body::Upstream { body } => body.size_hint(),
+            Body::Boxed { body } => body.size_hint(),
         }
     }
 }

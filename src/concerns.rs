@@ -15,6 +15,7 @@
 //! `explain` all follow from the list.
 
 use crate::access_log::AccessLogSettings;
+use crate::client_ip::TrustedProxies;
 use crate::config::check::{Checker, Description, RouteCheck, RoutePolicy, Section, SectionLookup};
 use crate::config::deserialize::deserialize;
 use crate::config::source::{KeyPath, Seg, SourceMap};
@@ -23,6 +24,9 @@ use crate::middleware::auth::consumers::ConsumersSection;
 use crate::middleware::auth::providers::AuthProviders;
 use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
+use crate::middleware::compression::CompressionPolicy;
+use crate::middleware::cors::CorsPolicy;
+use crate::middleware::ip_rules::IpRulesPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
 use serde::de::DeserializeOwned;
@@ -99,6 +103,12 @@ macro_rules! route_policies {
 }
 
 route_policies! {
+    /// `cors`.
+    cors: CorsPolicy,
+    /// `compression`, `request_decompression`.
+    compression: CompressionPolicy,
+    /// `ip_rules`.
+    ip_rules: IpRulesPolicy,
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
     /// `auth`, `require_client_cert`.
@@ -188,6 +198,8 @@ sections! {
     consumers: ConsumersSection,
     /// `auth_providers`.
     auth_providers: AuthProviders,
+    /// `trusted_proxies`.
+    trusted_proxies: TrustedProxies,
 }
 
 /// The entries of `raw` under `keys`.
@@ -250,6 +262,14 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<TimeoutPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
         serde_json::to_value(<AuthProviders as Section>::File::default()),
+        serde_json::to_value(<CorsPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::cors::CorsFile::default()),
+        serde_json::to_value(<CompressionPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::compression::CompressionFile::default()),
+        serde_json::to_value(crate::middleware::compression::DecompressionFile::default()),
+        serde_json::to_value(<IpRulesPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::ip_rules::IpRulesFile::default()),
+        serde_json::to_value(<TrustedProxies as Section>::File::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

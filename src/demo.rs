@@ -7,7 +7,8 @@
 //! with a JSON description of the request it received, so what the gateway added or
 //! rewrote is visible in every `curl`. With certificates (from `portico certs`, or made on
 //! the fly by the CLI), a second listener serves the same routes over HTTPS on
-//! `127.0.0.1:8443` (HTTP/2 via ALPN, HSTS).
+//! `127.0.0.1:8443` (HTTP/2 via ALPN, HSTS). A small web page on `127.0.0.1:8090`, another
+//! origin, calls the CORS-enabled route `/browser/v1/users` from the browser.
 
 use crate::config::{self, model, Config, ConfigError};
 use crate::dev_certs::DevCerts;
@@ -36,6 +37,9 @@ pub struct DemoBackends {
     pub users_b: SocketAddr,
     /// The `reports` service (h2c, streams slowly).
     pub reports: SocketAddr,
+    /// A web page on another origin (`http://127.0.0.1:8090`) that calls the gateway's
+    /// CORS-enabled route with `fetch`.
+    pub page: SocketAddr,
 }
 
 /// Start the demo backends on `127.0.0.1:0`.
@@ -44,6 +48,7 @@ pub async fn start_backends() -> std::io::Result<DemoBackends> {
         users_a: spawn_backend("users-a").await?,
         users_b: spawn_backend("users-b").await?,
         reports: spawn_backend("reports").await?,
+        page: spawn_page().await?,
     })
 }
 
@@ -97,7 +102,8 @@ pub fn instructions(gateway: &Gateway, certs: Option<&DevCerts>) -> String {
     let https = https_instructions(gateway, certs);
     format!(
         r#"Portico demo: gateway on http://{public}, admin on http://{admin}
-Backends: users x2 (round robin), reports (HTTP/2 cleartext, streams slowly). Try:
+Backends: users x2 (round robin), reports (HTTP/2 cleartext, streams slowly); a web page on
+http://127.0.0.1:8090/ that calls the API from another origin (CORS). Try:
 
   curl -i http://{public}/v1/users/42 -H 'Host: api.example.com'         # routed, prefix stripped
   curl -s http://{public}/v1/users/42 -H 'Host: api.example.com'         # again: the other instance
@@ -107,6 +113,10 @@ Backends: users x2 (round robin), reports (HTTP/2 cleartext, streams slowly). Tr
   curl -N http://{public}/reports/stream                                  # streamed as it is produced
   curl -i --http2-prior-knowledge http://{public}/reports/summary         # h2c to the gateway
   curl -i 'http://{public}/v1/users/%2e%2e/admin' -H 'Host: api.example.com'   # normalised to /v1/admin: no route, 404
+  curl -i http://{public}/browser/v1/users/42 -H 'Origin: http://127.0.0.1:8090'   # CORS headers
+  curl -i -X OPTIONS http://{public}/browser/v1/users/42 -H 'Origin: http://127.0.0.1:8090' -H 'Access-Control-Request-Method: PUT' -H 'Access-Control-Request-Headers: content-type'   # preflight answered by the gateway
+  curl -i -X OPTIONS http://{public}/browser/v1/users/42 -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: PUT'   # 403, no CORS headers
+  # In a browser, open http://127.0.0.1:8090/ : a page on another origin calls the API with fetch
   curl -s http://{admin}/metrics | grep portico_requests_total
   curl -s http://{admin}/config
 {https}
@@ -135,6 +145,70 @@ HTTPS on {addr} (certificate from {cert}; HTTP/2 via ALPN, HSTS):
             .admin_addr()
             .map_or_else(|| "127.0.0.1:9901".into(), |a| a.to_string()),
     )
+}
+
+/// The page `http://127.0.0.1:8090/` serves: it calls the gateway (same host, port 8080)
+/// from its own origin with `fetch` and shows what the browser let it read.
+const CORS_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Portico demo: CORS</title>
+<style>body{font:15px system-ui,sans-serif;margin:2em;max-width:60em}
+pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap}</style></head>
+<body><h1>A page on another origin calls the API</h1>
+<p>This page comes from <code id="origin"></code>; the API is on port 8080, another origin.
+The route <code>/browser/v1/users</code> allows this origin with <code>cors</code>, so the
+browser lets the page read the answers, the gateway's own errors included.</p>
+<div id="out"></div>
+<script>
+const api = location.protocol + "//" + location.hostname + ":8080/browser/v1/users";
+document.getElementById("origin").textContent = location.origin;
+async function show(title, url, init) {
+  let text;
+  try {
+    const r = await fetch(url, init);
+    text = r.status + " " + r.statusText + "\nx-request-id: " + r.headers.get("x-request-id") +
+      "\n\n" + (await r.text());
+  } catch (e) {
+    text = "the browser refused to let the page read the answer: " + e;
+  }
+  const h = document.createElement("h3"); h.textContent = title;
+  const pre = document.createElement("pre"); pre.textContent = text;
+  document.getElementById("out").append(h, pre);
+}
+(async () => {
+  await show("GET (a simple request)", api + "/42");
+  await show("PUT with a JSON body (preflighted: the gateway answers the OPTIONS)", api + "/42",
+    { method: "PUT", headers: { "content-type": "application/json" }, body: '{"name":"ada"}' });
+  await show("PUT over the 64 KiB limit (the gateway's own 413, readable)", api + "/42",
+    { method: "PUT", headers: { "content-type": "application/json" }, body: "x".repeat(70000) });
+})();
+</script></body></html>
+"#;
+
+async fn spawn_page() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 8090)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|_req: Request<Incoming>| async {
+                    let mut response =
+                        Response::new(Full::new(Bytes::from_static(CORS_PAGE.as_bytes())));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 async fn spawn_backend(name: &'static str) -> std::io::Result<SocketAddr> {

@@ -59,12 +59,12 @@ pub(crate) enum Level {
 pub(crate) enum GrpcCode {
     Cancelled,
     DeadlineExceeded,
+    PermissionDenied,
     ResourceExhausted,
     Unimplemented,
     Internal,
     Unavailable,
     Unauthenticated,
-    PermissionDenied,
 }
 
 impl GrpcCode {
@@ -73,12 +73,12 @@ impl GrpcCode {
         match self {
             GrpcCode::Cancelled => "1",
             GrpcCode::DeadlineExceeded => "4",
+            GrpcCode::PermissionDenied => "7",
             GrpcCode::ResourceExhausted => "8",
             GrpcCode::Unimplemented => "12",
             GrpcCode::Internal => "13",
             GrpcCode::Unavailable => "14",
             GrpcCode::Unauthenticated => "16",
-            GrpcCode::PermissionDenied => "7",
         }
     }
 }
@@ -175,6 +175,14 @@ pub(crate) enum GatewayError {
     /// 503: the identity provider that must vouch for the credential cannot be asked.
     #[error("the identity provider cannot be reached; try again later")]
     AuthUnavailable { provider: std::sync::Arc<str> },
+    #[error("CORS preflight refused: {} is not an allowed origin of this route", origin.as_deref().unwrap_or("a request without Origin"))]
+    CorsPreflightRefused { origin: Option<String> },
+    #[error("the request body does not decode as its Content-Encoding says")]
+    BadContentEncoding(#[source] hyper::Error),
+    #[error("the Content-Encoding {0:?} is not accepted here (accepted: {1})")]
+    UnsupportedContentEncoding(String, &'static str),
+    #[error("{} may not use this route", match .0 { Some(ip) => format!("the client address {ip}"), None => String::from("a client of unknown address") })]
+    IpNotAllowed(Option<std::net::IpAddr>),
     #[error("plain HTTP was sent to a TLS port; use https://")]
     PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
@@ -381,9 +389,37 @@ impl GatewayError {
                 Client,
                 Info,
             ),
+            CorsPreflightRefused { .. } => (
+                StatusCode::FORBIDDEN,
+                "cors_preflight_refused",
+                G::PermissionDenied,
+                Client,
+                Info,
+            ),
             AccessDenied => (
                 StatusCode::FORBIDDEN,
                 "access_denied",
+                G::PermissionDenied,
+                Client,
+                Info,
+            ),
+            BadContentEncoding(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_content_encoding",
+                G::Internal,
+                Client,
+                Info,
+            ),
+            UnsupportedContentEncoding(..) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+                G::Unimplemented,
+                Client,
+                Info,
+            ),
+            IpNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
                 G::PermissionDenied,
                 Client,
                 Info,
@@ -582,6 +618,7 @@ impl GatewayError {
                 GatewayError::MalformedRequestBody(err)
             }
             Some(BodyError::Client(_)) => GatewayError::ClientBodyAborted(err),
+            Some(BodyError::Coding(_)) => GatewayError::BadContentEncoding(err),
             Some(BodyError::Upstream(_)) | None => GatewayError::UpstreamProtocol(err),
         }
     }

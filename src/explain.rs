@@ -97,7 +97,30 @@ pub fn explain(
         method: &method,
         headers: &map,
     };
-    let verdicts = router.explain(&view);
+    let mut verdicts = router.explain(&view);
+    // A CORS preflight goes to the route that serves the method it asks about, when that
+    // route answers preflights (as `admission.rs` routes it).
+    let asked = (method == Method::OPTIONS)
+        .then(|| map.get(http::header::ACCESS_CONTROL_REQUEST_METHOD))
+        .flatten()
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    if let Some(asked) = asked {
+        let asked_verdicts = router.explain(&RequestView {
+            method: &asked,
+            ..view
+        });
+        let answered = asked_verdicts.iter().any(|v| {
+            v.outcome == Outcome::Selected
+                && config.routes[v.route].policies.cors.settings.is_some()
+        });
+        if answered {
+            let _ = writeln!(
+                out,
+                "preflight: CORS preflight for {asked}: routed as {asked}, answered by the gateway"
+            );
+            verdicts = asked_verdicts;
+        }
+    }
 
     let _ = writeln!(out, "\nroutes, most specific first:");
     let mut selected = None;

@@ -9,8 +9,9 @@
 //!        forwarding headers hop-by-hop removal, X-Forwarded-*, Via             forwarding.rs
 //!        request context    connection, TLS facts, request id, caller kind,    context.rs
 //!                           for routes whose policies read it
-//!        route stack        response headers → rescue → body limit → auth      stack.rs
-//!                           → request transforms → timeout → upstream
+//!        route stack        CORS → response headers → compression → rescue   stack.rs
+//!                           → IP rules → body limit → auth → request transforms → timeout
+//!                           → request decompression → upstream
 //!        completion         X-Request-Id, HSTS, Via on every answer; metrics,  completion.rs
 //!                           access log and the connection's idle clock once
 //!                           the last byte has gone
@@ -53,6 +54,7 @@ pub(crate) async fn handle(
     let mut req = req;
     let admitted = admit(
         &runtime.router,
+        |route| runtime.routes[route].answers_preflight,
         &conn.listener.config,
         &mut req,
         head_refusal,

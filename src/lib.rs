@@ -8,8 +8,9 @@
 //!     └ hyper: HTTP/1.1, HTTP/2, h2c        head size / header count limits
 //!        └ gateway::handle (gateway.rs)      request id, admission + routing, forwarding
 //!           │                                headers, request context, completion
-//!           └ route stack (stack.rs)         response headers → rescue → body limit → auth
-//!              │                             → request transforms → timeout
+//!           └ route stack (stack.rs)         CORS → response headers → compression →
+//!              │                             rescue → IP rules → body limit → auth → request
+//!              │                             transforms → timeout → request decompression
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```
@@ -52,6 +53,7 @@ mod access_log;
 mod admin;
 mod admission;
 mod body;
+mod client_ip;
 mod completion;
 mod concerns;
 pub mod config;

@@ -72,6 +72,8 @@ pub(crate) struct RouteEntry {
     pub(crate) stack: RouteStack,
     /// A policy of this route reads the request context.
     pub(crate) context: bool,
+    /// The route answers CORS preflights itself (the router sends them here).
+    pub(crate) answers_preflight: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +134,12 @@ impl Runtime {
                 stack: build_route_stack(
                     &route.name,
                     &route.policies,
+                    &config.sections,
                     clusters[route.cluster_index].clone(),
                     &services,
                 ),
                 context: route.policies.reads_context(),
+                answers_preflight: route.policies.cors.settings.is_some(),
             })
             .collect();
         let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();

@@ -9,10 +9,13 @@
 //! The order is the design: read [`build_route_stack`] top to bottom.
 
 use crate::body::Body;
-use crate::concerns::RoutePolicies;
+use crate::concerns::{RoutePolicies, Sections};
 use crate::middleware::auth::providers::AuthServices;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
+use crate::middleware::compression::{Compress, CompressLayer, Decompress, DecompressLayer};
+use crate::middleware::cors::{Cors, CorsLayer};
+use crate::middleware::ip_rules::{IpFilter, IpRulesLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
 use crate::middleware::transform::{
@@ -26,28 +29,43 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// Every route's stack, outermost first (as built in [`build_route_stack`]).
-pub(crate) type RouteStack =
-    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>;
+pub(crate) type RouteStack = Cors<
+    ResponseHeaders<
+        Compress<
+            Rescue<IpFilter<BodyLimit<Auth<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+        >,
+    >,
+>;
 
 /// What the layers of a runtime's routes share: built once per runtime, before its routes.
 pub(crate) struct Services {
     pub(crate) auth: AuthServices,
 }
 
-/// Compose one route's stack over its cluster.
+/// Compose one route's stack over its cluster; `sections` are the settings routes share.
 pub(crate) fn build_route_stack(
     route: &str,
     policies: &RoutePolicies,
+    sections: &Sections,
     cluster: Arc<Cluster>,
     services: &Services,
 ) -> RouteStack {
     let layers = (
+        // Outermost: a browser's preflight is answered before anything asks it for
+        // credentials, and every answer below — errors included — gets the CORS headers a
+        // browser application needs to read it.
+        CorsLayer::new(route, &policies.cors),
         // Decorates every answer of the route — the upstream's and the gateway's own errors
         // alike — so it sits outside the rescue layer (later: CORS, rate-limit headers).
         ResponseHeadersLayer::new(&policies.transform),
+        // Compresses what the route answers, its errors included; the decorators above see
+        // the final Content-Encoding.
+        CompressLayer::new(&policies.compression),
         // Typed errors of every layer below become the JSON or grpc-status answer here, so the
         // decorators above see them like any other response.
         RescueLayer::new(route),
+        // Callers the route refuses by address are refused before anything is done for them.
+        IpRulesLayer::new(&policies.ip_rules, &sections.trusted_proxies),
         // 413 from Content-Length before anything else looks at the request, and before a
         // byte of the body is read (or a `100 Continue` invites it).
         BodyLimitLayer::new(&policies.body_limit),
@@ -58,6 +76,9 @@ pub(crate) fn build_route_stack(
         RequestTransformLayer::new(&policies.transform),
         // Innermost, so that it measures the upstream and nothing the gateway does first.
         TimeoutLayer::new(&policies.timeout),
+        // Below the timeout, which still sees the client's own body arrive; decoded sizes
+        // are counted on the way to the backend.
+        DecompressLayer::new(&policies.compression),
     );
     layers.layer(Upstream::new(cluster))
 }

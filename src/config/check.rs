@@ -24,6 +24,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Methods are checked the same way wherever a concern lists them.
+pub(crate) use super::validate::parse_method;
+
 /// One concern's part of a route: the keys it owns, their form in the file, its typed config
 /// and what `portico explain` says about it.
 pub(crate) trait RoutePolicy: Sized {

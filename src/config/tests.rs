@@ -323,7 +323,7 @@ acces_log: {}
                 6,
                 1,
                 "unknown key `acces_log`, did you mean `access_log`? (expected one of \
-                 `runtime`, `admin`, `access_log`, `consumers`, `auth_providers`, `listeners`, `clusters`, `routes`)"
+                 `runtime`, `admin`, `access_log`, `consumers`, `auth_providers`, `trusted_proxies`, `listeners`, `clusters`, `routes`)"
             ),
         ]
     );
@@ -382,6 +382,9 @@ fn all_defaults() {
             cluster: "backend".into(),
             cluster_index: 0,
             policies: crate::concerns::RoutePolicies {
+                cors: Default::default(),
+                compression: Default::default(),
+                ip_rules: Default::default(),
                 body_limit: BodyLimitPolicy {
                     max_body_size: 10 * 1024 * 1024
                 },
@@ -403,6 +406,9 @@ fn all_defaults() {
             "request_headers": {"set": {}, "add": {}, "remove": []},
             "response_headers": {"set": {}, "add": {}, "remove": []},
             "require_client_cert": null, "auth": null,
+            "cors": null,
+            "compression": null, "request_decompression": null,
+            "ip_rules": null,
         })
     );
 }

@@ -13,6 +13,9 @@
 
 pub(crate) mod auth;
 pub(crate) mod body_limit;
+pub(crate) mod compression;
+pub(crate) mod cors;
+pub(crate) mod ip_rules;
 pub(crate) mod rescue;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -48,3 +48,19 @@ impl Service<Request<Body>> for Below {
         std::future::ready((self.outcome)())
     }
 }
+
+/// The problems a config with one route (its extra keys given as YAML flow-mapping entries,
+/// e.g. `"cors: { allow_origins: [x] }"`) has, as `line:column: path: message` lines; empty
+/// when it loads.
+pub(crate) fn route_problems(route_keys: &str) -> Vec<String> {
+    let text = format!(
+        "listeners:\n  - {{ name: l, address: \"127.0.0.1:0\" }}\nclusters:\n  - {{ name: b, endpoints: [\"127.0.0.1:1\"] }}\n  - {{ name: c, endpoints: [\"127.0.0.1:2\"] }}\nroutes:\n  - {{ match: {{ path_prefix: /api, methods: [GET] }}, cluster: b, {route_keys} }}\n"
+    );
+    match crate::config::load_str(&text, "t.yaml") {
+        Ok(_) => Vec::new(),
+        Err(crate::ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        Err(other) => vec![other.to_string()],
+    }
+}

@@ -167,12 +167,24 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let auth = auth.clone();
+                let owned = match check.candidates(&req) {
+                    Ok(found) => found
+                        .into_iter()
+                        .map(|(provider, credential, source)| {
+                            (provider.clone(), credential.into_owned(), source)
+                        })
+                        .collect(),
+                    Err(error) => {
+                        auth.counters.count(outcome_of(&error));
+                        return AuthFuture::refused(error);
+                    }
+                };
                 AuthFuture::Waiting {
                     future: Box::pin(async move {
                         let Some(check) = &auth.credentials else {
                             return inner.call(req).await;
                         };
-                        match check.authenticate(&req).await {
+                        match check.authenticate(owned).await {
                             Ok((identity, source)) => {
                                 auth.admit(check, &identity, &mut req, source)?;
                                 let mut response = inner.call(req).await?;
@@ -355,15 +367,16 @@ impl CredentialCheck {
         Some(Err(self.refusal(outcome, Some(provider))))
     }
 
-    /// Decide, waiting for providers as they need.
+    /// Decide, waiting for providers as they need. The credentials are taken from the
+    /// request first (`owned`): the request itself is not held across a wait.
     async fn authenticate(
         &self,
-        req: &Request<Body>,
+        owned: Vec<(Arc<Provider>, String, usize)>,
     ) -> Result<(Arc<Identity>, usize), GatewayError> {
-        let candidates = self.candidates(req)?;
         let mut failure: Option<(AuthOutcome, &Provider)> = None;
-        for (provider, credential, source) in candidates {
-            match provider.check(&credential).await {
+        for (provider, credential, source) in &owned {
+            let (provider, source) = (&**provider, *source);
+            match provider.check(credential).await {
                 Ok(identity) => return Ok((identity, source)),
                 Err(outcome) => keep_most_telling(&mut failure, outcome, provider),
             }

@@ -1,0 +1,204 @@
+//! Compression end to end: responses compressed as the client's Accept-Encoding asks, with
+//! curl (which `.ci/run` installs) as the independent decoder; skipped where it must be;
+//! request bodies decoded, and a decompression bomb refused with 413.
+
+use crate::common::*;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+
+/// Compressible text, long enough to be worth it.
+fn text() -> String {
+    "Portico compresses what it may. ".repeat(256)
+}
+
+/// `/text`, `/small`, `/png`, `/sse`, `/encoded` (already gzip), anything else: echo.
+async fn content_backend() -> SocketAddr {
+    backend(|req: Request<Incoming>| async move {
+        let path = req.uri().path().to_string();
+        let (content_type, body, encoded) = match path.as_str() {
+            "/text" => ("text/plain; charset=utf-8", text().into_bytes(), false),
+            "/small" => ("application/json", b"{\"small\":true}".to_vec(), false),
+            "/png" => ("image/png", vec![7u8; 8192], false),
+            "/sse" => ("text/event-stream", text().into_bytes(), false),
+            "/encoded" => ("text/plain", vec![b'z'; 4096], true),
+            _ => ("text/plain", Vec::new(), false),
+        };
+        let mut response = http::Response::builder().header("content-type", content_type);
+        if encoded {
+            response = response.header("content-encoding", "gzip");
+        }
+        response.body(full(body)).expect("response")
+    })
+    .await
+}
+
+async fn gateway() -> TestGateway {
+    let content = content_backend().await;
+    let echo = echo_backend("echo").await;
+    TestGateway::start(&config(&format!(
+        r#"clusters:
+  - {{ name: content, endpoints: ["{content}"] }}
+  - {{ name: echo, endpoints: ["{echo}"] }}
+routes:
+  - {{ match: {{ path_prefix: /plain }}, cluster: content, strip_prefix: /plain }}
+  - {{ match: {{ path_prefix: /c }}, cluster: content, strip_prefix: /c, compression: {{ min_size: 1KiB }} }}
+  - {{ match: {{ path_prefix: /upload }}, cluster: echo,
+       request_decompression: {{ encodings: [gzip], max_size: 1MiB }} }}
+"#
+    )))
+    .await
+}
+
+async fn get_encoded(addr: SocketAddr, path: &str, accept: &str) -> Reply {
+    send(
+        addr,
+        Request::get(path)
+            .header("host", "h")
+            .header("accept-encoding", accept)
+            .body(full(""))
+            .expect("request"),
+    )
+    .await
+}
+
+/// curl's view of `url` asking for `accept`: the decoded body and the headers it saw.
+async fn curl(url: &str, accept: &str) -> (String, String) {
+    let output = within(
+        "curl",
+        tokio::process::Command::new("curl")
+            .args(["-sS", "--compressed", "-D", "/dev/stderr", "-H"])
+            .arg(format!("accept-encoding: {accept}"))
+            .arg(url)
+            .output(),
+    )
+    .await
+    .expect("curl runs (.ci/run installs it)");
+    assert!(output.status.success(), "curl failed: {output:?}");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).to_ascii_lowercase(),
+    )
+}
+
+#[tokio::test]
+async fn each_encoding_is_negotiated_and_decodes_to_the_original() {
+    let gw = gateway().await;
+    for encoding in ["gzip", "br", "zstd"] {
+        let reply = get_encoded(gw.addr, "/c/text", encoding).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.headers["content-encoding"], encoding);
+        assert_eq!(reply.headers["vary"], "accept-encoding");
+        assert!(
+            reply.body.len() < text().len() / 4,
+            "{encoding}: {} bytes",
+            reply.body.len()
+        );
+        let (body, headers) = curl(&gw.url("/c/text"), encoding).await;
+        assert!(
+            headers.contains(&format!("content-encoding: {encoding}")),
+            "{headers}"
+        );
+        assert_eq!(body, text(), "{encoding} decodes to what the backend sent");
+    }
+    // The same route without compression: untouched.
+    let plain = get_encoded(gw.addr, "/plain/text", "gzip, br, zstd").await;
+    assert!(!plain.headers.contains_key("content-encoding"));
+    assert_eq!(plain.text(), text());
+}
+
+#[tokio::test]
+async fn q_values_choose_the_encoding() {
+    let gw = gateway().await;
+    for (accept, chosen) in [
+        ("gzip;q=0.5, br;q=1.0, zstd;q=0", Some("br")),
+        ("br;q=0.1, gzip;q=0.9", Some("gzip")),
+        ("zstd, gzip;q=0.2", Some("zstd")),
+        ("gzip;q=0, identity", None),
+        ("", None),
+    ] {
+        let reply = get_encoded(gw.addr, "/c/text", accept).await;
+        assert_eq!(reply.status, StatusCode::OK, "{accept}");
+        assert_eq!(
+            reply
+                .headers
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap()),
+            chosen,
+            "{accept}"
+        );
+        if chosen.is_none() {
+            assert_eq!(reply.text(), text(), "{accept}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn small_binary_streaming_and_encoded_answers_are_left_alone() {
+    let gw = gateway().await;
+    for (path, original) in [
+        ("/c/small", b"{\"small\":true}".to_vec()),
+        ("/c/png", vec![7u8; 8192]),
+        ("/c/sse", text().into_bytes()),
+        ("/c/encoded", vec![b'z'; 4096]),
+    ] {
+        let reply = get_encoded(gw.addr, path, "gzip, br, zstd").await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let encodings: Vec<_> = reply.headers.get_all("content-encoding").iter().collect();
+        if path == "/c/encoded" {
+            assert_eq!(encodings, ["gzip"], "never compressed twice");
+        } else {
+            assert!(encodings.is_empty(), "{path}: {encodings:?}");
+        }
+        assert_eq!(reply.body, original, "{path}");
+    }
+}
+
+/// `data` gzip-compressed by Python's gzip module (not our code).
+fn gzip(data_expr: &str) -> Vec<u8> {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!("import gzip, sys; sys.stdout.buffer.write(gzip.compress({data_expr}))"),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "{output:?}");
+    output.stdout
+}
+
+fn upload(body: Vec<u8>, encoding: &str) -> Request<BoxBody> {
+    Request::post("/upload")
+        .header("host", "h")
+        .header("content-type", "application/json")
+        .header("content-encoding", encoding)
+        .body(full(body))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn request_bodies_are_decoded_and_a_bomb_is_refused() {
+    let gw = gateway().await;
+    let reply = send(gw.addr, upload(gzip("b'{\"name\": \"ada\"}'"), "gzip")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["body"], "{\"name\": \"ada\"}");
+    assert!(seen["headers"].get("content-encoding").is_none(), "{seen}");
+
+    // 64 MiB of zeros in about 64 KiB: refused once 1 MiB has been decoded.
+    let bomb = gzip("bytes(64 * 1024 * 1024)");
+    assert!(bomb.len() < 200 * 1024, "{}", bomb.len());
+    let reply = send(gw.addr, upload(bomb, "gzip")).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.error_code(), "payload_too_large");
+
+    let reply = send(gw.addr, upload(b"not gzip at all".to_vec(), "gzip")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error_code(), "bad_content_encoding");
+
+    for coding in ["br", "compress", "gzip, gzip"] {
+        let reply = send(gw.addr, upload(b"x".to_vec(), coding)).await;
+        assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{coding}");
+        assert_eq!(reply.error_code(), "unsupported_content_encoding");
+    }
+}
