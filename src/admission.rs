@@ -13,6 +13,7 @@
 use crate::body::Body;
 use crate::config::model::{Listener, RedirectHttps, UnderscoreHeaders};
 use crate::error::GatewayError;
+use crate::middleware::auth::oauth2::OAuth2Path;
 use crate::routing::{normalize_path, Lookup, RequestView, Router};
 use crate::server::conn_guard::{has_underscore, underscore_lookalike, HeadRefusal};
 use http::header::{self, HeaderName, HeaderValue};
@@ -28,13 +29,17 @@ pub(crate) enum Admitted {
     },
     /// Answer this (a `redirect_https` listener's redirect).
     Answer(Response<Body>),
+    /// One of the gateway's own OAuth2 endpoints, which come before every route.
+    Local(OAuth2Path),
 }
 
 /// Admit and route one request (normalising its path in place). `answers_preflight` says
-/// which routes answer CORS preflights themselves.
+/// which routes answer CORS preflights themselves; `local` which paths the gateway serves
+/// itself on this listener.
 pub(crate) fn admit<B>(
     router: &Router,
     answers_preflight: impl Fn(usize) -> bool,
+    local: impl Fn(&str) -> Option<OAuth2Path>,
     listener: &Listener,
     req: &mut Request<B>,
     head_refusal: Option<HeadRefusal>,
@@ -74,6 +79,10 @@ pub(crate) fn admit<B>(
         );
         *req.uri_mut() =
             Uri::from_parts(parts).map_err(|e| GatewayError::BadUpstreamRequest(e.into()))?;
+    }
+
+    if let Some(endpoint) = local(req.uri().path()) {
+        return Ok(Admitted::Local(endpoint));
     }
 
     let view = RequestView {

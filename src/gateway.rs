@@ -23,8 +23,10 @@
 
 use crate::admission::{admit, Admitted};
 use crate::body::{Body, ClientBody};
+use crate::client_ip::client_ip;
 use crate::completion::{RequestRecord, ResponseBody};
 use crate::context::{Caller, ClientConnection, RequestContext};
+use crate::error::GatewayError;
 use crate::forwarding::{is_upgrade_request, set_forwarding_headers};
 use crate::runtime::{Runtime, Shared};
 use crate::upstream::DownstreamUpgrade;
@@ -52,9 +54,14 @@ pub(crate) async fn handle(
     );
 
     let mut req = req;
+    let token_endpoint = runtime
+        .token_endpoint
+        .as_ref()
+        .filter(|endpoint| endpoint.on_listener(&conn.listener.name));
     let admitted = admit(
         &runtime.router,
         |route| runtime.routes[route].answers_preflight,
+        |path| token_endpoint.and_then(|endpoint| endpoint.path(path)),
         &conn.listener.config,
         &mut req,
         head_refusal,
@@ -97,6 +104,30 @@ pub(crate) async fn handle(
             (response, Some(route))
         }
         Ok(Admitted::Answer(response)) => (response, None),
+        Ok(Admitted::Local(which)) => match token_endpoint {
+            Some(endpoint) => {
+                let client = client_ip(
+                    conn.peer.ip(),
+                    req.headers(),
+                    &runtime.config.sections.trusted_proxies,
+                );
+                let budget = conn.listener.config.limits.request_body_timeout;
+                let req = req.map(|incoming| Body::Client {
+                    body: ClientBody::new(incoming, u64::MAX, started, budget),
+                });
+                let response = endpoint.serve(which, req, client).await;
+                return record.finish(
+                    response,
+                    Some(&runtime.local_record),
+                    &runtime.unmatched,
+                    &shared.metrics,
+                );
+            }
+            None => (
+                GatewayError::NoRoute.answer(&request_id, Caller::of(req.headers()), None),
+                None,
+            ),
+        },
         // The caller's kind matters only for an error answer: read it then.
         Err(error) => (
             error.answer(&request_id, Caller::of(req.headers()), None),

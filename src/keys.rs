@@ -4,8 +4,12 @@
 //! source, base64url-encoded behind a readable prefix (`pk_…` for API keys, `sk_…` for client
 //! secrets), so that a leaked key is recognisable in a scan. The config holds only its
 //! SHA-256 digest (`sha256:<hex>`), which is what the gateway looks a presented key up by.
+//!
+//! It also adds signing keys to the OAuth2 token endpoint's key ring ([`new_signing_key`]):
+//! the key is published at once and signs `publish_ahead` later.
 
 use crate::middleware::auth::consumers::Digest;
+pub use crate::middleware::auth::signing::{new_signing_key, SigningAlgorithm, SigningKeyError};
 use base64::Engine as _;
 
 /// What a credential is for: it picks the prefix.

@@ -71,6 +71,15 @@ enum KeysCommand {
     /// Print the digest of an existing key: given as an argument, or read from standard input
     /// when left out (which keeps it out of the shell history).
     Hash { key: Option<String> },
+    /// Add a signing key to an OAuth2 server's key ring (its `signing_keys` directory): it is
+    /// published at once and signs tokens `publish_ahead` later.
+    SigningKey {
+        #[arg(long)]
+        dir: PathBuf,
+        /// ES256 (default) or EdDSA.
+        #[arg(long, default_value = "ES256")]
+        algorithm: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -218,6 +227,12 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             };
             anyhow::ensure!(!key.is_empty(), "no key given");
             println!("{}", digest(&key));
+        }
+        KeysCommand::SigningKey { dir, algorithm } => {
+            let algorithm = portico::keys::SigningAlgorithm::parse(&algorithm)
+                .with_context(|| format!("{algorithm:?}: expected ES256 or EdDSA"))?;
+            let path = portico::keys::new_signing_key(&dir, algorithm)?;
+            println!("{}", path.display());
         }
     }
     Ok(())

@@ -222,6 +222,12 @@ pub(crate) static CONSUMER_RELOADS: CounterFamily = CounterFamily {
     help: "Reloads of the consumers file on its own, by outcome.",
 };
 
+/// `portico_token_requests_total{outcome}`.
+pub(crate) static TOKEN_REQUESTS: CounterFamily = CounterFamily {
+    name: "portico_token_requests_total",
+    help: "Requests to the gateway's OAuth2 token endpoint by outcome.",
+};
+
 type Family = (&'static str, BTreeMap<String, Arc<AtomicU64>>);
 
 /// The process-wide registry. Cheap to clone (an `Arc` inside).

@@ -12,8 +12,8 @@
 use crate::pki;
 use crate::upstream::tls::UpstreamIo;
 use bytes::Bytes;
-use http::header::{ACCEPT, HOST, USER_AGENT};
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
@@ -119,6 +119,30 @@ impl Outbound {
             url,
             HeaderMap::new(),
             Bytes::new(),
+            timeout,
+            limit,
+        )
+        .await
+    }
+
+    /// `POST url` with a form body (`application/x-www-form-urlencoded`) and extra headers.
+    pub(crate) async fn post_form(
+        &self,
+        url: &Uri,
+        mut headers: HeaderMap,
+        form: String,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<Fetched, OutboundError> {
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        self.exchange(
+            Method::POST,
+            url,
+            headers,
+            Bytes::from(form),
             timeout,
             limit,
         )

@@ -14,7 +14,9 @@ use crate::lifecycle::Background;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::middleware::auth::consumers::ConsumerStore;
 use crate::middleware::auth::jwks::JwksCache;
+use crate::middleware::auth::oauth2::TokenEndpoint;
 use crate::middleware::auth::providers::{AuthBuildError, AuthServices};
+use crate::middleware::auth::signing::SigningKeys;
 use crate::request_id::RequestIds;
 use crate::resources::{ResourceCarry, Resources};
 use crate::routing::Router;
@@ -63,6 +65,12 @@ pub(crate) struct Runtime {
     pub(crate) consumers: Arc<ConsumerStore>,
     /// Identity providers' remote key sets, refreshed in the background.
     key_sets: Vec<Arc<JwksCache>>,
+    /// The gateway's OAuth2 token endpoint, if a provider is its OAuth2 server.
+    pub(crate) token_endpoint: Option<Arc<TokenEndpoint>>,
+    /// Its key ring, refreshed in the background.
+    signing: Vec<Arc<SigningKeys>>,
+    /// How the token endpoint's requests are counted and logged.
+    pub(crate) local_record: RouteRecord,
     resources: Resources,
 }
 
@@ -96,6 +104,9 @@ impl Runtime {
     pub(crate) fn start(&self) {
         for key_set in &self.key_sets {
             key_set.start();
+        }
+        for keys in &self.signing {
+            keys.start();
         }
     }
 
@@ -163,6 +174,13 @@ impl Runtime {
         Ok(Runtime {
             consumers: services.auth.consumers.clone(),
             key_sets: services.auth.key_sets.clone(),
+            token_endpoint: services.auth.token_endpoint.clone(),
+            signing: services.auth.signing.clone(),
+            local_record: RouteRecord {
+                name: "(oauth2_server)".into(),
+                cluster: "(gateway)".into(),
+                metrics: metrics.route("(oauth2_server)"),
+            },
             identity_headers: identity_headers(&config),
             router: Router::new(&matchers),
             routes,

@@ -94,6 +94,8 @@ pub(crate) struct Checker<'a> {
     problems: Vec<Problem>,
     /// Relative file paths resolve against this (the config file's directory).
     base_dir: Option<&'a Path>,
+    /// The listeners' names as written, for sections that refer to listeners.
+    listener_names: Vec<String>,
 }
 
 impl<'a> Checker<'a> {
@@ -102,7 +104,26 @@ impl<'a> Checker<'a> {
             map,
             problems: Vec::new(),
             base_dir,
+            listener_names: Vec::new(),
         }
+    }
+
+    /// Note the listeners' names (as written) for [`Checker::listener_name`].
+    pub(crate) fn set_listener_names(&mut self, names: Vec<String>) {
+        self.listener_names = names;
+    }
+
+    /// Check a reference to a listener by name.
+    pub(crate) fn listener_name(&mut self, path: &KeyPath, name: &str) -> Option<()> {
+        if self.listener_names.iter().any(|known| known == name) {
+            return Some(());
+        }
+        let message = format!(
+            "unknown listener `{name}` (listeners: {})",
+            self.listener_names.join(", ")
+        );
+        self.report(path, message);
+        None
     }
 
     pub(crate) fn into_problems(self) -> Vec<Problem> {

@@ -68,6 +68,14 @@ pub(crate) fn validate(
     };
     let mut dump = Map::new();
     let runtime = parts.runtime.as_ref().and_then(|r| v.runtime(r));
+    v.check.set_listener_names(
+        parts
+            .listeners
+            .iter()
+            .flatten()
+            .map(|listener| listener.name.clone())
+            .collect(),
+    );
     let sections =
         Sections::check(&parts.sections, &mut v.check, &mut dump).filter(|_| parts.sections_ok);
     let listeners = v.listeners(&parts.listeners);

@@ -10,6 +10,7 @@ mod common;
 mod admission;
 mod auth_jwt;
 mod auth_keys;
+mod auth_oauth2;
 mod cli;
 mod compression;
 mod cors;

@@ -12,6 +12,9 @@
     jwt_tool.py hmac-with-public ALG PUBLIC_PEM KID CLAIMS
                                           -> an HS* token keyed with a public key's PEM bytes
                                              (the key-confusion attack).
+    jwt_tool.py verify TOKEN JWKS AUDIENCE ISSUER
+                                          -> the claims of a token Portico issued, verified by
+                                             PyJWT with the key set Portico publishes.
     jwt_tool.py batch                     -> reads a JSON list of commands on stdin, each a
                                              list of the arguments above (["sign", "ES256",
                                              ...], claims and headers as JSON objects), and
@@ -105,6 +108,20 @@ def run(args):
         )
         signature = hmac.new(public_pem.encode(), signing_input.encode(), digest).digest()
         return f"{signing_input}.{b64url(signature)}"
+    if command == "verify":
+        # A token Portico issued, checked by PyJWT against Portico's published key set.
+        token, jwks, audience, issuer = args[1], args[2], args[3], args[4]
+        header = jwt.get_unverified_header(token)
+        key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+        public = jwt.PyJWK(key).key
+        return jwt.decode(
+            token,
+            public,
+            algorithms=[key["alg"]],
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+        )
     raise SystemExit(f"unknown command {command}")
 
 

@@ -67,6 +67,16 @@ impl Digest {
         Ok(Digest(out))
     }
 
+    /// Whether `credential` hashes to this digest, compared in constant time.
+    pub(crate) fn matches(&self, credential: &[u8]) -> bool {
+        let other = Digest::of(credential);
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+    }
+
     /// `sha256:<hex>`.
     pub(crate) fn to_text(self) -> String {
         let mut out = String::with_capacity(DIGEST_PREFIX.len() + 64);

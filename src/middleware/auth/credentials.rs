@@ -224,7 +224,7 @@ fn checked(credential: &[u8], limit: usize) -> Result<Cow<'_, str>, Found<'stati
 
 /// Percent-decode a query value (`+` is a space in form encoding); `None` if the result is
 /// not UTF-8 or an escape is broken.
-fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.contains(['%', '+']) {
         return Some(Cow::Borrowed(raw));
     }

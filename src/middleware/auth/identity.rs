@@ -8,7 +8,8 @@
 //! authenticated. The route's `forward` settings turn the identity into request headers for
 //! the upstream.
 
-use super::consumers::Consumer;
+use super::consumers::{ClientLookup, Consumer, ConsumerDirectory};
+use super::failure::AuthOutcome;
 use http::{HeaderName, HeaderValue, Request};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -38,6 +39,16 @@ impl Identity {
         }
     }
 
+    /// No one: what a cache remembers for a credential that does not authenticate.
+    pub(crate) fn nobody() -> Identity {
+        Identity {
+            consumer: None,
+            subject: None,
+            scopes: Vec::new(),
+            claims: Map::new(),
+        }
+    }
+
     pub(crate) fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|granted| &**granted == scope)
     }
@@ -54,6 +65,47 @@ impl Identity {
             _ => None,
         }
     }
+}
+
+/// The identity a verified token's claims describe: `sub`, the scopes, and the consumer the
+/// first of `consumer_claims` present names, whose grant caps the scopes. A token naming a
+/// disabled consumer is refused; one naming none is refused if `require_consumer`.
+pub(crate) fn identity_from_claims(
+    claims: Map<String, Value>,
+    consumer_claims: &[String],
+    require_consumer: bool,
+    directory: &ConsumerDirectory,
+) -> Result<Identity, AuthOutcome> {
+    let mut scopes = token_scopes(&claims);
+    let mut consumer = None;
+    for claim in consumer_claims {
+        let Some(Value::String(client_id)) = claims.get(claim) else {
+            continue;
+        };
+        match directory.lookup_client(client_id) {
+            ClientLookup::Enabled(found) => {
+                scopes.retain(|scope| found.scopes.contains(scope));
+                consumer = Some(found.clone());
+            }
+            ClientLookup::Disabled => return Err(AuthOutcome::UnknownConsumer),
+            ClientLookup::Unknown => continue,
+        }
+        break;
+    }
+    if consumer.is_none() && require_consumer {
+        return Err(AuthOutcome::UnknownConsumer);
+    }
+    let subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(Arc::from)
+        .or_else(|| consumer.as_ref().map(|c: &Arc<Consumer>| c.id.clone()));
+    Ok(Identity {
+        consumer,
+        subject,
+        scopes,
+        claims,
+    })
 }
 
 /// The scopes in a token's claims: `scope` (RFC 8693 §4.2: a space-separated string) and

@@ -19,11 +19,13 @@
 //!
 //! Each refusal has its precise [`AuthOutcome`] for the access log and metrics.
 
-use super::consumers::{ClientLookup, ConsumerStore};
+use super::consumers::ConsumerStore;
 use super::credentials::CredentialSource;
 use super::failure::AuthOutcome;
-use super::identity::{token_scopes, Identity};
+use super::identity::{identity_from_claims, Identity};
 use super::jwks::{JwksCache, KeySet, NoKey, RemoteKeys, RemoteSource};
+use super::signing::{RingSettings, SigningKeys};
+use super::token_cache::{unix_now, TokenCache};
 use crate::config::check::{header_op_name, Checker};
 use crate::config::source::KeyPath;
 use crate::outbound::parse_url;
@@ -32,17 +34,13 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_TOKEN_BYTES: u64 = 8 * 1024;
 const DEFAULT_CACHE_ENTRIES: usize = 10_000;
-const CACHE_SHARDS: usize = 16;
 
 /// The asymmetric algorithms a provider allows when it does not say.
 const ASYMMETRIC: [Algorithm; 9] = [
@@ -76,6 +74,8 @@ pub(crate) enum JwtKeys {
     Static(String),
     /// A key set fetched from the IdP.
     Remote(RemoteKeys),
+    /// The gateway's own signing keys (an `oauth2_server` provider).
+    Gateway(RingSettings),
 }
 
 /// A JWT provider, checked.
@@ -101,6 +101,7 @@ impl JwtConfig {
         let keys = match &self.keys {
             JwtKeys::Secret(_) => String::from("a shared secret"),
             JwtKeys::Static(_) => String::from("a configured key set"),
+            JwtKeys::Gateway(_) => String::from("the gateway's own signing keys"),
             JwtKeys::Remote(remote) => match &remote.source {
                 RemoteSource::Url(url) => format!("keys from {url}"),
                 RemoteSource::Discovery { .. } => String::from("keys found by OIDC discovery"),
@@ -444,7 +445,7 @@ fn static_keys(bytes: &[u8], path: &KeyPath, checker: &mut Checker<'_>) -> Optio
     }
 }
 
-fn check_token_from(
+pub(crate) fn check_token_from(
     entries: Option<&[TokenFromFile]>,
     path: &KeyPath,
     checker: &mut Checker<'_>,
@@ -515,98 +516,6 @@ struct TokenHeader {
     crit: Option<Value>,
 }
 
-/// A token verified before.
-struct Cached {
-    token: Box<str>,
-    identity: Arc<Identity>,
-    /// `exp`, in seconds since the epoch.
-    expires: u64,
-    /// The consumer directory the identity was resolved in (its address): a reload of the
-    /// consumers makes the entry stale.
-    directory: usize,
-}
-
-/// Verified tokens, bounded, until they expire.
-struct TokenCache {
-    shards: Vec<Mutex<HashMap<u64, Cached>>>,
-    hasher: RandomState,
-    per_shard: usize,
-}
-
-impl TokenCache {
-    fn new(entries: usize) -> TokenCache {
-        TokenCache {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            hasher: RandomState::new(),
-            per_shard: entries.div_ceil(CACHE_SHARDS),
-        }
-    }
-
-    /// Keyed by the signature (the token's last part): random-looking, so hashing part of it
-    /// is as good as hashing all of it; the whole token is compared on a hit.
-    fn key(&self, token: &str) -> u64 {
-        let signature = token.rsplit('.').next().unwrap_or(token);
-        let tail = &signature.as_bytes()[signature.len().saturating_sub(32)..];
-        self.hasher.hash_one(tail)
-    }
-
-    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Cached>> {
-        let index = usize::try_from(key % CACHE_SHARDS as u64).unwrap_or(0);
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn get(&self, token: &str, now: u64, directory: usize) -> Option<Result<Arc<Identity>, u64>> {
-        if self.per_shard == 0 {
-            return None;
-        }
-        let key = self.key(token);
-        let shard = self.shard(key);
-        let entry = shard.get(&key)?;
-        if &*entry.token != token || entry.directory != directory {
-            return None;
-        }
-        if entry.expires < now {
-            return Some(Err(entry.expires));
-        }
-        Some(Ok(entry.identity.clone()))
-    }
-
-    fn insert(
-        &self,
-        token: &str,
-        identity: Arc<Identity>,
-        expires: u64,
-        directory: usize,
-        now: u64,
-    ) {
-        if self.per_shard == 0 {
-            return;
-        }
-        let key = self.key(token);
-        let mut shard = self.shard(key);
-        if shard.len() >= self.per_shard {
-            shard.retain(|_, entry| entry.expires >= now);
-            if shard.len() >= self.per_shard {
-                // Full of live tokens: start this shard over rather than grow.
-                shard.clear();
-            }
-        }
-        shard.insert(
-            key,
-            Cached {
-                token: token.into(),
-                identity,
-                expires,
-                directory,
-            },
-        );
-    }
-}
-
 /// A JWT provider in a runtime.
 pub(crate) struct JwtVerifier {
     config: JwtConfig,
@@ -622,6 +531,14 @@ enum VerifierKeys {
     Secret(DecodingKey),
     Static(KeySet),
     Remote(Arc<JwksCache>),
+    Gateway(Arc<SigningKeys>),
+}
+
+/// The shared key sources a verifier may be given (runtime resources).
+pub(crate) enum SharedKeys {
+    None,
+    Remote(Arc<JwksCache>),
+    Gateway(Arc<SigningKeys>),
 }
 
 /// What the verifier could say without waiting.
@@ -634,10 +551,10 @@ pub(crate) enum Verdict {
 impl JwtVerifier {
     pub(crate) fn new(
         config: &JwtConfig,
-        remote: Option<Arc<JwksCache>>,
+        shared: SharedKeys,
         consumers: Arc<ConsumerStore>,
     ) -> JwtVerifier {
-        let keys = match (&config.keys, remote) {
+        let keys = match (&config.keys, shared) {
             (JwtKeys::Secret(secret), _) => {
                 VerifierKeys::Secret(DecodingKey::from_secret(&secret.0))
             }
@@ -646,8 +563,9 @@ impl JwtVerifier {
             (JwtKeys::Static(text), _) => VerifierKeys::Static(
                 KeySet::parse(text.as_bytes()).unwrap_or_else(|_| KeySet::empty()),
             ),
-            (JwtKeys::Remote(_), Some(cache)) => VerifierKeys::Remote(cache),
-            (JwtKeys::Remote(_), None) => VerifierKeys::Static(KeySet::empty()),
+            (JwtKeys::Remote(_), SharedKeys::Remote(cache)) => VerifierKeys::Remote(cache),
+            (JwtKeys::Gateway(_), SharedKeys::Gateway(keys)) => VerifierKeys::Gateway(keys),
+            (JwtKeys::Remote(_) | JwtKeys::Gateway(_), _) => VerifierKeys::Static(KeySet::empty()),
         };
         let validations = config
             .algorithms
@@ -702,12 +620,20 @@ impl JwtVerifier {
             Err(outcome) => return Verdict::Done(Err(outcome)),
         };
         let remote_keys;
+        let ring;
         let keys: Vec<&DecodingKey> = match &self.keys {
             VerifierKeys::Secret(key) => vec![key],
             VerifierKeys::Static(set) => match set.candidates(header.kid.as_deref(), algorithm) {
                 Ok(keys) => keys,
                 Err(no_key) => return Verdict::Done(Err(no_key.outcome())),
             },
+            VerifierKeys::Gateway(signing) => {
+                ring = signing.current();
+                match ring.verify.candidates(header.kid.as_deref(), algorithm) {
+                    Ok(keys) => keys,
+                    Err(no_key) => return Verdict::Done(Err(no_key.outcome())),
+                }
+            }
             VerifierKeys::Remote(cache) => {
                 let Some(set) = cache.current() else {
                     return Verdict::NeedsKeys;
@@ -784,41 +710,13 @@ impl JwtVerifier {
                 return Err(AuthOutcome::MissingClaim);
             }
         }
-        let mut scopes = token_scopes(&claims);
-        let mut consumer = None;
-        for claim in &self.config.consumer_claims {
-            let Some(Value::String(client_id)) = claims.get(claim) else {
-                continue;
-            };
-            match directory.lookup_client(client_id) {
-                ClientLookup::Enabled(found) => {
-                    scopes.retain(|scope| found.scopes.contains(scope));
-                    consumer = Some(found.clone());
-                }
-                ClientLookup::Disabled => return Err(AuthOutcome::UnknownConsumer),
-                ClientLookup::Unknown => continue,
-            }
-            break;
-        }
-        if consumer.is_none() && self.config.require_consumer {
-            return Err(AuthOutcome::UnknownConsumer);
-        }
         let expires = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .map(Arc::from)
-            .or_else(|| {
-                consumer
-                    .as_ref()
-                    .map(|c: &Arc<super::consumers::Consumer>| c.id.clone())
-            });
-        let identity = Arc::new(Identity {
-            consumer,
-            subject,
-            scopes,
+        let identity = Arc::new(identity_from_claims(
             claims,
-        });
+            &self.config.consumer_claims,
+            self.config.require_consumer,
+            directory,
+        )?);
         self.cache
             .insert(token, identity.clone(), expires, directory_id, now);
         Ok(identity)
@@ -873,10 +771,4 @@ fn outcome_of(kind: &ErrorKind) -> AuthOutcome {
         | ErrorKind::MissingAlgorithm => AuthOutcome::Algorithm,
         _ => AuthOutcome::Malformed,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }

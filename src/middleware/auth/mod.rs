@@ -14,6 +14,9 @@
 //! - `providers.rs`: the identity providers (`auth_providers` section) and what they become
 //!   in a runtime;
 //! - `jwt.rs`, `jwks.rs`: JWT verification, and the key sets it verifies with;
+//! - `introspection.rs`: opaque tokens an IdP vouches for (RFC 7662);
+//! - `token_cache.rs`: credentials already verified;
+//! - `oauth2.rs`, `signing.rs`: the gateway's own token endpoint and its key ring;
 //! - `credentials.rs`: where a credential travels in a request;
 //! - `policy.rs`: a route's `auth` key, checked;
 //! - `identity.rs`: the authenticated caller, and the headers that tell the upstream;
@@ -23,11 +26,15 @@ pub(crate) mod consumers;
 pub(crate) mod credentials;
 pub(crate) mod failure;
 pub(crate) mod identity;
+pub(crate) mod introspection;
 pub(crate) mod jwks;
 pub(crate) mod jwt;
 pub(crate) mod layer;
+pub(crate) mod oauth2;
 pub(crate) mod policy;
 pub(crate) mod providers;
+pub(crate) mod signing;
+pub(crate) mod token_cache;
 
 pub(crate) use layer::{Auth, AuthLayer};
 pub(crate) use policy::AuthPolicy;

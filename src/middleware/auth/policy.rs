@@ -489,4 +489,28 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, "routes[0].auth.consumers[0]:6");
     }
+
+    #[test]
+    fn provider_mistakes_are_reported_at_their_keys() {
+        let found = problems(
+            "auth_providers:\n  - name: own\n    oauth2_server: { issuer: \"https://api.test\", \
+             signing_keys: k, listeners: [pubic] }\n  - name: idp\n    jwt: { issuer: i, \
+             audiences: [a], algorithms: [HS256, none], jwks_url: \"https://i/jwks\" }\n  - name: \
+             both\n    api_key: {}\n    jwt: {}\nroutes: [{ cluster: b }]\n",
+        );
+        let at: Vec<&str> = found.iter().map(|(at, _)| at.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "auth_providers[0].oauth2_server.listeners[0]:5",
+                "auth_providers[1].jwt.algorithms[0]:7",
+                "auth_providers[1].jwt.algorithms[1]:7",
+                "auth_providers[2]:8",
+            ],
+            "{found:#?}"
+        );
+        assert!(found[0].1.starts_with("unknown listener `pubic`"));
+        assert!(found[1].1.contains("needs `secret`"));
+        assert!(found[2].1.contains("`none` is never accepted"));
+    }
 }

@@ -7,7 +7,9 @@
 //! - `api_key`: a key in a header or a query parameter, looked up among the consumers by its
 //!   digest (`consumers.rs`);
 //! - `jwt`: a signed token verified with the IdP's keys or a shared secret (`jwt.rs`, keys
-//!   from `jwks.rs`).
+//!   from `jwks.rs`);
+//! - `oauth2_server`: the gateway issues tokens itself (client credentials, `oauth2.rs`,
+//!   keys from `signing.rs`) and verifies them.
 //!
 //! A provider answers at once ([`Check::Done`]) when it can — an API key always can — so a
 //! route whose credentials are decided without waiting pays no allocation for the wait.
@@ -16,8 +18,13 @@ use super::consumers::ConsumerStore;
 use super::credentials::{CredentialSource, Found};
 use super::failure::{AuthOutcome, Scheme};
 use super::identity::Identity;
+use super::introspection::{
+    check_introspection, IntrospectionConfig, IntrospectionFile, Introspector,
+};
 use super::jwks::JwksCache;
-use super::jwt::{check_jwt, JwtConfig, JwtFile, JwtKeys, JwtVerifier, Verdict};
+use super::jwt::{check_jwt, JwtConfig, JwtFile, JwtKeys, JwtVerifier, SharedKeys, Verdict};
+use super::oauth2::{check_oauth2_server, OAuth2ServerConfig, OAuth2ServerFile, TokenEndpoint};
+use super::signing::{SigningKeyError, SigningKeys};
 use crate::concerns::Sections;
 use crate::config::check::{header_op_name, Checker, Section};
 use crate::config::source::{KeyPath, Seg};
@@ -30,6 +37,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The kinds of provider, as a problem names them.
+const KINDS: &str = "`api_key`, `jwt`, `oauth2_server` or `introspection`";
 
 /// The longest API key read (longer ones are refused unread).
 const MAX_API_KEY_BYTES: usize = 512;
@@ -57,6 +67,8 @@ pub(crate) struct ProviderConfig {
 pub(crate) enum ProviderKind {
     ApiKey { sources: Vec<CredentialSource> },
     Jwt(Box<JwtConfig>),
+    OAuth2Server(Box<OAuth2ServerConfig>),
+    Introspection(Box<IntrospectionConfig>),
 }
 
 impl ProviderConfig {
@@ -68,6 +80,10 @@ impl ProviderConfig {
                 format!("{} (API key: {})", self.name, places.join(" or "))
             }
             ProviderKind::Jwt(jwt) => format!("{} ({})", self.name, jwt.describe()),
+            ProviderKind::OAuth2Server(server) => format!("{} ({})", self.name, server.describe()),
+            ProviderKind::Introspection(introspection) => {
+                format!("{} ({})", self.name, introspection.describe())
+            }
         }
     }
 }
@@ -80,6 +96,8 @@ pub(crate) struct ProviderFile {
     name: String,
     api_key: Option<ApiKeyFile>,
     jwt: Option<JwtFile>,
+    oauth2_server: Option<OAuth2ServerFile>,
+    introspection: Option<IntrospectionFile>,
 }
 
 /// `api_key:` as written.
@@ -103,7 +121,8 @@ impl Section for AuthProviders {
         matches!(
             path,
             [Seg::Index(_), Seg::Key(kind), Seg::Key(key)]
-                if kind == "jwt" && (key == "max_token_size" || key == "secret")
+                if (kind == "jwt" || kind == "introspection")
+                    && matches!(key.as_str(), "max_token_size" | "secret" | "client_id" | "client_secret")
         )
     }
 
@@ -112,12 +131,14 @@ impl Section for AuthProviders {
             return;
         };
         for provider in providers {
-            if let Some(secret) = provider
-                .get_mut("jwt")
-                .and_then(|jwt| jwt.get_mut("secret"))
-                .filter(|secret| !secret.is_null())
-            {
-                *secret = Value::String(REDACTED.to_string());
+            for (kind, key) in [("jwt", "secret"), ("introspection", "client_secret")] {
+                if let Some(secret) = provider
+                    .get_mut(kind)
+                    .and_then(|section| section.get_mut(key))
+                    .filter(|secret| !secret.is_null())
+                {
+                    *secret = Value::String(REDACTED.to_string());
+                }
             }
         }
     }
@@ -126,6 +147,7 @@ impl Section for AuthProviders {
         let mut providers = Vec::with_capacity(file.len());
         let mut ok = true;
         let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut servers = 0;
         for (index, provider) in file.iter().enumerate() {
             let at = path.index(index);
             let name_ok = !provider.name.is_empty()
@@ -148,16 +170,42 @@ impl Section for AuthProviders {
                 checker.report(&at.key("name"), message);
                 ok = false;
             }
-            let kind = match (&provider.api_key, &provider.jwt) {
-                (Some(api_key), None) => check_api_key(api_key, &at.key("api_key"), checker),
-                (None, Some(jwt)) => check_jwt(jwt, &at.key("jwt"), checker)
-                    .map(|jwt| ProviderKind::Jwt(Box::new(jwt))),
-                (None, None) => {
-                    checker.report(&at, "a provider needs its kind: `api_key` or `jwt`");
+            let kinds = [
+                provider.api_key.is_some(),
+                provider.jwt.is_some(),
+                provider.oauth2_server.is_some(),
+                provider.introspection.is_some(),
+            ];
+            let kind = match (
+                &provider.api_key,
+                &provider.jwt,
+                &provider.oauth2_server,
+                &provider.introspection,
+            ) {
+                _ if kinds.iter().filter(|k| **k).count() > 1 => {
+                    checker.report(&at, format!("a provider has one kind: {KINDS}"));
                     None
                 }
-                _ => {
-                    checker.report(&at, "a provider has one kind: `api_key` or `jwt`, not both");
+                (Some(api_key), ..) => check_api_key(api_key, &at.key("api_key"), checker),
+                (_, Some(jwt), ..) => check_jwt(jwt, &at.key("jwt"), checker)
+                    .map(|jwt| ProviderKind::Jwt(Box::new(jwt))),
+                (.., Some(introspection)) => {
+                    check_introspection(introspection, &at.key("introspection"), checker)
+                        .map(|config| ProviderKind::Introspection(Box::new(config)))
+                }
+                (_, _, Some(server), _) => {
+                    let at = at.key("oauth2_server");
+                    if servers > 0 {
+                        checker.report(&at, "only one provider can be the gateway's OAuth2 server");
+                        None
+                    } else {
+                        servers += 1;
+                        check_oauth2_server(server, &at, checker)
+                            .map(|server| ProviderKind::OAuth2Server(Box::new(server)))
+                    }
+                }
+                (None, None, None, None) => {
+                    checker.report(&at, format!("a provider needs its kind: {KINDS}"));
                     None
                 }
             };
@@ -247,6 +295,7 @@ pub(crate) struct Provider {
 enum RuntimeKind {
     ApiKey { consumers: Arc<ConsumerStore> },
     Jwt(Box<JwtVerifier>),
+    Introspection(Box<Introspector>),
 }
 
 impl Provider {
@@ -267,7 +316,7 @@ impl Provider {
                     name: name.into(),
                 }
             }
-            RuntimeKind::Jwt(_) => Scheme::Bearer,
+            RuntimeKind::Jwt(_) | RuntimeKind::Introspection(_) => Scheme::Bearer,
         }
     }
 
@@ -275,6 +324,7 @@ impl Provider {
         match &self.kind {
             RuntimeKind::ApiKey { .. } => MAX_API_KEY_BYTES,
             RuntimeKind::Jwt(verifier) => verifier.max_token_bytes(),
+            RuntimeKind::Introspection(introspector) => introspector.max_token_bytes(),
         }
     }
 
@@ -310,6 +360,10 @@ impl Provider {
                 Verdict::Done(result) => Check::Done(result),
                 Verdict::NeedsKeys => Check::Wait,
             },
+            RuntimeKind::Introspection(introspector) => match introspector.cached(credential) {
+                Some(answer) => Check::Done(answer),
+                None => Check::Wait,
+            },
         }
     }
 
@@ -317,6 +371,7 @@ impl Provider {
     pub(crate) async fn check(&self, credential: &str) -> Result<Arc<Identity>, AuthOutcome> {
         match &self.kind {
             RuntimeKind::Jwt(verifier) => verifier.verify(credential).await,
+            RuntimeKind::Introspection(introspector) => introspector.introspect(credential).await,
             RuntimeKind::ApiKey { .. } => match self.check_now(credential) {
                 Check::Done(result) => result,
                 Check::Wait => Err(AuthOutcome::ProviderUnavailable),
@@ -331,16 +386,28 @@ pub(crate) struct AuthServices {
     providers: HashMap<Arc<str>, Arc<Provider>>,
     /// Remote key sets, whose refreshers start with the runtime.
     pub(crate) key_sets: Vec<Arc<JwksCache>>,
+    /// The gateway's token endpoint, when a provider is its OAuth2 server.
+    pub(crate) token_endpoint: Option<Arc<TokenEndpoint>>,
+    /// The token endpoint's key ring, refreshed on a timer with the runtime.
+    pub(crate) signing: Vec<Arc<SigningKeys>>,
     pub(crate) metrics: Metrics,
 }
 
 /// Why the auth state could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up TLS for the identity provider {provider}")]
-pub(crate) struct AuthBuildError {
-    provider: String,
-    #[source]
-    source: OutboundTlsError,
+pub(crate) enum AuthBuildError {
+    #[error("cannot set up TLS for the identity provider {provider}")]
+    Tls {
+        provider: String,
+        #[source]
+        source: OutboundTlsError,
+    },
+    #[error("cannot use the signing keys of the OAuth2 server {provider}")]
+    SigningKeys {
+        provider: String,
+        #[source]
+        source: SigningKeyError,
+    },
 }
 
 impl AuthServices {
@@ -354,6 +421,8 @@ impl AuthServices {
         let consumers = Arc::new(ConsumerStore::new(&sections.consumers));
         let mut providers = HashMap::new();
         let mut key_sets = Vec::new();
+        let mut signing = Vec::new();
+        let mut token_endpoint = None;
         for config in &sections.auth_providers.providers {
             let (kind, sources) = match &config.kind {
                 ProviderKind::ApiKey { sources } => (
@@ -369,17 +438,57 @@ impl AuthServices {
                                 .obtain("jwks", &config.name, remote, || {
                                     JwksCache::new(&config.name, remote, metrics)
                                 })
-                                .map_err(|source| AuthBuildError {
+                                .map_err(|source| AuthBuildError::Tls {
                                     provider: config.name.to_string(),
                                     source,
                                 })?;
                             key_sets.push(cache.clone());
-                            Some(cache)
+                            SharedKeys::Remote(cache)
                         }
-                        _ => None,
+                        _ => SharedKeys::None,
                     };
                     let verifier = JwtVerifier::new(jwt, remote, consumers.clone());
                     (RuntimeKind::Jwt(Box::new(verifier)), jwt.token_from.clone())
+                }
+                ProviderKind::Introspection(introspection) => {
+                    let introspector = Introspector::new(introspection, consumers.clone())
+                        .map_err(|source| AuthBuildError::Tls {
+                            provider: config.name.to_string(),
+                            source,
+                        })?;
+                    (
+                        RuntimeKind::Introspection(Box::new(introspector)),
+                        introspection.token_from.clone(),
+                    )
+                }
+                ProviderKind::OAuth2Server(server) => {
+                    let signing_error = |source| AuthBuildError::SigningKeys {
+                        provider: config.name.to_string(),
+                        source,
+                    };
+                    let keys = carry
+                        .obtain("signing_keys", &config.name, &server.ring, || {
+                            SigningKeys::open(&server.ring)
+                        })
+                        .map_err(signing_error)?;
+                    // Carried keys are read again: a reload picks up keys added by hand.
+                    keys.refresh().map_err(signing_error)?;
+                    token_endpoint = Some(Arc::new(TokenEndpoint::new(
+                        server,
+                        keys.clone(),
+                        consumers.clone(),
+                        metrics,
+                    )));
+                    signing.push(keys.clone());
+                    let verifier = JwtVerifier::new(
+                        &server.verify,
+                        SharedKeys::Gateway(keys),
+                        consumers.clone(),
+                    );
+                    (
+                        RuntimeKind::Jwt(Box::new(verifier)),
+                        server.verify.token_from.clone(),
+                    )
                 }
             };
             providers.insert(
@@ -395,6 +504,8 @@ impl AuthServices {
             consumers,
             providers,
             key_sets,
+            signing,
+            token_endpoint,
             metrics: metrics.clone(),
         })
     }
@@ -410,6 +521,8 @@ impl AuthServices {
             consumers: Arc::new(ConsumerStore::new(&Default::default())),
             providers: HashMap::new(),
             key_sets: Vec::new(),
+            signing: Vec::new(),
+            token_endpoint: None,
             metrics: Metrics::default(),
         }
     }
