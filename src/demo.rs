@@ -8,7 +8,9 @@
 //! rewrote is visible in every `curl`. With certificates (from `portico certs`, or made on
 //! the fly by the CLI), a second listener serves the same routes over HTTPS on
 //! `127.0.0.1:8443` (HTTP/2 via ALPN, HSTS). A small web page on `127.0.0.1:8090`, another
-//! origin, calls the CORS-enabled route `/browser/v1/users` from the browser.
+//! origin, calls the CORS-enabled route `/browser/v1/users` from the browser. The orders API
+//! (`/v1/orders`) takes the demo consumer's API key or a token from the gateway's own OAuth2
+//! server, whose signing keys live in a temporary directory.
 
 use crate::config::{self, model, Config, ConfigError};
 use crate::dev_certs::DevCerts;
@@ -60,6 +62,14 @@ pub fn config(backends: &DemoBackends, certs: Option<&DevCerts>) -> Result<Confi
         "PORTICO_DEMO_USERS_A" => Some(backends.users_a.to_string()),
         "PORTICO_DEMO_USERS_B" => Some(backends.users_b.to_string()),
         "PORTICO_DEMO_REPORTS" => Some(backends.reports.to_string()),
+        // The OAuth2 server's signing keys: made in a temporary directory, never in the
+        // working tree.
+        "PORTICO_DEMO_SIGNING_KEYS" => Some(
+            std::env::temp_dir()
+                .join(format!("portico-demo-signing-keys-{}", std::process::id()))
+                .display()
+                .to_string(),
+        ),
         other => std::env::var(other).ok(),
     };
     let mut config = config::load_str_with_env(DEMO_CONFIG, "config/demo.yaml", &env)?;
@@ -117,6 +127,17 @@ http://127.0.0.1:8090/ that calls the API from another origin (CORS). Try:
   curl -i -X OPTIONS http://{public}/browser/v1/users/42 -H 'Origin: http://127.0.0.1:8090' -H 'Access-Control-Request-Method: PUT' -H 'Access-Control-Request-Headers: content-type'   # preflight answered by the gateway
   curl -i -X OPTIONS http://{public}/browser/v1/users/42 -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: PUT'   # 403, no CORS headers
   # In a browser, open http://127.0.0.1:8090/ : a page on another origin calls the API with fetch
+
+Auth (consumer acme-mobile: API key pk_demo_acme_mobile, client secret sk_demo_acme_mobile):
+
+  curl -i http://{public}/v1/orders/7 -H 'Host: api.example.com'                 # 401 + WWW-Authenticate
+  curl -i http://{public}/v1/orders/7 -H 'Host: api.example.com' -H 'x-api-key: pk_demo_acme_mobile'   # 200, x-consumer-id reaches the backend
+  TOKEN=$(curl -s -u acme-mobile:sk_demo_acme_mobile -d grant_type=client_credentials http://{public}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  curl -i http://{public}/v1/orders/7 -H 'Host: api.example.com' -H "Authorization: Bearer $TOKEN"   # 200, the same consumer
+  curl -i http://{public}/v1/admin/orders -H 'Host: api.example.com' -H "Authorization: Bearer $TOKEN"   # 403 insufficient_scope
+  curl -s http://{public}/.well-known/jwks.json                                  # the gateway's public signing keys
+  curl -s http://{admin}/metrics | grep portico_auth_total
+
   curl -s http://{admin}/metrics | grep portico_requests_total
   curl -s http://{admin}/config
 {https}
@@ -256,7 +277,7 @@ async fn answer(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let description = serde_json::json!({
+    let mut description = serde_json::json!({
         "service": name,
         "instance": addr.to_string(),
         "method": parts.method.as_str(),
@@ -273,6 +294,12 @@ async fn answer(
             "x-platform": pick("x-platform"),
         }
     });
+    // What the gateway tells a backend about an authenticated caller, where it does.
+    for name in ["x-consumer-id", "x-consumer-plan", "x-consumer-scopes"] {
+        if let Some(value) = pick(name) {
+            description["headers"][name] = serde_json::Value::from(value);
+        }
+    }
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(format!(
         "{description:#}\n"
     )))));

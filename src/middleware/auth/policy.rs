@@ -513,4 +513,30 @@ mod tests {
         assert!(found[1].1.contains("needs `secret`"));
         assert!(found[2].1.contains("`none` is never accepted"));
     }
+
+    #[test]
+    fn credentials_written_in_the_file_are_redacted_in_the_config_dump() {
+        let secret = "an-hmac-secret-that-is-32-bytes-long!!";
+        let text = format!(
+            "listeners: [{{ name: p, address: \"127.0.0.1:0\" }}]\nclusters: [{{ name: b, \
+             endpoints: [\"127.0.0.1:1\"] }}]\nconsumers: [{{ id: a, api_keys: [\"{KEY}\"], \
+             oauth2: {{ client_id: c, client_secret: \"{KEY}\" }} }}]\nauth_providers:\n  - \
+             {{ name: h, jwt: {{ issuer: i, audiences: [a], secret: \"{secret}\" }} }}\n  - {{ \
+             name: o, introspection: {{ endpoint: \"https://idp/i\", client_id: g, \
+             client_secret: hunter2 }} }}\nroutes: [{{ cluster: b }}]\n"
+        );
+        let config = load_str(&text, "t.yaml").unwrap();
+        let dump = config.redacted_dump.to_string();
+        for secret in [KEY, secret, "hunter2"] {
+            assert!(!dump.contains(secret), "{secret} in {dump}");
+        }
+        assert_eq!(
+            config.redacted_dump["consumers"][0]["api_keys"][0],
+            "<redacted>"
+        );
+        assert_eq!(
+            config.redacted_dump["auth_providers"][1]["introspection"]["client_id"],
+            "g"
+        );
+    }
 }
