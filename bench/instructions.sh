@@ -4,6 +4,11 @@
 #   bench/instructions.sh BINARY [BINARY...]     e.g. an old build and target/release/portico
 #   BENCH_SCENARIO=b bench/instructions.sh ...   a 1 KiB POST instead of a GET (scenario (b));
 #   BENCH_SCENARIO=e                             GETs over h2c, 4 connections x 4 streams (e)
+#   BENCH_CONFIG_TEMPLATE=FILE                   Portico's config from FILE instead, with
+#                                                @ORIGIN_PORT@ and @PORT@ filled in (bench/auth.sh)
+#   BENCH_HEADER='name: value'                   a header on every request (a credential)
+#   BENCH_KEEP=DIR                               keep each binary's 5,000-request callgrind
+#                                                profile in DIR (for callgrind_annotate)
 #
 # For each binary: Portico (one worker, access log off, scenario (a)'s config) runs under
 # `valgrind --tool=callgrind` in front of an NGINX origin, serves `h2load --h1 -c 4` a fixed
@@ -30,11 +35,14 @@ trap cleanup EXIT
 for tool in valgrind h2load nginx curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (bench/run.sh installs it)" >&2; exit 1; }
 done
-[ $# -ge 1 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,14p' "$0"; exit 2; }
 
 wait_http() {
-  for _ in $(seq 1 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" 2>/dev/null)" = 200 ] && return 0
+  local header=()
+  [ -n "${BENCH_HEADER:-}" ] && header=(-H "$BENCH_HEADER")
+  # Patient: under callgrind, loading a large config (100,000 consumers) takes a while.
+  for _ in $(seq 1 1200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${header[@]}" "$1" 2>/dev/null)" = 200 ] && return 0
     sleep 0.1
   done
   echo "no 200 from $1" >&2
@@ -46,7 +54,14 @@ python3 "$LIB" nginx-origin "$WORK/origin" "$ORIGIN_PORT" > "$WORK/origin/nginx.
 nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" &
 STARTED+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/"
-python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
+if [ -n "${BENCH_CONFIG_TEMPLATE:-}" ]; then
+  sed -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" -e "s/@PORT@/$PORTICO_PORT/g" \
+    "$BENCH_CONFIG_TEMPLATE" > "$WORK/portico.yaml"
+else
+  python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
+fi
+HEADER=()
+[ -n "${BENCH_HEADER:-}" ] && HEADER=(-H "$BENCH_HEADER")
 SCENARIO=${BENCH_SCENARIO:-a}
 case "$SCENARIO" in
   a) LOAD=(--h1 -c 4) ;;
@@ -63,17 +78,22 @@ instructions() {
   local pid=$!
   STARTED+=("$pid")
   wait_http "http://127.0.0.1:$PORTICO_PORT/"
-  h2load -n "$requests" "${LOAD[@]}" "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
+  h2load -n "$requests" "${LOAD[@]}" "${HEADER[@]}" "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
   grep -q " 0 failed, 0 errored" "$WORK/h2load.log" || { cat "$WORK/h2load.log" >&2; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true
   # The warm-up requests of wait_http are in both runs and cancel out too.
   TOTAL=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
+  PROFILE=$out
 }
 
 printf '%-60s %14s\n' "binary (scenario $SCENARIO)" "instr/request"
 for binary in "$@"; do
   instructions "$binary" 1000; small=$TOTAL
   instructions "$binary" 5000; large=$TOTAL
+  if [ -n "${BENCH_KEEP:-}" ]; then
+    mkdir -p "$BENCH_KEEP"
+    cp "$PROFILE" "$BENCH_KEEP/callgrind.$(basename "$binary").5000"
+  fi
   printf '%-60s %14.0f\n' "$binary" "$(echo "($large - $small) / 4000" | bc -l)"
 done

@@ -170,7 +170,7 @@ pub(crate) fn load_str_in(
     };
 
     let root = source::parse_tree(text).map_err(|problem| invalid(vec![problem]))?;
-    let converted = source::to_json(root.as_ref(), env, &structure::wants_text);
+    let converted = source::to_json(root, env, &structure::wants_text);
     let mut problems = converted.problems;
     let (parts, structural) = match structure::split(&converted.value, &converted.map) {
         Ok(split) => split,
@@ -211,7 +211,7 @@ pub(crate) fn parse_side_file(
     text: &str,
 ) -> Result<(serde_json::Value, source::SourceMap), Vec<Problem>> {
     let root = source::parse_tree(text).map_err(|problem| vec![problem])?;
-    let converted = source::to_json(root.as_ref(), &|_| None, &|_| false);
+    let converted = source::to_json(root, &|_| None, &|_| false);
     if converted.problems.is_empty() {
         Ok((converted.value, converted.map))
     } else {

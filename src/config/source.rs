@@ -35,7 +35,9 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// Nesting deeper than this (aliased copies included) is refused: no sane config needs it,
 /// and the tree builder and converter recurse once per level.
 pub(crate) const MAX_DEPTH: usize = 64;
-/// Upper bound on nodes after alias expansion.
+/// Upper bound on nodes after alias expansion, for a file of up to this many bytes; a larger
+/// file (a consumers file with 100,000 entries) may have one node per byte of it, which no
+/// file reaches without aliases.
 pub(crate) const MAX_NODES: usize = 1_000_000;
 
 /// A 1-based line and column.
@@ -123,10 +125,13 @@ impl fmt::Display for KeyPath {
 }
 
 /// Where each value and key of the file was, plus which values were secrets.
+///
+/// The parsed tree itself, kept after conversion: a position is found by walking it along
+/// the path, so recording positions costs nothing per node (a file of 100,000 consumers
+/// would otherwise build a million path-keyed entries only to look up a handful).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SourceMap {
-    values: HashMap<KeyPath, Pos>,
-    keys: HashMap<KeyPath, Pos>,
+    root: Option<Node>,
     /// Paths of scalars that contained `${...}`; redacted in every dump.
     pub secrets: Vec<KeyPath>,
 }
@@ -135,25 +140,52 @@ impl SourceMap {
     /// Position of the value at `path`; for a value that is not in the file (a default), the
     /// position of the nearest enclosing value that is, so every problem has a place.
     pub(crate) fn locate(&self, path: &KeyPath) -> Pos {
-        let mut path = path.clone();
-        loop {
-            if let Some(pos) = self.values.get(&path) {
-                return *pos;
+        let Some(mut node) = self.root.as_ref() else {
+            return Pos::START;
+        };
+        for seg in &path.0 {
+            match node.child(seg) {
+                Some((_, child)) => node = child,
+                None => break,
             }
-            if path.0.is_empty() {
-                return Pos::START;
-            }
-            path.pop();
         }
+        node.pos
     }
 
     /// Position of the key that ends `path` (for unknown or misspelt keys), falling back to
     /// [`SourceMap::locate`].
     pub(crate) fn locate_key(&self, path: &KeyPath) -> Pos {
-        self.keys
-            .get(path)
-            .copied()
-            .unwrap_or_else(|| self.locate(path))
+        let key_pos = self.root.as_ref().and_then(|root| {
+            let (last, parents) = path.0.split_last()?;
+            let parent = parents
+                .iter()
+                .try_fold(root, |node, seg| node.child(seg).map(|(_, child)| child))?;
+            parent.child(last)?.0
+        });
+        key_pos.unwrap_or_else(|| self.locate(path))
+    }
+
+    /// Every position recorded, of values and keys.
+    #[cfg(test)]
+    pub(crate) fn positions(&self) -> Vec<Pos> {
+        fn walk(node: &Node, out: &mut Vec<Pos>) {
+            out.push(node.pos);
+            match &node.kind {
+                NodeKind::Scalar { .. } => {}
+                NodeKind::Sequence(items) => items.iter().for_each(|item| walk(item, out)),
+                NodeKind::Mapping(entries) => {
+                    for entry in entries {
+                        out.push(entry.key_pos);
+                        walk(&entry.value, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(root) = &self.root {
+            walk(root, &mut out);
+        }
+        out
     }
 }
 
@@ -194,6 +226,19 @@ pub(crate) struct Entry {
 }
 
 impl Node {
+    /// The value one step down `seg`, with its key's position when `seg` is a key. The first
+    /// of duplicate keys, as the converter keeps it.
+    fn child(&self, seg: &Seg) -> Option<(Option<Pos>, &Node)> {
+        match (&self.kind, seg) {
+            (NodeKind::Sequence(items), Seg::Index(index)) => Some((None, items.get(*index)?)),
+            (NodeKind::Mapping(entries), Seg::Key(key)) => entries
+                .iter()
+                .find(|entry| entry.key.as_deref() == Some(key.as_str()))
+                .map(|entry| (Some(entry.key_pos), &entry.value)),
+            _ => None,
+        }
+    }
+
     fn is_empty_plain(&self) -> bool {
         self.tag.is_none()
             && matches!(&self.kind, NodeKind::Scalar { text, style: ScalarStyle::Plain } if text.is_empty())
@@ -287,6 +332,7 @@ fn build_tree(text: &str) -> Result<Option<Node>, Problem> {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         nodes: 0,
+        max_nodes: MAX_NODES.max(text.len()),
     };
     let (event, mark) = builder.next()?;
     if event != Event::StreamStart {
@@ -328,6 +374,7 @@ struct TreeBuilder<'a> {
     parser: Parser<std::str::Chars<'a>>,
     anchors: HashMap<usize, Node>,
     nodes: usize,
+    max_nodes: usize,
 }
 
 impl TreeBuilder<'_> {
@@ -341,10 +388,11 @@ impl TreeBuilder<'_> {
     /// Count nodes as they are created (aliases by the size of their copy).
     fn add_nodes(&mut self, count: usize, mark: Marker) -> Result<(), Problem> {
         self.nodes = self.nodes.saturating_add(count);
-        if self.nodes > MAX_NODES {
+        if self.nodes > self.max_nodes {
+            let max = self.max_nodes;
             return Err(fatal(
                 mark,
-                format!("the file expands to more than {MAX_NODES} values (through aliases?)"),
+                format!("the file expands to more than {max} values (through aliases?)"),
             ));
         }
         Ok(())
@@ -481,7 +529,7 @@ pub(crate) struct Converted {
 /// `wants_text` names the string-typed places where a plain number or boolean is kept as
 /// its literal text.
 pub(crate) fn to_json(
-    root: Option<&Node>,
+    root: Option<Node>,
     env: &dyn Fn(&str) -> Option<String>,
     wants_text: &dyn Fn(&KeyPath) -> bool,
 ) -> Converted {
@@ -492,13 +540,15 @@ pub(crate) fn to_json(
         problems: Vec::new(),
         poisoned: Vec::new(),
     };
-    let value = match root {
+    let value = match &root {
         Some(root) => converter.convert(root, &mut KeyPath::root()),
         None => Value::Null,
     };
+    let mut map = converter.map;
+    map.root = root;
     Converted {
         value,
-        map: converter.map,
+        map,
         problems: converter.problems,
         poisoned: converter.poisoned,
     }
@@ -512,6 +562,47 @@ struct Converter<'a> {
     poisoned: Vec<KeyPath>,
 }
 
+/// The keys of one mapping seen so far, to report duplicates. Most mappings have a handful
+/// of keys: those are searched in place instead of hashed (a file of 100,000 consumers has
+/// 100,000 small mappings).
+enum FirstSeen<'a> {
+    Few,
+    Many(HashMap<&'a str, Pos>),
+}
+
+impl<'a> FirstSeen<'a> {
+    const FEW: usize = 16;
+
+    fn new(entries: usize) -> FirstSeen<'a> {
+        if entries <= Self::FEW {
+            FirstSeen::Few
+        } else {
+            FirstSeen::Many(HashMap::with_capacity(entries))
+        }
+    }
+
+    /// Where `key` was first seen among the mapping's `earlier` entries (those before the
+    /// one being converted, in file order).
+    fn get(&self, earlier: &[Entry], key: &str) -> Option<Pos> {
+        match self {
+            FirstSeen::Few => earlier
+                .iter()
+                .find(|entry| entry.key.as_deref() == Some(key))
+                .map(|entry| entry.key_pos),
+            FirstSeen::Many(map) => map.get(key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: &'a str, pos: Pos) {
+        match self {
+            FirstSeen::Few => {}
+            FirstSeen::Many(map) => {
+                map.insert(key, pos);
+            }
+        }
+    }
+}
+
 const CORE_SCALAR_TAGS: [&str; 5] = ["!!str", "!!int", "!!float", "!!bool", "!!null"];
 
 impl Converter<'_> {
@@ -520,7 +611,6 @@ impl Converter<'_> {
     }
 
     fn convert(&mut self, node: &Node, path: &mut KeyPath) -> Value {
-        self.map.values.insert(path.clone(), node.pos);
         match &node.kind {
             NodeKind::Scalar { text, style } => {
                 self.scalar(text, *style, node.tag.as_deref(), node.pos, path)
@@ -538,8 +628,8 @@ impl Converter<'_> {
             NodeKind::Mapping(entries) => {
                 self.check_collection_tag(node, "!!map", path);
                 let mut object = Map::new();
-                let mut first_seen: HashMap<&str, Pos> = HashMap::new();
-                for entry in entries {
+                let mut first_seen = FirstSeen::new(entries.len());
+                for (index, entry) in entries.iter().enumerate() {
                     let Some(key) = entry.key.as_deref() else {
                         self.report(
                             path,
@@ -548,7 +638,7 @@ impl Converter<'_> {
                         );
                         continue;
                     };
-                    if let Some(first) = first_seen.get(key) {
+                    if let Some(first) = first_seen.get(&entries[..index], key) {
                         let message = format!(
                             "duplicate key `{key}` (first defined at line {})",
                             first.line
@@ -558,7 +648,6 @@ impl Converter<'_> {
                     }
                     first_seen.insert(key, entry.key_pos);
                     path.push(Seg::Key(key.to_string()));
-                    self.map.keys.insert(path.clone(), entry.key_pos);
                     let value = self.convert(&entry.value, path);
                     path.pop();
                     object.insert(key.to_string(), value);
@@ -732,7 +821,7 @@ mod tests {
 
     fn convert(text: &str) -> Converted {
         let root = parse_tree(text).expect("valid YAML");
-        to_json(root.as_ref(), &no_env, &never_text)
+        to_json(root, &no_env, &never_text)
     }
 
     fn path(text: &str) -> KeyPath {
@@ -971,7 +1060,7 @@ mod tests {
         let text = "n: ${N}\nq: \"${N}\"\nmixed: v${N}\nt: Bearer ${TOKEN}\nplain: 5\n\
                     dollar: $$5\nd: ${NOPE:-7}\nmissing: x ${NOPE}\n";
         let root = parse_tree(text).unwrap();
-        let c = to_json(root.as_ref(), &env, &never_text);
+        let c = to_json(root, &env, &never_text);
         assert_eq!(
             c.value,
             json!({"n": 4, "q": "4", "mixed": "v4", "t": "Bearer abc", "plain": 5,
@@ -995,7 +1084,7 @@ mod tests {
     fn wanted_text_keeps_numbers_as_written() {
         let wants = |p: &KeyPath| p.last_key() == Some("size");
         let root = parse_tree("size: 0x10\nother: 0x10\nflag_size: true\nsize2: 1.50\n").unwrap();
-        let c = to_json(root.as_ref(), &no_env, &wants);
+        let c = to_json(root, &no_env, &wants);
         assert_eq!(
             c.value,
             json!({"size": "0x10", "other": 16, "flag_size": true, "size2": 1.5})
@@ -1075,12 +1164,12 @@ mod tests {
             Ok(root) => {
                 let env = |name: &str| (name == "SET").then(|| "value".to_string());
                 let wants = |path: &KeyPath| path.last_key() == Some("size");
-                let converted = to_json(root.as_ref(), &env, &wants);
+                let converted = to_json(root, &env, &wants);
                 for problem in &converted.problems {
                     assert_within(text, problem.line, problem.column, &problem.message);
                 }
-                for (path, pos) in converted.map.values.iter().chain(&converted.map.keys) {
-                    assert_within(text, pos.line, pos.column, &path.to_string());
+                for pos in converted.map.positions() {
+                    assert_within(text, pos.line, pos.column, "a recorded position");
                 }
             }
         }
@@ -1373,7 +1462,7 @@ mod tests {
         fn generated_documents_round_trip_with_positions(doc in document(), style in any::<u64>()) {
             let block = Block::render(&doc, style);
             let root = parse_tree(&block.text).unwrap_or_else(|p| panic!("{p:?} in\n{}", block.text));
-            let converted = to_json(root.as_ref(), &no_env, &never_text);
+            let converted = to_json(root, &no_env, &never_text);
             prop_assert!(converted.problems.is_empty(), "{:?}", converted.problems);
             prop_assert_eq!(&converted.value, &doc, "{}", block.text);
             for (path, pos) in &block.keys {
@@ -1404,7 +1493,7 @@ mod tests {
                     prop_assert!(deepest <= MAX_DEPTH, "{} levels accepted", deepest);
                     let root = root.expect("a document");
                     prop_assert!(root.height() <= MAX_DEPTH + 1);
-                    prop_assert!(to_json(Some(&root), &no_env, &never_text).problems.is_empty());
+                    prop_assert!(to_json(Some(root), &no_env, &never_text).problems.is_empty());
                 }
                 Err(problem) => {
                     prop_assert!(deepest > MAX_DEPTH, "{}: {}", deepest, problem.message);

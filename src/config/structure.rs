@@ -272,7 +272,7 @@ pub(crate) mod tests {
 
     fn split_text(text: &str) -> (Parts, Vec<Problem>) {
         let root = parse_tree(text).expect("valid YAML");
-        let converted = to_json(root.as_ref(), &|_| None, &wants_text);
+        let converted = to_json(root, &|_| None, &wants_text);
         split(&converted.value, &converted.map).expect("a mapping")
     }
 
@@ -522,7 +522,7 @@ routes:
     #[test]
     fn a_file_that_is_not_a_mapping_is_one_problem() {
         let root = parse_tree("- a\n- b\n").unwrap();
-        let converted = to_json(root.as_ref(), &|_| None, &wants_text);
+        let converted = to_json(root, &|_| None, &wants_text);
         let problem = split(&converted.value, &converted.map).unwrap_err();
         assert_eq!((problem.line, problem.column), (1, 1));
         assert!(

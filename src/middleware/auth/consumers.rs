@@ -27,8 +27,42 @@ use std::sync::{Arc, Mutex, PoisonError};
 const DIGEST_PREFIX: &str = "sha256:";
 
 /// A SHA-256 digest of a credential.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Digest([u8; 32]);
+
+impl std::hash::Hash for Digest {
+    /// A digest is uniformly distributed already: eight of its bytes are a hash. (Only
+    /// digests the operator configured are stored; a presented key's digest is only looked
+    /// up, so no caller can crowd a bucket.)
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_ne_bytes(first));
+    }
+}
+
+/// The hasher of maps whose keys are already hashes ([`Digest`], the token cache's keys):
+/// the key's own bits.
+#[derive(Default)]
+pub(crate) struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type DigestMap = HashMap<Digest, usize, std::hash::BuildHasherDefault<DigestHasher>>;
 
 impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,15 +88,21 @@ impl Digest {
                  never the credential itself",
             )
         })?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(String::from(
-                "expected `sha256:` followed by exactly 64 hex digits",
-            ));
+        let nibble = |digit: u8| match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        };
+        let wrong = || String::from("expected `sha256:` followed by exactly 64 hex digits");
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return Err(wrong());
         }
         let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| String::from("expected hex digits"))?;
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte =
+                (nibble(pair[0]).ok_or_else(wrong)? << 4) | nibble(pair[1]).ok_or_else(wrong)?;
         }
         Ok(Digest(out))
     }
@@ -141,13 +181,14 @@ pub(crate) enum ClientLookup<'d> {
 #[derive(Debug, Default)]
 pub(crate) struct ConsumerDirectory {
     consumers: Vec<Arc<Consumer>>,
-    by_api_key: HashMap<Digest, usize>,
+    by_api_key: DigestMap,
     by_client_id: HashMap<Arc<str>, usize>,
     by_id: HashMap<Arc<str>, usize>,
 }
 
 impl ConsumerDirectory {
-    /// Index checked consumers (their uniqueness was checked with them).
+    /// Index consumers made up by a test.
+    #[cfg(test)]
     pub(crate) fn new(consumers: Vec<Consumer>) -> ConsumerDirectory {
         let mut directory = ConsumerDirectory::default();
         for (index, consumer) in consumers.into_iter().enumerate() {
@@ -196,29 +237,42 @@ impl PartialEq for ConsumerDirectory {
     }
 }
 
-/// What the checks of a list of consumers need to remember across the list.
+/// Checks a list of consumers, building their directory as it goes: the directory's
+/// indexes are what uniqueness is checked against. Used only when every consumer checked out
+/// (then a consumer's index in the list is its index in the directory).
 #[derive(Default)]
 pub(crate) struct ConsumerChecks {
-    ids: HashMap<String, usize>,
-    keys: HashMap<Digest, usize>,
-    client_ids: HashMap<String, usize>,
+    directory: ConsumerDirectory,
+    /// Plans and scopes, shared by the many consumers that name the same one.
+    names: HashMap<String, Arc<str>>,
 }
 
 impl ConsumerChecks {
+    /// One `Arc` per distinct name.
+    fn name(&mut self, text: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(text) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(text);
+        self.names.insert(text.to_string(), name.clone());
+        name
+    }
+
     /// Check consumer `index` of a list; `report(path below the element, message)` for each
-    /// problem.
+    /// problem. Returns whether it checked out.
     pub(crate) fn check(
         &mut self,
         index: usize,
         file: &ConsumerFile,
         report: &mut dyn FnMut(&[&str], String),
-    ) -> Option<Consumer> {
+    ) -> bool {
         let mut ok = true;
         let id_ok = !file.id.is_empty()
             && file
                 .id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        let id: Arc<str> = Arc::from(file.id.as_str());
         if !id_ok {
             report(
                 &["id"],
@@ -228,7 +282,7 @@ impl ConsumerChecks {
                 ),
             );
             ok = false;
-        } else if let Some(first) = self.ids.insert(file.id.clone(), index) {
+        } else if let Some(first) = self.directory.by_id.insert(id.clone(), index) {
             report(
                 &["id"],
                 format!("duplicate consumer id `{}` (also [{first}])", file.id),
@@ -244,14 +298,14 @@ impl ConsumerChecks {
                 );
                 ok = false;
             } else {
-                scopes.push(Arc::from(scope.as_str()));
+                scopes.push(self.name(scope));
             }
         }
         let mut api_keys = Vec::with_capacity(file.api_keys.len());
         for text in &file.api_keys {
             match Digest::parse(text) {
                 Ok(digest) => {
-                    if let Some(first) = self.keys.insert(digest, index) {
+                    if let Some(first) = self.directory.by_api_key.insert(digest, index) {
                         report(
                             &["api_keys"],
                             format!("this API key digest is also one of [{first}]'s"),
@@ -269,10 +323,12 @@ impl ConsumerChecks {
         let (client_id, client_secret) = match &file.oauth2 {
             None => (None, None),
             Some(oauth2) => {
+                let client_id: Arc<str> = Arc::from(oauth2.client_id.as_str());
                 if oauth2.client_id.is_empty() {
                     report(&["oauth2", "client_id"], String::from("cannot be empty"));
                     ok = false;
-                } else if let Some(first) = self.client_ids.insert(oauth2.client_id.clone(), index)
+                } else if let Some(first) =
+                    self.directory.by_client_id.insert(client_id.clone(), index)
                 {
                     report(
                         &["oauth2", "client_id"],
@@ -291,19 +347,26 @@ impl ConsumerChecks {
                         None
                     }
                 };
-                (Some(Arc::from(oauth2.client_id.as_str())), secret)
+                (Some(client_id), secret)
             }
         };
-        ok.then(|| Consumer {
-            id: Arc::from(file.id.as_str()),
+        let plan = file.plan.as_deref().map(|plan| self.name(plan));
+        self.directory.consumers.push(Arc::new(Consumer {
+            id,
             name: file.name.as_deref().map(Arc::from),
-            plan: file.plan.as_deref().map(Arc::from),
+            plan,
             scopes,
             enabled: file.enabled.unwrap_or(true),
             api_keys,
             client_id,
             client_secret,
-        })
+        }));
+        ok
+    }
+
+    /// The directory of the consumers checked (meaningful when each checked out).
+    pub(crate) fn into_directory(self) -> ConsumerDirectory {
+        self.directory
     }
 }
 
@@ -314,6 +377,8 @@ impl ConsumerChecks {
 pub(crate) struct ConsumersSection {
     /// The file the consumers came from, if they did not come from the main config.
     pub(crate) file: Option<PathBuf>,
+    /// The digest of the file's contents as loaded, to tell when it changes.
+    pub(crate) file_digest: Option<Digest>,
     /// The consumers when the config was checked.
     pub(crate) directory: Arc<ConsumerDirectory>,
 }
@@ -335,7 +400,6 @@ impl Section for ConsumersSection {
             Value::Null => Some(ConsumersSection::default()),
             Value::Array(items) => {
                 let mut checks = ConsumerChecks::default();
-                let mut consumers = Vec::with_capacity(items.len());
                 let mut ok = true;
                 for (index, item) in items.iter().enumerate() {
                     let at = path.index(index);
@@ -347,14 +411,12 @@ impl Section for ConsumersSection {
                         let path = keys.iter().fold(at.clone(), |path, key| path.key(key));
                         checker.report(&path, message);
                     };
-                    match checks.check(index, &file, &mut report) {
-                        Some(consumer) => consumers.push(consumer),
-                        None => ok = false,
-                    }
+                    ok &= checks.check(index, &file, &mut report);
                 }
                 ok.then(|| ConsumersSection {
                     file: None,
-                    directory: Arc::new(ConsumerDirectory::new(consumers)),
+                    file_digest: None,
+                    directory: Arc::new(checks.into_directory()),
                 })
             }
             Value::Object(_) => {
@@ -369,9 +431,10 @@ impl Section for ConsumersSection {
                 }
                 let file_path = checker.file_path(&reference.file);
                 match load_consumers_file(&file_path) {
-                    Ok(consumers) => Some(ConsumersSection {
+                    Ok((directory, digest)) => Some(ConsumersSection {
                         file: Some(file_path),
-                        directory: Arc::new(ConsumerDirectory::new(consumers)),
+                        file_digest: Some(digest),
+                        directory: Arc::new(directory),
                     }),
                     Err(problems) => {
                         let count = problems.len();
@@ -434,15 +497,10 @@ pub(crate) struct ConsumerStore {
 
 impl ConsumerStore {
     pub(crate) fn new(section: &ConsumersSection) -> ConsumerStore {
-        let seen = section
-            .file
-            .as_ref()
-            .and_then(|path| std::fs::read(path).ok())
-            .map(|bytes| Digest::of(&bytes));
         ConsumerStore {
             directory: ArcSwap::new(section.directory.clone()),
             file: section.file.clone(),
-            seen: Mutex::new(seen),
+            seen: Mutex::new(section.file_digest),
         }
     }
 
@@ -468,32 +526,39 @@ impl ConsumerStore {
         }
         *seen = Some(digest);
         drop(seen);
-        let consumers = load_consumers_file(path)?;
-        let count = consumers.len();
-        self.directory
-            .store(Arc::new(ConsumerDirectory::new(consumers)));
+        let text = String::from_utf8(bytes)
+            .map_err(|_| vec![format!("{} is not UTF-8 text", path.display())])?;
+        let directory = load_consumers(&text, &path.display().to_string())?;
+        let count = directory.consumers.len();
+        self.directory.store(Arc::new(directory));
         Ok(Some(count))
     }
 }
 
 /// Read and check a consumers file: a list of consumers, as in the `consumers` section.
-/// Problems are `file:line:col: [i].key: message`, every one of them.
-pub(crate) fn load_consumers_file(path: &Path) -> Result<Vec<Consumer>, Vec<String>> {
+/// Problems are `file:line:col: [i].key: message`, every one of them. Also the digest of
+/// what was read, to tell later whether the file changed.
+pub(crate) fn load_consumers_file(path: &Path) -> Result<(ConsumerDirectory, Digest), Vec<String>> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|error| vec![format!("cannot read {origin}: {error}")])?;
+    let digest = Digest::of(text.as_bytes());
+    Ok((load_consumers(&text, &origin)?, digest))
+}
+
+/// Check the text of a consumers file read from `origin`.
+fn load_consumers(text: &str, origin: &str) -> Result<ConsumerDirectory, Vec<String>> {
     if origin.ends_with(".json") {
         // The fast path for a large directory: one serde pass. Anything wrong, and the reader
         // below says what and where.
-        if let Ok(files) = serde_json::from_str::<Vec<ConsumerFile>>(&text) {
+        if let Ok(files) = serde_json::from_str::<Vec<ConsumerFile>>(text) {
             let mut checks = ConsumerChecks::default();
-            let consumers: Option<Vec<Consumer>> = files
-                .iter()
-                .enumerate()
-                .map(|(index, file)| checks.check(index, file, &mut |_, _| {}))
-                .collect();
-            if let Some(consumers) = consumers {
-                return Ok(consumers);
+            let mut ok = true;
+            for (index, file) in files.iter().enumerate() {
+                ok &= checks.check(index, file, &mut |_, _| {});
+            }
+            if ok {
+                return Ok(checks.into_directory());
             }
         }
     }
@@ -501,10 +566,10 @@ pub(crate) fn load_consumers_file(path: &Path) -> Result<Vec<Consumer>, Vec<Stri
         problems.sort_by_key(|problem| (problem.line, problem.column));
         problems
             .iter()
-            .map(|problem| problem.with_origin(&origin).to_string())
+            .map(|problem| problem.with_origin(origin).to_string())
             .collect::<Vec<_>>()
     };
-    let (value, map) = parse_side_file(&text).map_err(render)?;
+    let (value, map) = parse_side_file(text).map_err(render)?;
     let mut problems = Vec::new();
     let items = match value {
         Value::Array(items) => items,
@@ -520,7 +585,6 @@ pub(crate) fn load_consumers_file(path: &Path) -> Result<Vec<Consumer>, Vec<Stri
         }
     };
     let mut checks = ConsumerChecks::default();
-    let mut consumers = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let at = KeyPath::root().index(index);
         let Some(file) = deserialize::<ConsumerFile>(item, &at, &map, &mut problems) else {
@@ -530,12 +594,10 @@ pub(crate) fn load_consumers_file(path: &Path) -> Result<Vec<Consumer>, Vec<Stri
             let path = keys.iter().fold(at.clone(), |path, key| path.key(key));
             problems.push(Problem::new(&path, map.locate(&path), message));
         };
-        if let Some(consumer) = checks.check(index, &file, &mut report) {
-            consumers.push(consumer);
-        }
+        checks.check(index, &file, &mut report);
     }
     if problems.is_empty() {
-        Ok(consumers)
+        Ok(checks.into_directory())
     } else {
         Err(render(problems))
     }
@@ -609,9 +671,10 @@ mod tests {
             format!(r#"[{{"id": "a", "plan": "gold", "api_keys": ["{key}"]}}]"#),
         )
         .unwrap();
-        let loaded = load_consumers_file(&json).unwrap();
-        assert_eq!(loaded.len(), 1);
-        assert_eq!(loaded[0].plan.as_deref(), Some("gold"));
+        let (loaded, digest) = load_consumers_file(&json).unwrap();
+        assert_eq!(digest, Digest::of(&std::fs::read(&json).unwrap()));
+        let consumer = loaded.by_api_key(b"k").expect("found by its key");
+        assert_eq!(consumer.plan.as_deref(), Some("gold"));
 
         // The same mistakes in JSON and in YAML are reported alike, with positions.
         std::fs::write(

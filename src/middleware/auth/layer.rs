@@ -309,15 +309,12 @@ impl CredentialCheck {
             let Some((result, source)) = provider.find(req) else {
                 continue;
             };
-            let position = provider
-                .sources()
-                .iter()
-                .position(|s| std::ptr::eq(s, source))
-                .unwrap_or(0);
             match result {
-                Found::Credential(credential) => {
-                    found.push((provider, credential, first + position))
-                }
+                Found::Credential(credential) => found.push((
+                    provider,
+                    credential,
+                    first + source_position(provider, source),
+                )),
                 Found::Oversized => {
                     bad.get_or_insert(AuthOutcome::Oversized);
                 }
@@ -346,25 +343,43 @@ impl CredentialCheck {
         GatewayError::Unauthenticated(Box::new(AuthRefusal { outcome, schemes }))
     }
 
-    /// Decide without waiting if every provider asked can: `None` when one must wait.
+    /// Decide without waiting if every provider asked can: `None` when one must wait. The
+    /// same decision as [`CredentialCheck::candidates`] then checking each, made as the
+    /// credentials are found (no list is built on the common path).
     fn authenticate_now(
         &self,
         req: &Request<Body>,
     ) -> Option<Result<(Arc<Identity>, usize), GatewayError>> {
-        let candidates = match self.candidates(req) {
-            Ok(candidates) => candidates,
-            Err(error) => return Some(Err(error)),
-        };
         let mut failure: Option<(AuthOutcome, &Provider)> = None;
-        for (provider, credential, source) in candidates {
-            match provider.check_now(&credential) {
-                Check::Done(Ok(identity)) => return Some(Ok((identity, source))),
-                Check::Done(Err(outcome)) => keep_most_telling(&mut failure, outcome, provider),
-                Check::Wait => return None,
+        let mut bad: Option<AuthOutcome> = None;
+        let mut numbered = 0;
+        for provider in &self.providers {
+            let first = numbered;
+            numbered += provider.sources().len();
+            let Some((found, source)) = provider.find(req) else {
+                continue;
+            };
+            match found {
+                Found::Credential(credential) => match provider.check_now(&credential) {
+                    Check::Done(Ok(identity)) => {
+                        return Some(Ok((identity, first + source_position(provider, source))))
+                    }
+                    Check::Done(Err(outcome)) => keep_most_telling(&mut failure, outcome, provider),
+                    Check::Wait => return None,
+                },
+                Found::Oversized => {
+                    bad.get_or_insert(AuthOutcome::Oversized);
+                }
+                Found::Malformed => {
+                    bad.get_or_insert(AuthOutcome::Malformed);
+                }
+                Found::Nothing => {}
             }
         }
-        let (outcome, provider) = failure?;
-        Some(Err(self.refusal(outcome, Some(provider))))
+        Some(Err(match failure {
+            Some((outcome, provider)) => self.refusal(outcome, Some(provider)),
+            None => self.refusal(bad.unwrap_or(AuthOutcome::Missing), None),
+        }))
     }
 
     /// Decide, waiting for providers as they need. The credentials are taken from the
@@ -386,6 +401,15 @@ impl CredentialCheck {
             None => Err(self.refusal(AuthOutcome::Missing, None)),
         }
     }
+}
+
+/// The number of `source` among its provider's sources.
+fn source_position(provider: &Provider, source: &CredentialSource) -> usize {
+    provider
+        .sources()
+        .iter()
+        .position(|s| std::ptr::eq(s, source))
+        .unwrap_or(0)
 }
 
 /// Of several providers' refusals, the one to report: a provider that recognised the token
