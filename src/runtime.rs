@@ -15,6 +15,8 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::middleware::auth::consumers::ConsumerStore;
 use crate::middleware::auth::jwks::JwksCache;
 use crate::middleware::auth::providers::{AuthBuildError, AuthServices};
+use crate::middleware::rate_limit::services::RateLimitBuildError;
+use crate::middleware::rate_limit::RateLimitServices;
 use crate::request_id::RequestIds;
 use crate::resources::{ResourceCarry, Resources};
 use crate::routing::Router;
@@ -63,6 +65,8 @@ pub(crate) struct Runtime {
     pub(crate) consumers: Arc<ConsumerStore>,
     /// Identity providers' remote key sets, refreshed in the background.
     key_sets: Vec<Arc<JwksCache>>,
+    /// The rate limiters' shared Redis, connected when the runtime starts.
+    rate_limit_redis: Option<Arc<crate::middleware::rate_limit::redis::RedisBackend>>,
     resources: Resources,
 }
 
@@ -80,6 +84,8 @@ pub(crate) struct RouteEntry {
 pub(crate) enum BuildError {
     #[error(transparent)]
     Auth(#[from] AuthBuildError),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitBuildError),
     #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
     #[error("cannot set up TLS for cluster {cluster}")]
@@ -96,6 +102,9 @@ impl Runtime {
     pub(crate) fn start(&self) {
         for key_set in &self.key_sets {
             key_set.start();
+        }
+        if let Some(redis) = &self.rate_limit_redis {
+            redis.start();
         }
     }
 
@@ -121,6 +130,8 @@ impl Runtime {
         let services = Services {
             auth: AuthServices::build(&config.sections, &mut carry, metrics)
                 .map_err(BuildError::Auth)?,
+            rate_limit: RateLimitServices::build(&config, &mut carry, metrics)?,
+            metrics: metrics.clone(),
         };
         let routes = config
             .routes
@@ -163,6 +174,7 @@ impl Runtime {
         Ok(Runtime {
             consumers: services.auth.consumers.clone(),
             key_sets: services.auth.key_sets.clone(),
+            rate_limit_redis: services.rate_limit.redis.clone(),
             identity_headers: identity_headers(&config),
             router: Router::new(&matchers),
             routes,

@@ -21,6 +21,7 @@ mod ip_rules;
 mod lifecycle;
 mod limits;
 mod protocols;
+mod rate_limit;
 mod reload;
 mod routing;
 mod seam;
