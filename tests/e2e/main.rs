@@ -22,6 +22,7 @@ mod lifecycle;
 mod limits;
 mod protocols;
 mod rate_limit;
+mod rate_limit_redis;
 mod reload;
 mod routing;
 mod seam;
