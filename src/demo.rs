@@ -8,7 +8,9 @@
 //! rewrote is visible in every `curl`. With certificates (from `portico certs`, or made on
 //! the fly by the CLI), a second listener serves the same routes over HTTPS on
 //! `127.0.0.1:8443` (HTTP/2 via ALPN, HSTS). A small web page on `127.0.0.1:8090`, another
-//! origin, calls the CORS-enabled route `/browser/v1/users` from the browser.
+//! origin, calls the CORS-enabled route `/browser/v1/users` from the browser. The route
+//! `/limited/v1/users` allows 5 requests a minute per client address: the printed curl loop
+//! shows its `RateLimit` headers and then its 429.
 
 use crate::config::{self, model, Config, ConfigError};
 use crate::dev_certs::DevCerts;
@@ -117,6 +119,7 @@ http://127.0.0.1:8090/ that calls the API from another origin (CORS). Try:
   curl -i -X OPTIONS http://{public}/browser/v1/users/42 -H 'Origin: http://127.0.0.1:8090' -H 'Access-Control-Request-Method: PUT' -H 'Access-Control-Request-Headers: content-type'   # preflight answered by the gateway
   curl -i -X OPTIONS http://{public}/browser/v1/users/42 -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: PUT'   # 403, no CORS headers
   # In a browser, open http://127.0.0.1:8090/ : a page on another origin calls the API with fetch
+  for i in 1 2 3 4 5 6; do curl -si http://{public}/limited/v1/users/42 | grep -i -e '^HTTP' -e '^ratelimit' -e '^retry-after'; done   # 5 a minute: the 6th is 429
   curl -s http://{admin}/metrics | grep portico_requests_total
   curl -s http://{admin}/config
 {https}

@@ -110,8 +110,8 @@ impl RedisServer {
             }
             return Ok(items.join("\n"));
         }
-        if line.starts_with('$') {
-            let len: i64 = line[1..].parse().unwrap_or(-1);
+        if let Some(len) = line.strip_prefix('$') {
+            let len: i64 = len.parse().unwrap_or(-1);
             if len < 0 {
                 return Ok(String::from("(nil)"));
             }

@@ -373,6 +373,25 @@ mod tests {
     }
 
     #[test]
+    fn a_grpc_caller_gets_resource_exhausted_and_the_headers() {
+        let refusal = RateLimitRefusal {
+            limit: Arc::from("burst"),
+            retry_after: 2,
+            headers: vec![(RETRY_AFTER, HeaderValue::from(2u64))],
+        };
+        let error = GatewayError::RateLimited(Box::new(refusal));
+        let grpc = error.render("id", crate::context::Caller::Grpc);
+        assert_eq!(grpc.headers()["grpc-status"], "8");
+        assert_eq!(grpc.headers()[RETRY_AFTER], "2");
+        let http = error.render("id", crate::context::Caller::Http);
+        assert_eq!(http.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(http.headers()[RETRY_AFTER], "2");
+        let unavailable =
+            GatewayError::RateLimitUnavailable.render("id", crate::context::Caller::Grpc);
+        assert_eq!(unavailable.headers()["grpc-status"], "14");
+    }
+
+    #[test]
     fn headers_in_both_styles() {
         let readings = [reading("burst", 20, 7, 650), reading("steady", 5, 2, 1200)];
         let ietf = render(HeaderStyle::Ietf, &readings);

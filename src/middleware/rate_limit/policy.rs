@@ -508,6 +508,84 @@ fn check_redis(file: &RedisFile, at: &KeyPath, checker: &mut Checker<'_>) -> Opt
 mod tests {
     use crate::middleware::test_support::route_problems;
 
+    fn problems(text: &str) -> Vec<String> {
+        match crate::config::load_str(text, "t.yaml") {
+            Ok(_) => Vec::new(),
+            Err(crate::ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    const PLANS: &str = "listeners: [{ name: l, address: \"127.0.0.1:0\" }]\n\
+        clusters: [{ name: b, endpoints: [\"127.0.0.1:1\"] }]\n\
+        consumers: [{ id: acme, plan: gold }, { id: tiny, plan: bronze }]\n";
+
+    #[test]
+    fn a_route_that_applies_plans_needs_every_consumers_plan_declared() {
+        let text = format!(
+            "{PLANS}rate_limiting: {{ plans: [{{ name: gold, limits: [{{ quota: 5/month }}] }}] }}\n\
+             routes: [{{ cluster: b, rate_limit: {{ plan: true }} }}]\n"
+        );
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("routes[0].rate_limit.plan"), "{found:?}");
+        assert!(found[0].contains("`tiny` has plan `bronze`"), "{found:?}");
+        // Declared, it loads; a route without plans does not care.
+        let text = text.replace(
+            "limits: [{ quota: 5/month }] }]",
+            "limits: [{ quota: 5/month }] }, { name: bronze, limits: [{ rate: 1/s }] }]",
+        );
+        assert!(problems(&text).is_empty(), "{:?}", problems(&text));
+        let text = format!(
+            "{PLANS}routes: [{{ cluster: b, rate_limit: {{ limits: [{{ rate: 1/s }}] }} }}]\n"
+        );
+        assert!(problems(&text).is_empty());
+    }
+
+    #[test]
+    fn impossible_sections_are_refused() {
+        let found = problems(&format!(
+            "{PLANS}rate_limiting:\n  plans:\n    - {{ name: x, limits: [] }}\n    - {{ name: gold, limits: [{{ rate: 1/s }}] }}\n    - {{ name: gold, limits: [{{ rate: 1/s }}] }}\n  redis: {{ url: \"http://nowhere\", timeout: 0s }}\nroutes: [{{ cluster: b }}]\n"
+        ));
+        let joined = found.join("\n");
+        assert!(
+            joined.contains("plans[0].limits: a plan needs at least one limit"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("plans[2].name: duplicate plan `gold`"),
+            "{joined}"
+        );
+        assert!(joined.contains("redis.url"), "{joined}");
+        assert!(
+            joined.contains("redis.timeout: must be greater than 0s"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn explain_names_the_limits_the_key_and_the_store() {
+        use crate::config::check::{Description, RoutePolicy};
+        let config = crate::config::load_str(
+            "listeners: [{ name: l, address: \"127.0.0.1:0\" }]\n\
+             clusters: [{ name: b, endpoints: [\"127.0.0.1:1\"] }]\n\
+             routes: [{ cluster: b, rate_limit: { key: [consumer, header:x-tenant], limits: [{ name: burst, rate: 20/s, burst: 40 }, { quota: 1000000/month }] } }]\n",
+            "t.yaml",
+        )
+        .expect("loads");
+        let mut out = Description::default();
+        config.routes[0].policies.rate_limit.describe("/", &mut out);
+        let (label, text) = &out.lines[0];
+        assert_eq!(*label, "rate limit");
+        assert_eq!(
+            text,
+            "burst 20/s burst 40, 1000000-per-month 1000000/month (UTC calendar); key \
+             consumer+header:x-tenant (without it: ip); store local; 429 rate_limited"
+        );
+    }
+
     #[test]
     fn route_limits_are_checked_at_their_keys() {
         assert!(route_problems(
