@@ -233,11 +233,11 @@ fn decided(
         }
         Some(wait) => {
             limiter.counters.refused.fetch_add(1, Relaxed);
-            // The limit that refused: the reading with nothing left that waits longest.
+            // The limit that refused (of several, the one that waits longest).
             let refusing = verdict
                 .readings
                 .iter()
-                .filter(|reading| reading.remaining == 0)
+                .filter(|reading| reading.refused)
                 .max_by_key(|reading| reading.reset);
             if let Some(counter) = refusing.and_then(|r| limiter.counters.refusals_of(&r.limit)) {
                 counter.fetch_add(1, Relaxed);
@@ -369,6 +369,7 @@ mod tests {
             }),
             remaining,
             reset: Duration::from_millis(reset_ms),
+            refused: false,
         }
     }
 

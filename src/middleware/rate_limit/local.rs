@@ -323,6 +323,8 @@ pub(crate) struct Reading {
     /// Until the limit is back to its full allowance (rates), or its window ends (quotas);
     /// for the limit that refused, until the next request is allowed.
     pub(crate) reset: Duration,
+    /// This limit refused the request.
+    pub(crate) refused: bool,
 }
 
 /// One decision over a set of limits.
@@ -460,6 +462,7 @@ impl LocalLimiter {
                                 limit: limit.clone(),
                                 remaining,
                                 reset: interval.saturating_mul(used as u32),
+                                refused: false,
                             });
                         }
                         Err(not_until) => {
@@ -469,6 +472,7 @@ impl LocalLimiter {
                                 limit: limit.clone(),
                                 remaining: 0,
                                 reset: wait,
+                                refused: true,
                             });
                             return verdict;
                         }
@@ -498,6 +502,7 @@ impl LocalLimiter {
                             limit: limit.clone(),
                             remaining,
                             reset,
+                            refused: false,
                         }),
                         Err(()) => {
                             verdict.refused = Some(reset);
@@ -505,6 +510,7 @@ impl LocalLimiter {
                                 limit: limit.clone(),
                                 remaining: 0,
                                 reset,
+                                refused: true,
                             });
                             return verdict;
                         }

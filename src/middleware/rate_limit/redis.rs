@@ -30,7 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The decision, atomically. KEYS[i] is limit i's key; ARGV holds three values per limit:
 /// `r`, the emission interval (µs), the burst — or `q`, the quota, the seconds to its
-/// window's end. Returns `{refused, wait_us, remaining_1, reset_us_1, …}`.
+/// window's end. Returns `{refused, wait_us, remaining_1, reset_us_1, …}`, a remaining of -1
+/// marking a limit that refused.
 const SCRIPT: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -50,7 +51,7 @@ for i = 1, #KEYS do
     if earliest > now then
       refused = 1
       if earliest - now > wait then wait = earliest - now end
-      out[2 * i - 1] = 0
+      out[2 * i - 1] = -1
       out[2 * i] = earliest - now
     else
       local next_tat = tat + a
@@ -65,7 +66,7 @@ for i = 1, #KEYS do
     if count >= a then
       refused = 1
       if b * 1000000 > wait then wait = b * 1000000 end
-      out[2 * i - 1] = 0
+      out[2 * i - 1] = -1
     else
       writes[i] = -1
       out[2 * i - 1] = a - count - 1
@@ -255,8 +256,12 @@ impl RedisBackend {
             .enumerate()
             .map(|(i, limit)| Reading {
                 limit: limit.limit.clone(),
-                remaining: u64::try_from(values[2 + 2 * i]).unwrap_or(0),
+                // A refused request counted against no limit: the others still have the one
+                // the script set aside for it.
+                remaining: u64::try_from(values[2 + 2 * i])
+                    .map_or(0, |left| left + u64::from(refused.is_some())),
                 reset: micros(values[3 + 2 * i]),
+                refused: values[2 + 2 * i] < 0,
             })
             .collect();
         Ok((refused, readings))
