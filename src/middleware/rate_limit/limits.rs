@@ -401,6 +401,21 @@ mod tests {
         assert!(parse_quota("99999999999/day").is_err());
     }
 
+    proptest::proptest! {
+        /// A window ends after the moment it holds, the next second after its end is the next
+        /// window, and its last second is still its own.
+        #[test]
+        fn windows_tile_time(t in 0u64..8_000_000_000) {
+            for unit in [CalendarUnit::Day, CalendarUnit::Month] {
+                let window = unit.window(t);
+                proptest::prop_assert!(window.ends_at > t);
+                proptest::prop_assert!(window.ends_at - t <= 31 * 86_400);
+                proptest::prop_assert_eq!(unit.window(window.ends_at - 1).index, window.index);
+                proptest::prop_assert_eq!(unit.window(window.ends_at).index, window.index + 1);
+            }
+        }
+    }
+
     #[test]
     fn calendar_windows_are_utc_days_and_months() {
         // 2024-02-29T12:00:00Z: a leap day.

@@ -655,6 +655,42 @@ mod tests {
         assert!(limiter.keys() <= 100);
     }
 
+    proptest::proptest! {
+        /// Whatever the arrivals, the limiter admits exactly what a plain GCRA would: the
+        /// bounded store (with room for every key) changes nothing about the decisions.
+        #[test]
+        fn decisions_are_those_of_a_plain_gcra(
+            count in 1u32..20,
+            burst in 1u32..10,
+            steps in proptest::collection::vec((0u64..400, 0usize..3, 1usize..4), 1..60),
+        ) {
+            let limits = [Limit {
+                name: "r".into(),
+                kind: LimitKind::Rate { count, period: Duration::from_secs(1), burst },
+            }];
+            let clock = ManualClock::new(0);
+            let counters = StoreCounters::detached();
+            let limiter = LocalLimiter::new(&limits, 8, LimiterClock::Manual(clock.clone()), &|_| counters.clone());
+            let interval = (1_000_000_000 / u64::from(count)) as i128;
+            let tau = interval * (i128::from(burst) - 1);
+            let mut tats = [0i128; 3];
+            let mut now = 0i128;
+            for (advance_ms, key, requests) in steps {
+                clock.advance(Duration::from_millis(advance_ms));
+                now += i128::from(advance_ms) * 1_000_000;
+                for _ in 0..requests {
+                    let tat = tats[key].max(now);
+                    let expected = tat - tau <= now;
+                    if expected {
+                        tats[key] = tat + interval;
+                    }
+                    let verdict = limiter.check(&format!("k{key}"));
+                    proptest::prop_assert_eq!(verdict.refused.is_none(), expected);
+                }
+            }
+        }
+    }
+
     #[test]
     fn idle_rate_keys_are_evicted_and_active_ones_kept() {
         let counters = StoreCounters::detached();
