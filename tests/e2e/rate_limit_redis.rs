@@ -75,6 +75,16 @@ impl RedisServer {
         .await;
     }
 
+    /// Send a signal (`STOP`, `CONT`) to the server.
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success());
+    }
+
     async fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
         child.kill().await.expect("kill redis-server");
@@ -266,6 +276,19 @@ async fn redis_killed_mid_run_each_gateway_does_what_it_declared_and_recovers() 
         call(open.addr, "/shared").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
+
+    // A Redis that does not answer (stopped): each call gives up at the timeout.
+    redis.signal("STOP");
+    let refused = call(closed.addr, "/shared").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.error_code(), "rate_limit_unavailable");
+    assert!(
+        closed
+            .metric("portico_rate_limit_redis_calls_total{outcome=\"timeout\"}")
+            .await
+            >= 1
+    );
+    redis.signal("CONT");
 
     redis.kill().await;
     // Fail closed: 503 with its own code, never a hang.

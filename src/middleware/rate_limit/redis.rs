@@ -238,6 +238,11 @@ impl RedisBackend {
                 let call = invocation.invoke_async::<Vec<i64>>(&mut manager);
                 match tokio::time::timeout(self.settings.timeout, call).await {
                     Ok(Ok(values)) => Ok(values),
+                    // The client's own response timeout (set to the same budget) is a
+                    // timeout too.
+                    Ok(Err(error)) if error.is_timeout() => {
+                        Err(RedisFailure::Timeout(self.settings.timeout))
+                    }
                     Ok(Err(error)) => Err(RedisFailure::Failed(error)),
                     Err(_) => Err(RedisFailure::Timeout(self.settings.timeout)),
                 }
