@@ -4,6 +4,10 @@
 #   bench/instructions.sh BINARY [BINARY...]     e.g. an old build and target/release/portico
 #   BENCH_SCENARIO=b bench/instructions.sh ...   a 1 KiB POST instead of a GET (scenario (b));
 #   BENCH_SCENARIO=e                             GETs over h2c, 4 connections x 4 streams (e)
+#   BENCH_SCENARIO=rl-local|rl-redis|jwt|f       GETs on a route with a local rate limit, the
+#                                                same limit in Redis (a redis-server is started
+#                                                here), JWT auth (cached token), or JWT + a local
+#                                                limit (scenario (f)); bench/tools/ratelimitlib.py
 #   BENCH_CONFIG_TEMPLATE=FILE                   Portico's config from FILE instead, with
 #                                                @ORIGIN_PORT@ and @PORT@ filled in (bench/auth.sh)
 #   BENCH_HEADER='name: value'                   a header on every request (a credential)
@@ -23,6 +27,7 @@ LIB=$ROOT/bench/tools/benchlib.py
 PORT_BASE=${BENCH_PORT_BASE:-28100}
 ORIGIN_PORT=$PORT_BASE
 PORTICO_PORT=$((PORT_BASE + 4))
+REDIS_PORT=$((PORT_BASE + 6))
 WORK=$(mktemp -d /tmp/portico-instructions.XXXXXX)
 STARTED=()
 
@@ -35,17 +40,16 @@ trap cleanup EXIT
 for tool in valgrind h2load nginx curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (bench/run.sh installs it)" >&2; exit 1; }
 done
-[ $# -ge 1 ] || { sed -n '2,14p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,20p' "$0"; exit 2; }
 
-wait_http() {
-  local header=()
-  [ -n "${BENCH_HEADER:-}" ] && header=(-H "$BENCH_HEADER")
+wait_http() {  # url [curl args...]
+  local url=$1; shift
   # Patient: under callgrind, loading a large config (100,000 consumers) takes a while.
   for _ in $(seq 1 1200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${header[@]}" "$1" 2>/dev/null)" = 200 ] && return 0
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" 2>/dev/null)" = 200 ] && return 0
     sleep 0.1
   done
-  echo "no 200 from $1" >&2
+  echo "no 200 from $url" >&2
   return 1
 }
 
@@ -54,21 +58,37 @@ python3 "$LIB" nginx-origin "$WORK/origin" "$ORIGIN_PORT" > "$WORK/origin/nginx.
 nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" &
 STARTED+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/"
-if [ -n "${BENCH_CONFIG_TEMPLATE:-}" ]; then
-  sed -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" -e "s/@PORT@/$PORTICO_PORT/g" \
-    "$BENCH_CONFIG_TEMPLATE" > "$WORK/portico.yaml"
-else
-  python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
-fi
-HEADER=()
-[ -n "${BENCH_HEADER:-}" ] && HEADER=(-H "$BENCH_HEADER")
+python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
 SCENARIO=${BENCH_SCENARIO:-a}
+AUTH=()
 case "$SCENARIO" in
   a) LOAD=(--h1 -c 4) ;;
   b) head -c 1024 /dev/zero | tr '\0' x > "$WORK/body"; LOAD=(--h1 -c 4 -d "$WORK/body") ;;
   e) LOAD=(-c 4 -m 4) ;;
-  *) echo "BENCH_SCENARIO is a, b or e" >&2; exit 2 ;;
+  rl-local|rl-redis|jwt|f)
+    RL=$ROOT/bench/tools/ratelimitlib.py
+    variant=${SCENARIO#rl-}
+    python3 "$RL" config "$variant" "$ORIGIN_PORT" "$PORTICO_PORT" "$REDIS_PORT" > "$WORK/portico.yaml"
+    if [ "$variant" = redis ]; then
+      command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+      redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > "$WORK/redis.log" 2>&1 &
+      STARTED+=($!)
+      for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+    fi
+    if [ "$variant" = jwt ] || [ "$variant" = f ]; then
+      AUTH=(-H "authorization: Bearer $(python3 "$RL" token)")
+    fi
+    LOAD=(--h1 -c 4 "${AUTH[@]}") ;;
+  *) echo "BENCH_SCENARIO is a, b, e, rl-local, rl-redis, jwt or f" >&2; exit 2 ;;
 esac
+if [ -n "${BENCH_CONFIG_TEMPLATE:-}" ]; then
+  sed -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" -e "s/@PORT@/$PORTICO_PORT/g" \
+    "$BENCH_CONFIG_TEMPLATE" > "$WORK/portico.yaml"
+fi
+if [ -n "${BENCH_HEADER:-}" ]; then
+  AUTH+=(-H "$BENCH_HEADER")
+  LOAD+=(-H "$BENCH_HEADER")
+fi
 
 # instructions BINARY REQUESTS: callgrind's total for one run, into $TOTAL.
 instructions() {
@@ -77,8 +97,8 @@ instructions() {
     --workers 1 > "$WORK/portico.log" 2>&1 &
   local pid=$!
   STARTED+=("$pid")
-  wait_http "http://127.0.0.1:$PORTICO_PORT/"
-  h2load -n "$requests" "${LOAD[@]}" "${HEADER[@]}" "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
+  wait_http "http://127.0.0.1:$PORTICO_PORT/" "${AUTH[@]}"
+  h2load -n "$requests" "${LOAD[@]}" "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
   grep -q " 0 failed, 0 errored" "$WORK/h2load.log" || { cat "$WORK/h2load.log" >&2; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true

@@ -27,6 +27,7 @@ use crate::middleware::body_limit::BodyLimitPolicy;
 use crate::middleware::compression::CompressionPolicy;
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::ip_rules::IpRulesPolicy;
+use crate::middleware::rate_limit::{ConcurrencyPolicy, RateLimitPolicy, RateLimiting};
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
 use serde::de::DeserializeOwned;
@@ -113,6 +114,10 @@ route_policies! {
     body_limit: BodyLimitPolicy,
     /// `auth`, `require_client_cert`.
     auth: AuthPolicy,
+    /// `rate_limit`.
+    rate_limit: RateLimitPolicy,
+    /// `concurrency_limit`.
+    concurrency: ConcurrencyPolicy,
     /// `strip_prefix`, `host_rewrite`, `request_headers`, `response_headers`.
     transform: TransformPolicy,
     /// `timeout`.
@@ -200,6 +205,8 @@ sections! {
     auth_providers: AuthProviders,
     /// `trusted_proxies`.
     trusted_proxies: TrustedProxies,
+    /// `rate_limiting`.
+    rate_limiting: RateLimiting,
 }
 
 /// The entries of `raw` under `keys`.
@@ -270,6 +277,16 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<IpRulesPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(crate::middleware::ip_rules::IpRulesFile::default()),
         serde_json::to_value(<TrustedProxies as Section>::File::default()),
+        serde_json::to_value(<RateLimitPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::rate_limit::policy::RateLimitFile::default()),
+        serde_json::to_value(crate::middleware::rate_limit::limits::LimitFile::default()),
+        serde_json::to_value(<ConcurrencyPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(
+            crate::middleware::rate_limit::concurrency::ConcurrencyFile::default(),
+        ),
+        serde_json::to_value(<RateLimiting as Section>::File::default()),
+        serde_json::to_value(crate::middleware::rate_limit::policy::PlanFile::default()),
+        serde_json::to_value(crate::middleware::rate_limit::policy::RedisFile::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

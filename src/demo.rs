@@ -10,7 +10,9 @@
 //! `127.0.0.1:8443` (HTTP/2 via ALPN, HSTS). A small web page on `127.0.0.1:8090`, another
 //! origin, calls the CORS-enabled route `/browser/v1/users` from the browser. The orders API
 //! (`/v1/orders`) takes the demo consumer's API key or a token from the gateway's own OAuth2
-//! server, whose signing keys live in a temporary directory.
+//! server, whose signing keys live in a temporary directory. The route
+//! `/limited/v1/users` allows 5 requests a minute per client address: the printed curl loop
+//! shows its `RateLimit` headers and then its 429.
 
 use crate::config::{self, model, Config, ConfigError};
 use crate::dev_certs::DevCerts;
@@ -138,6 +140,9 @@ Auth (consumer acme-mobile: API key pk_demo_acme_mobile, client secret sk_demo_a
   curl -s http://{public}/.well-known/jwks.json                                  # the gateway's public signing keys
   curl -s http://{admin}/metrics | grep portico_auth_total
 
+Rate limits (5 requests a minute per client address):
+
+  for i in 1 2 3 4 5 6; do curl -si http://{public}/limited/v1/users/42 | grep -i -e '^HTTP' -e '^ratelimit' -e '^retry-after'; done   # 5 a minute: the 6th is 429
   curl -s http://{admin}/metrics | grep portico_requests_total
   curl -s http://{admin}/config
 {https}

@@ -17,6 +17,7 @@
 use crate::body::{Body, BodyError};
 use crate::context::Caller;
 use crate::middleware::auth::failure::{AuthOutcome, AuthRefusal};
+use crate::middleware::rate_limit::layer::RateLimitRefusal;
 use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderName, Method, Response, StatusCode};
 use std::time::Duration;
@@ -175,6 +176,17 @@ pub(crate) enum GatewayError {
     /// 503: the identity provider that must vouch for the credential cannot be asked.
     #[error("the identity provider cannot be reached; try again later")]
     AuthUnavailable { provider: std::sync::Arc<str> },
+    /// 429: a rate limit or quota of the route (or the caller's plan) is spent.
+    #[error("too many requests: the limit `{}` is spent; retry in {}s", .0.limit, .0.retry_after)]
+    RateLimited(Box<RateLimitRefusal>),
+    /// 503: the shared rate-limit store cannot decide and the route fails closed.
+    #[error("rate limits cannot be checked right now; try again later")]
+    RateLimitUnavailable,
+    /// 503 (or 429): the route has as many requests in flight as it allows.
+    #[error(
+        "too many requests in flight on this route (at most {max} at once); try again shortly"
+    )]
+    ConcurrencyLimited { max: u32, too_many_requests: bool },
     #[error("CORS preflight refused: {} is not an allowed origin of this route", origin.as_deref().unwrap_or("a request without Origin"))]
     CorsPreflightRefused { origin: Option<String> },
     #[error("the request body does not decode as its Content-Encoding says")]
@@ -431,6 +443,37 @@ impl GatewayError {
                 Upstream,
                 Warn,
             ),
+            RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                G::ResourceExhausted,
+                Client,
+                Debug,
+            ),
+            RateLimitUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_unavailable",
+                G::Unavailable,
+                Internal,
+                Warn,
+            ),
+            ConcurrencyLimited {
+                too_many_requests: true,
+                ..
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "concurrency_limited",
+                G::ResourceExhausted,
+                Client,
+                Debug,
+            ),
+            ConcurrencyLimited { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "concurrency_limited",
+                G::Unavailable,
+                Client,
+                Debug,
+            ),
             PlainHttpToTlsPort => (
                 StatusCode::BAD_REQUEST,
                 "plain_http_to_tls_port",
@@ -548,6 +591,11 @@ impl GatewayError {
                             headers.append(WWW_AUTHENTICATE, challenge);
                         }
                     }
+                    GatewayError::RateLimited(refusal) => {
+                        for (name, value) in &refusal.headers {
+                            headers.insert(name.clone(), value.clone());
+                        }
+                    }
                     GatewayError::InsufficientScope { scopes } => {
                         let challenge = format!(
                             "Bearer error=\"insufficient_scope\", error_description=\"the \
@@ -576,6 +624,12 @@ impl GatewayError {
                 );
                 if let Ok(value) = HeaderValue::from_str(&grpc_percent_encode(&message)) {
                     headers.insert(GRPC_MESSAGE.clone(), value);
+                }
+                if let GatewayError::RateLimited(refusal) = self {
+                    // A gRPC client can read headers too: when to retry, and its limits.
+                    for (name, value) in &refusal.headers {
+                        headers.insert(name.clone(), value.clone());
+                    }
                 }
                 if self.closes_connection() {
                     headers.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -228,6 +228,42 @@ pub(crate) static TOKEN_REQUESTS: CounterFamily = CounterFamily {
     help: "Requests to the gateway's OAuth2 token endpoint by outcome.",
 };
 
+/// `portico_rate_limit_decisions_total{route, outcome}`.
+pub(crate) static RATE_LIMIT_DECISIONS: CounterFamily = CounterFamily {
+    name: "portico_rate_limit_decisions_total",
+    help: "Rate-limit decisions by route and outcome (allowed, refused, fail_open, fail_closed).",
+};
+
+/// `portico_rate_limit_refusals_total{route, policy}`.
+pub(crate) static RATE_LIMIT_REFUSALS: CounterFamily = CounterFamily {
+    name: "portico_rate_limit_refusals_total",
+    help: "Requests refused with 429, by route and the limit that refused them.",
+};
+
+/// `portico_rate_limit_keys_total{scope, policy, event}`.
+pub(crate) static RATE_LIMIT_KEYS: CounterFamily = CounterFamily {
+    name: "portico_rate_limit_keys_total",
+    help: "Local limiters' keys evicted (idle) or sent to the shared overflow bucket (store full).",
+};
+
+/// `portico_rate_limit_redis_calls_total{outcome}`.
+pub(crate) static RATE_LIMIT_REDIS_CALLS: CounterFamily = CounterFamily {
+    name: "portico_rate_limit_redis_calls_total",
+    help: "Rate-limit decisions asked of Redis, by outcome (ok, error, timeout).",
+};
+
+/// `portico_rate_limit_redis_latency_total{le}`.
+pub(crate) static RATE_LIMIT_REDIS_LATENCY: CounterFamily = CounterFamily {
+    name: "portico_rate_limit_redis_latency_total",
+    help: "Redis rate-limit calls that took at most `le` seconds (cumulative buckets).",
+};
+
+/// `portico_concurrency_refusals_total{route}`.
+pub(crate) static CONCURRENCY_REFUSALS: CounterFamily = CounterFamily {
+    name: "portico_concurrency_refusals_total",
+    help: "Requests refused because the route's concurrency limit was reached.",
+};
+
 type Family = (&'static str, BTreeMap<String, Arc<AtomicU64>>);
 
 /// The process-wide registry. Cheap to clone (an `Arc` inside).

@@ -453,7 +453,7 @@ fn decode_string(tag: u8, value: &[u8]) -> Option<String> {
         // TeletexString: in practice Latin-1.
         0x14 => Some(value.iter().map(|b| char::from(*b)).collect()),
         // BMPString: UTF-16BE.
-        0x1e if value.len() % 2 == 0 => {
+        0x1e if value.len().is_multiple_of(2) => {
             let units: Vec<u16> = value
                 .chunks_exact(2)
                 .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
@@ -461,7 +461,7 @@ fn decode_string(tag: u8, value: &[u8]) -> Option<String> {
             String::from_utf16(&units).ok()
         }
         // UniversalString: UTF-32BE.
-        0x1c if value.len() % 4 == 0 => value
+        0x1c if value.len().is_multiple_of(4) => value
             .chunks_exact(4)
             .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),

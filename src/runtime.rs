@@ -17,6 +17,8 @@ use crate::middleware::auth::jwks::JwksCache;
 use crate::middleware::auth::oauth2::TokenEndpoint;
 use crate::middleware::auth::providers::{AuthBuildError, AuthServices};
 use crate::middleware::auth::signing::SigningKeys;
+use crate::middleware::rate_limit::services::RateLimitBuildError;
+use crate::middleware::rate_limit::RateLimitServices;
 use crate::request_id::RequestIds;
 use crate::resources::{ResourceCarry, Resources};
 use crate::routing::Router;
@@ -71,6 +73,8 @@ pub(crate) struct Runtime {
     signing: Vec<Arc<SigningKeys>>,
     /// How the token endpoint's requests are counted and logged.
     pub(crate) local_record: RouteRecord,
+    /// The rate limiters' shared Redis, connected when the runtime starts.
+    rate_limit_redis: Option<Arc<crate::middleware::rate_limit::redis::RedisBackend>>,
     resources: Resources,
 }
 
@@ -88,6 +92,8 @@ pub(crate) struct RouteEntry {
 pub(crate) enum BuildError {
     #[error(transparent)]
     Auth(#[from] AuthBuildError),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitBuildError),
     #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
     #[error("cannot set up TLS for cluster {cluster}")]
@@ -99,7 +105,7 @@ pub(crate) enum BuildError {
 }
 
 impl Runtime {
-    /// Start the runtime's background work (key set refreshers); a no-op for what a previous
+    /// Start the runtime's background work (key set refreshers, signing-key tickers, the rate limiters' Redis); a no-op for what a previous
     /// runtime already started. Needs the Tokio runtime: call it once the runtime is built.
     pub(crate) fn start(&self) {
         for key_set in &self.key_sets {
@@ -107,6 +113,9 @@ impl Runtime {
         }
         for keys in &self.signing {
             keys.start();
+        }
+        if let Some(redis) = &self.rate_limit_redis {
+            redis.start();
         }
     }
 
@@ -132,6 +141,8 @@ impl Runtime {
         let services = Services {
             auth: AuthServices::build(&config.sections, &mut carry, metrics)
                 .map_err(BuildError::Auth)?,
+            rate_limit: RateLimitServices::build(&config, &mut carry, metrics)?,
+            metrics: metrics.clone(),
         };
         let routes = config
             .routes
@@ -181,6 +192,7 @@ impl Runtime {
                 cluster: "(gateway)".into(),
                 metrics: metrics.route("(oauth2_server)"),
             },
+            rate_limit_redis: services.rate_limit.redis.clone(),
             identity_headers: identity_headers(&config),
             router: Router::new(&matchers),
             routes,

@@ -10,12 +10,16 @@
 
 use crate::body::Body;
 use crate::concerns::{RoutePolicies, Sections};
+use crate::metrics::Metrics;
 use crate::middleware::auth::providers::AuthServices;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::compression::{Compress, CompressLayer, Decompress, DecompressLayer};
 use crate::middleware::cors::{Cors, CorsLayer};
 use crate::middleware::ip_rules::{IpFilter, IpRulesLayer};
+use crate::middleware::rate_limit::{
+    ConcurrencyLayer, ConcurrencyLimit, RateLimit, RateLimitLayer, RateLimitServices,
+};
 use crate::middleware::rescue::{Rescue, RescueLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
 use crate::middleware::transform::{
@@ -32,7 +36,17 @@ use tower_service::Service;
 pub(crate) type RouteStack = Cors<
     ResponseHeaders<
         Compress<
-            Rescue<IpFilter<BodyLimit<Auth<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+            Rescue<
+                IpFilter<
+                    BodyLimit<
+                        Auth<
+                            RateLimit<
+                                ConcurrencyLimit<RequestTransform<Timeout<Decompress<Upstream>>>>,
+                            >,
+                        >,
+                    >,
+                >,
+            >,
         >,
     >,
 >;
@@ -40,6 +54,8 @@ pub(crate) type RouteStack = Cors<
 /// What the layers of a runtime's routes share: built once per runtime, before its routes.
 pub(crate) struct Services {
     pub(crate) auth: AuthServices,
+    pub(crate) rate_limit: RateLimitServices,
+    pub(crate) metrics: Metrics,
 }
 
 /// Compose one route's stack over its cluster; `sections` are the settings routes share.
@@ -69,9 +85,18 @@ pub(crate) fn build_route_stack(
         // 413 from Content-Length before anything else looks at the request, and before a
         // byte of the body is read (or a `100 Continue` invites it).
         BodyLimitLayer::new(&policies.body_limit),
-        // Who may call: decided before the route does any work for the caller (later: rate
-        // limits, keyed by the identity auth establishes).
+        // Who may call: decided before the route does any work for the caller.
         AuthLayer::new(&policies.auth, &services.auth, route),
+        // How much: keyed by the identity auth establishes; a 429 is rendered by the rescue
+        // layer and decorated like any answer. Its headers join the response on the way back.
+        RateLimitLayer::new(&services.rate_limit, route),
+        // How many at once: a slot is held until the response has been sent whole.
+        ConcurrencyLayer::new(
+            &policies.concurrency,
+            &sections.trusted_proxies,
+            &services.metrics,
+            route,
+        ),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
         // Innermost, so that it measures the upstream and nothing the gateway does first.

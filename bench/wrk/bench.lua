@@ -2,6 +2,12 @@
 -- BENCH_POST_BYTES=N turns every request into a POST with an N-byte body (scenario b).
 -- done() prints one machine-readable line, BENCH_JSON {...}, with exact percentiles in µs.
 
+-- BENCH_AUTH=VALUE sends `Authorization: VALUE` (bench/rate_limit.sh's JWT variants).
+local auth = os.getenv("BENCH_AUTH")
+if auth and auth ~= "" then
+  wrk.headers["Authorization"] = auth
+end
+
 local post_bytes = tonumber(os.getenv("BENCH_POST_BYTES") or "")
 if post_bytes and post_bytes > 0 then
   wrk.method = "POST"

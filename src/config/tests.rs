@@ -323,7 +323,7 @@ acces_log: {}
                 6,
                 1,
                 "unknown key `acces_log`, did you mean `access_log`? (expected one of \
-                 `runtime`, `admin`, `access_log`, `consumers`, `auth_providers`, `trusted_proxies`, `listeners`, `clusters`, `routes`)"
+                 `runtime`, `admin`, `access_log`, `consumers`, `auth_providers`, `trusted_proxies`, `rate_limiting`, `listeners`, `clusters`, `routes`)"
             ),
         ]
     );
@@ -389,6 +389,8 @@ fn all_defaults() {
                     max_body_size: 10 * 1024 * 1024
                 },
                 auth: AuthPolicy::default(),
+                rate_limit: Default::default(),
+                concurrency: Default::default(),
                 transform: TransformPolicy::default(),
                 timeout: TimeoutPolicy {
                     timeout: Duration::from_secs(15)
@@ -409,6 +411,7 @@ fn all_defaults() {
             "cors": null,
             "compression": null, "request_decompression": null,
             "ip_rules": null,
+            "rate_limit": null, "concurrency_limit": null,
         })
     );
 }

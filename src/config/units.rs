@@ -170,7 +170,7 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, SizeError> {
 pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (factor, unit) in UNITS {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{unit}", bytes / factor);
         }
     }
@@ -511,7 +511,7 @@ mod tests {
             // The largest exact binary unit: the number in front is not a multiple of 1024
             // unless no larger unit exists.
             let number: u64 = text.trim_end_matches(char::is_alphabetic).parse().expect("a number");
-            prop_assert!(number % 1024 != 0 || number == 0 || text.ends_with("GiB"), "{}", text);
+            prop_assert!(!number.is_multiple_of(1024) || number == 0 || text.ends_with("GiB"), "{}", text);
         }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) mod body_limit;
 pub(crate) mod compression;
 pub(crate) mod cors;
 pub(crate) mod ip_rules;
+pub(crate) mod rate_limit;
 pub(crate) mod rescue;
 #[cfg(test)]
 pub(crate) mod test_support;

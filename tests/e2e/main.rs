@@ -22,6 +22,8 @@ mod ip_rules;
 mod lifecycle;
 mod limits;
 mod protocols;
+mod rate_limit;
+mod rate_limit_redis;
 mod reload;
 mod routing;
 mod seam;

@@ -224,6 +224,13 @@ impl ConsumerDirectory {
         }
     }
 
+    /// Each consumer's id and plan, for those with a plan (for config checks).
+    pub(crate) fn plans(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.consumers
+            .iter()
+            .filter_map(|c| Some((&*c.id, c.plan.as_deref()?)))
+    }
+
     /// A consumer by id, enabled or not (for config checks).
     pub(crate) fn knows(&self, id: &str) -> bool {
         self.by_id.contains_key(id)
