@@ -24,6 +24,7 @@ use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
 use crate::middleware::compression::CompressionPolicy;
 use crate::middleware::cors::CorsPolicy;
+use crate::middleware::direct::DirectPolicy;
 use crate::middleware::ip_rules::IpRulesPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
@@ -91,6 +92,11 @@ macro_rules! route_policies {
                 false $(|| <$policy as RoutePolicy>::wants_text(path))*
             }
 
+            /// Whether the route answers every request by itself (and so needs no cluster).
+            pub(crate) fn answers_itself(&self) -> bool {
+                self.direct.answers_itself()
+            }
+
             /// Whether any policy's layer reads the request context.
             pub(crate) fn reads_context(&self) -> bool {
                 false $(|| self.$field.reads_context())*
@@ -106,6 +112,8 @@ route_policies! {
     compression: CompressionPolicy,
     /// `ip_rules`.
     ip_rules: IpRulesPolicy,
+    /// `direct_response`, `redirect`.
+    direct: DirectPolicy,
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
     /// `require_client_cert`.
@@ -252,6 +260,9 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<IpRulesPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(crate::middleware::ip_rules::IpRulesFile::default()),
         serde_json::to_value(<TrustedProxies as Section>::File::default()),
+        serde_json::to_value(<DirectPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::direct::DirectResponseFile::default()),
+        serde_json::to_value(crate::middleware::direct::RedirectFile::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

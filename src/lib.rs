@@ -9,8 +9,9 @@
 //!        └ gateway::handle (gateway.rs)      request id, admission + routing, forwarding
 //!           │                                headers, request context, completion
 //!           └ route stack (stack.rs)         CORS → response headers → compression →
-//!              │                             rescue → IP rules → body limit → auth → request
-//!              │                             transforms → timeout → request decompression
+//!              │                             rescue → IP rules → body limit → auth → direct
+//!              │                             answers → request transforms → timeout → request
+//!              │                             decompression
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```

@@ -97,6 +97,19 @@ impl Runtime {
             })?;
             clusters.push(Arc::new(built));
         }
+        // Below the stack of a route that answers by itself: never called, and counted in a
+        // registry of its own so that it shows in no metric.
+        let no_cluster = Arc::new(
+            Cluster::new(
+                &crate::config::model::Cluster::none(),
+                &Metrics::default(),
+                &mut carry,
+            )
+            .map_err(|source| BuildError::UpstreamTls {
+                cluster: String::new(),
+                source,
+            })?,
+        );
         let routes = config
             .routes
             .iter()
@@ -110,7 +123,10 @@ impl Runtime {
                     &route.name,
                     &route.policies,
                     &config.sections,
-                    clusters[route.cluster_index].clone(),
+                    match route.cluster_index {
+                        Some(index) => clusters[index].clone(),
+                        None => no_cluster.clone(),
+                    },
                 ),
                 context: route.policies.reads_context(),
                 answers_preflight: route.policies.cors.settings.is_some(),

@@ -14,6 +14,7 @@ use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::compression::{Compress, CompressLayer, Decompress, DecompressLayer};
 use crate::middleware::cors::{Cors, CorsLayer};
+use crate::middleware::direct::{Direct, DirectLayer};
 use crate::middleware::ip_rules::{IpFilter, IpRulesLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
@@ -31,12 +32,15 @@ use tower_service::Service;
 pub(crate) type RouteStack = Cors<
     ResponseHeaders<
         Compress<
-            Rescue<IpFilter<BodyLimit<Auth<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+            Rescue<
+                IpFilter<BodyLimit<Auth<Direct<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+            >,
         >,
     >,
 >;
 
-/// Compose one route's stack over its cluster; `sections` are the settings routes share.
+/// Compose one route's stack over its cluster (for a route that answers by itself, one
+/// that is never called); `sections` are the settings routes share.
 pub(crate) fn build_route_stack(
     route: &str,
     policies: &RoutePolicies,
@@ -65,6 +69,8 @@ pub(crate) fn build_route_stack(
         // Who may call: decided before the route does any work for the caller (later: rate
         // limits, keyed by the identity auth establishes).
         AuthLayer::new(&policies.auth),
+        // A route's own answer (maintenance page, redirect) once the caller may have it.
+        DirectLayer::new(&policies.direct),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
         // Innermost, so that it measures the upstream and nothing the gateway does first.

@@ -13,8 +13,10 @@
 
 pub(crate) mod auth;
 pub(crate) mod body_limit;
+pub(crate) mod captures;
 pub(crate) mod compression;
 pub(crate) mod cors;
+pub(crate) mod direct;
 pub(crate) mod ip_rules;
 pub(crate) mod rescue;
 #[cfg(test)]

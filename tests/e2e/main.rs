@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod protocols;
 mod reload;
+mod rewrites;
 mod routing;
 mod seam;
 mod streaming;
