@@ -25,6 +25,7 @@ use crate::middleware::body_limit::BodyLimitPolicy;
 use crate::middleware::compression::CompressionPolicy;
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::direct::DirectPolicy;
+use crate::middleware::fault::FaultPolicy;
 use crate::middleware::ip_rules::IpRulesPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
@@ -114,6 +115,8 @@ route_policies! {
     ip_rules: IpRulesPolicy,
     /// `direct_response`, `redirect`.
     direct: DirectPolicy,
+    /// `fault`.
+    fault: FaultPolicy,
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
     /// `require_client_cert`.
@@ -263,6 +266,10 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<DirectPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(crate::middleware::direct::DirectResponseFile::default()),
         serde_json::to_value(crate::middleware::direct::RedirectFile::default()),
+        serde_json::to_value(<FaultPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::fault::FaultFile::default()),
+        serde_json::to_value(crate::middleware::fault::DelayFile::default()),
+        serde_json::to_value(crate::middleware::fault::AbortFile::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

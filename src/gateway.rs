@@ -10,8 +10,8 @@
 //!        request context    connection, TLS facts, request id, caller kind,    context.rs
 //!                           for routes whose policies read it
 //!        route stack        CORS → response headers → compression → rescue   stack.rs
-//!                           → IP rules → body limit → auth → direct answers → request
-//!                           transforms → timeout
+//!                           → IP rules → body limit → auth → direct answers → faults
+//!                           → request transforms → timeout
 //!                           → request decompression → upstream
 //!        completion         X-Request-Id, HSTS, Via on every answer; metrics,  completion.rs
 //!                           access log and the connection's idle clock once

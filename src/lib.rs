@@ -10,8 +10,8 @@
 //!           │                                headers, request context, completion
 //!           └ route stack (stack.rs)         CORS → response headers → compression →
 //!              │                             rescue → IP rules → body limit → auth → direct
-//!              │                             answers → request transforms → timeout → request
-//!              │                             decompression
+//!              │                             answers → faults → request transforms → timeout
+//!              │                             → request decompression
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```
@@ -53,6 +53,7 @@ mod access_log;
 mod admin;
 mod admission;
 mod body;
+mod chance;
 mod client_ip;
 mod completion;
 mod concerns;

@@ -209,10 +209,27 @@ struct Registry {
     listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
     tls: Mutex<BTreeMap<String, Arc<TlsMetrics>>>,
     local_responses: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
+    /// Route policies' own counters: (family, route, label name, label value).
+    route_counters: Mutex<BTreeMap<RouteCounterKey, Arc<AtomicU64>>>,
     reload_success: AtomicU64,
     reload_failure: AtomicU64,
     access_log_dropped: AtomicU64,
 }
+
+type RouteCounterKey = (&'static str, String, &'static str, &'static str);
+
+/// The families of [`Metrics::route_counter`] and their help texts.
+const ROUTE_COUNTER_FAMILIES: [(&str, &str); 2] = [
+    (
+        "portico_faults_injected_total",
+        "Faults injected by routes' fault policies, by route and fault (delay, abort).",
+    ),
+    (
+        "portico_mirror_requests_total",
+        "Requests mirrored to shadow clusters, by route and outcome (sent, dropped, skipped, \
+         failed).",
+    ),
+];
 
 fn get_or_create<K: Ord + Clone, V: Default>(map: &Mutex<BTreeMap<K, Arc<V>>>, key: &K) -> Arc<V> {
     // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
@@ -240,6 +257,21 @@ impl Metrics {
     /// A response the gateway answered itself, by error code (`route_not_found`, …).
     pub(crate) fn local_response(&self, code: &'static str) -> Arc<AtomicU64> {
         get_or_create(&self.inner.local_responses, &code)
+    }
+
+    /// A route policy's counter in `family` (one of [`ROUTE_COUNTER_FAMILIES`]), labelled
+    /// `route` and `label="value"`.
+    pub(crate) fn route_counter(
+        &self,
+        family: &'static str,
+        route: &str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Arc<AtomicU64> {
+        get_or_create(
+            &self.inner.route_counters,
+            &(family, route.to_string(), label, value),
+        )
     }
 
     pub(crate) fn reload_succeeded(&self) {
@@ -418,6 +450,30 @@ impl Metrics {
                 "portico_local_responses_total{{code=\"{code}\"}} {}",
                 counter.load(Relaxed)
             );
+        }
+
+        let counters = r
+            .route_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (family, help) in ROUTE_COUNTER_FAMILIES {
+            let mut series = counters
+                .iter()
+                .filter(|((f, ..), _)| *f == family)
+                .peekable();
+            if series.peek().is_none() {
+                continue;
+            }
+            header(&mut out, family, "counter", help);
+            for ((_, route, label, value), counter) in series {
+                let _ = writeln!(
+                    out,
+                    "{family}{{route=\"{}\",{label}=\"{value}\"}} {}",
+                    escape(route),
+                    counter.load(Relaxed)
+                );
+            }
         }
 
         header(

@@ -123,6 +123,7 @@ impl Runtime {
                     &route.name,
                     &route.policies,
                     &config.sections,
+                    metrics,
                     match route.cluster_index {
                         Some(index) => clusters[index].clone(),
                         None => no_cluster.clone(),

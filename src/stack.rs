@@ -10,11 +10,13 @@
 
 use crate::body::Body;
 use crate::concerns::{RoutePolicies, Sections};
+use crate::metrics::Metrics;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::compression::{Compress, CompressLayer, Decompress, DecompressLayer};
 use crate::middleware::cors::{Cors, CorsLayer};
 use crate::middleware::direct::{Direct, DirectLayer};
+use crate::middleware::fault::{Fault, FaultLayer};
 use crate::middleware::ip_rules::{IpFilter, IpRulesLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
@@ -33,7 +35,9 @@ pub(crate) type RouteStack = Cors<
     ResponseHeaders<
         Compress<
             Rescue<
-                IpFilter<BodyLimit<Auth<Direct<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+                IpFilter<
+                    BodyLimit<Auth<Direct<Fault<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+                >,
             >,
         >,
     >,
@@ -45,6 +49,7 @@ pub(crate) fn build_route_stack(
     route: &str,
     policies: &RoutePolicies,
     sections: &Sections,
+    metrics: &Metrics,
     cluster: Arc<Cluster>,
 ) -> RouteStack {
     let layers = (
@@ -71,6 +76,9 @@ pub(crate) fn build_route_stack(
         AuthLayer::new(&policies.auth),
         // A route's own answer (maintenance page, redirect) once the caller may have it.
         DirectLayer::new(&policies.direct),
+        // Rehearsed failures, for callers the route admits; a delay is not the upstream's
+        // time, so it comes before the timeout.
+        FaultLayer::new(route, &policies.fault, metrics),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
         // Innermost, so that it measures the upstream and nothing the gateway does first.

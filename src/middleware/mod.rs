@@ -17,6 +17,7 @@ pub(crate) mod captures;
 pub(crate) mod compression;
 pub(crate) mod cors;
 pub(crate) mod direct;
+pub(crate) mod fault;
 pub(crate) mod ip_rules;
 pub(crate) mod rescue;
 #[cfg(test)]

@@ -111,8 +111,7 @@ impl QueryOps {
         };
         pairs.retain(|pair| {
             let name = name_of(pair);
-            !self.remove.contains(&name)
-                && !self.set.iter().any(|(n, _)| form_decode(n) == name)
+            !self.remove.contains(&name) && !self.set.iter().any(|(n, _)| form_decode(n) == name)
         });
         let mut out: Vec<String> = pairs.into_iter().map(str::to_string).collect();
         for (name, value) in self.set.iter().chain(&self.add) {

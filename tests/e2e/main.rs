@@ -11,6 +11,7 @@ mod admission;
 mod cli;
 mod compression;
 mod cors;
+mod fault;
 mod fuzz;
 mod headers;
 mod hostile_connections;
