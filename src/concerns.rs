@@ -27,6 +27,8 @@ use crate::middleware::cors::CorsPolicy;
 use crate::middleware::direct::DirectPolicy;
 use crate::middleware::fault::FaultPolicy;
 use crate::middleware::ip_rules::IpRulesPolicy;
+use crate::middleware::mirror::MirrorPolicy;
+use crate::middleware::split::SplitPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
 use serde::de::DeserializeOwned;
@@ -98,6 +100,11 @@ macro_rules! route_policies {
                 self.direct.answers_itself()
             }
 
+            /// Whether the route names its clusters itself (a traffic split).
+            pub(crate) fn chooses_cluster(&self) -> bool {
+                self.split.chooses_cluster()
+            }
+
             /// Whether any policy's layer reads the request context.
             pub(crate) fn reads_context(&self) -> bool {
                 false $(|| self.$field.reads_context())*
@@ -117,6 +124,10 @@ route_policies! {
     direct: DirectPolicy,
     /// `fault`.
     fault: FaultPolicy,
+    /// `traffic_split`.
+    split: SplitPolicy,
+    /// `mirror`.
+    mirror: MirrorPolicy,
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
     /// `require_client_cert`.
@@ -270,6 +281,10 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(crate::middleware::fault::FaultFile::default()),
         serde_json::to_value(crate::middleware::fault::DelayFile::default()),
         serde_json::to_value(crate::middleware::fault::AbortFile::default()),
+        serde_json::to_value(<SplitPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::split::SplitTargetFile::default()),
+        serde_json::to_value(<MirrorPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::mirror::MirrorFile::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

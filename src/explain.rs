@@ -176,7 +176,12 @@ pub fn explain(
 
     let route = &config.routes[verdict.route];
     let Some(cluster) = route.cluster_index.map(|index| &config.clusters[index]) else {
-        let _ = writeln!(out, "\nresult:  route {} (answers by itself)", route.name);
+        let how = if route.policies.chooses_cluster() {
+            "splits its traffic between clusters"
+        } else {
+            "answers by itself"
+        };
+        let _ = writeln!(out, "\nresult:  route {} ({how})", route.name);
         for (label, text) in route.policies.describe(&path).lines {
             let _ = writeln!(out, "  {:<19} {text}", format!("{label}:"));
         }

@@ -12,7 +12,7 @@
 //!        route stack        CORS → response headers → compression → rescue   stack.rs
 //!                           → IP rules → body limit → auth → direct answers → faults
 //!                           → request transforms → timeout
-//!                           → request decompression → upstream
+//!                           → request decompression → mirror → upstream
 //!        completion         X-Request-Id, HSTS, Via on every answer; metrics,  completion.rs
 //!                           access log and the connection's idle clock once
 //!                           the last byte has gone

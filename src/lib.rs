@@ -11,7 +11,7 @@
 //!           └ route stack (stack.rs)         CORS → response headers → compression →
 //!              │                             rescue → IP rules → body limit → auth → direct
 //!              │                             answers → faults → request transforms → timeout
-//!              │                             → request decompression
+//!              │                             → request decompression → mirror
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```

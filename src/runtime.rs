@@ -128,6 +128,7 @@ impl Runtime {
                         Some(index) => clusters[index].clone(),
                         None => no_cluster.clone(),
                     },
+                    &clusters,
                 ),
                 context: route.policies.reads_context(),
                 answers_preflight: route.policies.cors.settings.is_some(),

@@ -18,12 +18,14 @@ use crate::middleware::cors::{Cors, CorsLayer};
 use crate::middleware::direct::{Direct, DirectLayer};
 use crate::middleware::fault::{Fault, FaultLayer};
 use crate::middleware::ip_rules::{IpFilter, IpRulesLayer};
+use crate::middleware::mirror::{Mirror, MirrorLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
+use crate::middleware::split::Destination;
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
 use crate::middleware::transform::{
     RequestTransform, RequestTransformLayer, ResponseHeaders, ResponseHeadersLayer,
 };
-use crate::upstream::{Cluster, Upstream};
+use crate::upstream::Cluster;
 use http::{Request, Response};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -36,7 +38,13 @@ pub(crate) type RouteStack = Cors<
         Compress<
             Rescue<
                 IpFilter<
-                    BodyLimit<Auth<Direct<Fault<RequestTransform<Timeout<Decompress<Upstream>>>>>>>,
+                    BodyLimit<
+                        Auth<
+                            Direct<
+                                Fault<RequestTransform<Timeout<Decompress<Mirror<Destination>>>>>,
+                            >,
+                        >,
+                    >,
                 >,
             >,
         >,
@@ -51,6 +59,7 @@ pub(crate) fn build_route_stack(
     sections: &Sections,
     metrics: &Metrics,
     cluster: Arc<Cluster>,
+    clusters: &[Arc<Cluster>],
 ) -> RouteStack {
     let layers = (
         // Outermost: a browser's preflight is answered before anything asks it for
@@ -86,8 +95,11 @@ pub(crate) fn build_route_stack(
         // Below the timeout, which still sees the client's own body arrive; decoded sizes
         // are counted on the way to the backend.
         DecompressLayer::new(&policies.compression),
+        // Last, so the shadow sees the request exactly as the primary does.
+        MirrorLayer::new(route, &policies.mirror, clusters, metrics),
     );
-    layers.layer(Upstream::new(cluster))
+    // The route's cluster, or one of its traffic split's.
+    layers.layer(Destination::new(&policies.split, cluster, clusters))
 }
 
 /// Run a request through a route's stack. Never fails: the rescue layer has made every

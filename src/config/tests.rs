@@ -55,11 +55,12 @@ fn the_reference_config_is_valid() {
         })
     );
     assert_eq!(config.clusters.len(), 3);
-    assert_eq!(config.routes.len(), 9);
+    assert_eq!(config.routes.len(), 10);
     assert_eq!(config.routes[4].name, "route-4");
-    // The routes that answer by themselves have no cluster.
-    assert_eq!(config.routes[7].cluster_index, None);
+    // A split names its clusters; routes that answer by themselves have none.
+    assert_eq!(config.routes[6].cluster_index, None);
     assert_eq!(config.routes[8].cluster_index, None);
+    assert_eq!(config.routes[9].cluster_index, None);
     let auth = &config.routes[0].policies.transform.request_headers.set[0];
     assert_eq!(auth.0, "authorization");
     assert_eq!(auth.1, "Bearer dev-token");
@@ -388,6 +389,8 @@ fn all_defaults() {
                 ip_rules: Default::default(),
                 direct: Default::default(),
                 fault: Default::default(),
+                split: Default::default(),
+                mirror: Default::default(),
                 body_limit: BodyLimitPolicy {
                     max_body_size: 10 * 1024 * 1024
                 },
@@ -415,6 +418,7 @@ fn all_defaults() {
             "compression": null, "request_decompression": null,
             "ip_rules": null,
             "direct_response": null, "redirect": null, "fault": null,
+            "traffic_split": null, "mirror": null,
             "path_rewrite": null, "regex_rewrite": null,
             "query_params": {"set": {}, "add": {}, "remove": []},
         })

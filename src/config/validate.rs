@@ -771,12 +771,22 @@ impl Validator<'_> {
                 path.clone(),
                 &file.matcher,
                 &parts.listeners,
+                &parts.clusters,
             );
             let policies = RoutePolicies::check(&file.policies, &mut check);
             let cluster = match (cluster, &policies) {
-                (Some(None), Some(policies)) if !policies.answers_itself() => {
+                (Some(None), Some(policies))
+                    if !policies.answers_itself() && !policies.chooses_cluster() =>
+                {
                     let message = "a route needs a `cluster` to forward to (only a route with \
-                                   direct_response or redirect answers without one)";
+                                   direct_response or redirect answers without one, and a \
+                                   traffic_split names its own)";
+                    check.report(&path.key("cluster"), message);
+                    None
+                }
+                (Some(Some(_)), Some(policies)) if policies.chooses_cluster() => {
+                    let message = "a route with traffic_split forwards to the clusters it \
+                                   names: leave `cluster` out";
                     check.report(&path.key("cluster"), message);
                     None
                 }

@@ -19,7 +19,9 @@ pub(crate) mod cors;
 pub(crate) mod direct;
 pub(crate) mod fault;
 pub(crate) mod ip_rules;
+pub(crate) mod mirror;
 pub(crate) mod rescue;
+pub(crate) mod split;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub(crate) mod timeout;

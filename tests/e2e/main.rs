@@ -8,6 +8,7 @@
 mod common;
 
 mod admission;
+mod canary;
 mod cli;
 mod compression;
 mod cors;
