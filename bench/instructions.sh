@@ -4,6 +4,9 @@
 #   bench/instructions.sh BINARY [BINARY...]     e.g. an old build and target/release/portico
 #   BENCH_SCENARIO=b bench/instructions.sh ...   a 1 KiB POST instead of a GET (scenario (b));
 #   BENCH_SCENARIO=e                             GETs over h2c, 4 connections x 4 streams (e)
+#   BENCH_ROUTE_KEYS=$'cors: { allow_origins: ["*"] }\ncompression: {}' bench/instructions.sh ...
+#                                                the cost of route policies: YAML lines of
+#                                                route keys added to the one route
 #
 # For each binary: Portico (one worker, access log off, scenario (a)'s config) runs under
 # `valgrind --tool=callgrind` in front of an NGINX origin, serves `h2load --h1 -c 4` a fixed
@@ -30,7 +33,7 @@ trap cleanup EXIT
 for tool in valgrind h2load nginx curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (bench/run.sh installs it)" >&2; exit 1; }
 done
-[ $# -ge 1 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,15p' "$0"; exit 2; }
 
 wait_http() {
   for _ in $(seq 1 300); do

@@ -67,7 +67,7 @@ pub(crate) fn build_route_stack(
         // browser application needs to read it.
         CorsLayer::new(route, &policies.cors),
         // Decorates every answer of the route — the upstream's and the gateway's own errors
-        // alike — so it sits outside the rescue layer (later: CORS, rate-limit headers).
+        // alike — so it sits outside the rescue layer (later: rate-limit headers).
         ResponseHeadersLayer::new(&policies.transform),
         // Compresses what the route answers, its errors included; the decorators above see
         // the final Content-Encoding.
@@ -90,7 +90,8 @@ pub(crate) fn build_route_stack(
         FaultLayer::new(route, &policies.fault, metrics),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
-        // Innermost, so that it measures the upstream and nothing the gateway does first.
+        // Only the upstream side below it (decoding, mirroring, sending), so that it
+        // measures the upstream and nothing the gateway does first.
         TimeoutLayer::new(&policies.timeout),
         // Below the timeout, which still sees the client's own body arrive; decoded sizes
         // are counted on the way to the backend.
@@ -116,5 +117,21 @@ pub(crate) async fn call(stack: &RouteStack, req: Request<Body>) -> Response<Bod
     match result {
         Ok(response) => response,
         Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route clones its stack and holds its future per request: policies a route does
+    /// not use must not make them much larger (the uncommon states are boxed). Bounds, with
+    /// a little room, from the sizes this was written with (136 and 272 bytes).
+    #[test]
+    fn the_stack_and_its_future_stay_small() {
+        let stack = std::mem::size_of::<RouteStack>();
+        let future = std::mem::size_of::<<RouteStack as Service<Request<Body>>>::Future>();
+        assert!(stack <= 160, "the route stack is {stack} bytes");
+        assert!(future <= 320, "the route stack's future is {future} bytes");
     }
 }

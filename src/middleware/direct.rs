@@ -292,9 +292,20 @@ pub(crate) struct Direct<S> {
     answer: Option<Arc<DirectAnswer>>,
 }
 
-/// The future of a route that may answer by itself: the answer, or the inner service's.
-pub(crate) type DirectFuture<F> =
-    futures_either::Either<std::future::Ready<Result<Response<Body>, GatewayError>>, F>;
+/// The future of a route that may answer by itself: the answer (boxed, so that routes
+/// without one do not carry its size), or the inner service's.
+pub(crate) type DirectFuture<F> = futures_either::Either<Answered, F>;
+
+/// A declared answer, ready at the first poll.
+pub(crate) struct Answered(Option<Box<Response<Body>>>);
+
+impl std::future::Future for Answered {
+    type Output = Result<Response<Body>, GatewayError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(self.0.take().map(|r| *r).unwrap_or_default()))
+    }
+}
 
 impl<S> Service<Request<Body>> for Direct<S>
 where
@@ -314,7 +325,7 @@ where
                 future: self.inner.call(req),
             },
             Some(answer) => futures_either::Either::Left {
-                future: std::future::ready(Ok(respond(answer, &req))),
+                future: Answered(Some(Box::new(respond(answer, &req)))),
             },
         }
     }

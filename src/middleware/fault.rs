@@ -281,8 +281,10 @@ where
             },
             (None, Some(error)) => FaultFuture::Aborted { error: Some(error) },
             (Some(duration), abort) => FaultFuture::Delaying {
-                sleep: tokio::time::sleep(duration),
-                next: Some((req, self.inner.clone(), abort)),
+                delayed: Box::pin(Delayed {
+                    sleep: tokio::time::sleep(duration),
+                    next: Some((req, self.inner.clone(), abort)),
+                }),
             },
         }
     }
@@ -295,14 +297,19 @@ pin_project! {
         S: Service<Request<Body>>,
     {
         Calling { #[pin] future: S::Future },
-        Delaying {
-            #[pin]
-            sleep: Sleep,
-            // The request, the service to call with it, and the abort that follows the
-            // delay instead, if any.
-            next: Option<(Request<Body>, S, Option<GatewayError>)>,
-        },
+        // Boxed: only delayed requests carry the timer and the request while they wait.
+        Delaying { delayed: Pin<Box<Delayed<S>>> },
         Aborted { error: Option<GatewayError> },
+    }
+}
+
+pin_project! {
+    pub(crate) struct Delayed<S> {
+        #[pin]
+        sleep: Sleep,
+        // The request, the service to call with it, and the abort that follows the delay
+        // instead, if any.
+        next: Option<(Request<Body>, S, Option<GatewayError>)>,
     }
 }
 
@@ -321,9 +328,10 @@ where
                         status: StatusCode::SERVICE_UNAVAILABLE,
                     })))
                 }
-                FaultFutureProj::Delaying { sleep, next } => {
-                    ready!(sleep.poll(cx));
-                    let Some((req, mut inner, abort)) = next.take() else {
+                FaultFutureProj::Delaying { delayed } => {
+                    let delayed = delayed.as_mut().project();
+                    ready!(delayed.sleep.poll(cx));
+                    let Some((req, mut inner, abort)) = delayed.next.take() else {
                         return Poll::Ready(Err(GatewayError::FaultInjected {
                             status: StatusCode::SERVICE_UNAVAILABLE,
                         }));

@@ -321,6 +321,12 @@ impl http_body::Body for Tee {
                         this.copy.extend_from_slice(data);
                     }
                 }
+                // The last frame: the copy is whole now (the body may not be polled again).
+                if this.inner.is_end_stream() {
+                    if let Some(done) = this.done.take() {
+                        let _ = done.send(std::mem::take(&mut this.copy).freeze());
+                    }
+                }
             }
             Some(Err(_)) => this.done = None,
             None => {
