@@ -13,6 +13,9 @@
 #   BENCH_HEADER='name: value'                   a header on every request (a credential)
 #   BENCH_KEEP=DIR                               keep each binary's 5,000-request callgrind
 #                                                profile in DIR (for callgrind_annotate)
+#   BENCH_ROUTE_KEYS=$'cors: { allow_origins: ["*"] }\ncompression: {}' bench/instructions.sh ...
+#                                                the cost of route policies: YAML lines of
+#                                                route keys added to the one route
 #
 # For each binary: Portico (one worker, access log off, scenario (a)'s config) runs under
 # `valgrind --tool=callgrind` in front of an NGINX origin, serves `h2load --h1 -c 4` a fixed
@@ -40,7 +43,7 @@ trap cleanup EXIT
 for tool in valgrind h2load nginx curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (bench/run.sh installs it)" >&2; exit 1; }
 done
-[ $# -ge 1 ] || { sed -n '2,20p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,23p' "$0"; exit 2; }
 
 wait_http() {  # url [curl args...]
   local url=$1; shift

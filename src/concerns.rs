@@ -26,8 +26,12 @@ use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
 use crate::middleware::compression::CompressionPolicy;
 use crate::middleware::cors::CorsPolicy;
+use crate::middleware::direct::DirectPolicy;
+use crate::middleware::fault::FaultPolicy;
 use crate::middleware::ip_rules::IpRulesPolicy;
+use crate::middleware::mirror::MirrorPolicy;
 use crate::middleware::rate_limit::{ConcurrencyPolicy, RateLimitPolicy, RateLimiting};
+use crate::middleware::split::SplitPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
 use serde::de::DeserializeOwned;
@@ -95,6 +99,16 @@ macro_rules! route_policies {
                 false $(|| <$policy as RoutePolicy>::wants_text(path))*
             }
 
+            /// Whether the route answers every request by itself (and so needs no cluster).
+            pub(crate) fn answers_itself(&self) -> bool {
+                self.direct.answers_itself()
+            }
+
+            /// Whether the route names its clusters itself (a traffic split).
+            pub(crate) fn chooses_cluster(&self) -> bool {
+                self.split.chooses_cluster()
+            }
+
             /// Whether any policy's layer reads the request context.
             pub(crate) fn reads_context(&self) -> bool {
                 false $(|| self.$field.reads_context())*
@@ -110,6 +124,14 @@ route_policies! {
     compression: CompressionPolicy,
     /// `ip_rules`.
     ip_rules: IpRulesPolicy,
+    /// `direct_response`, `redirect`.
+    direct: DirectPolicy,
+    /// `fault`.
+    fault: FaultPolicy,
+    /// `traffic_split`.
+    split: SplitPolicy,
+    /// `mirror`.
+    mirror: MirrorPolicy,
     /// `max_body_size`.
     body_limit: BodyLimitPolicy,
     /// `auth`, `require_client_cert`.
@@ -287,6 +309,17 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<RateLimiting as Section>::File::default()),
         serde_json::to_value(crate::middleware::rate_limit::policy::PlanFile::default()),
         serde_json::to_value(crate::middleware::rate_limit::policy::RedisFile::default()),
+        serde_json::to_value(<DirectPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::direct::DirectResponseFile::default()),
+        serde_json::to_value(crate::middleware::direct::RedirectFile::default()),
+        serde_json::to_value(<FaultPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::fault::FaultFile::default()),
+        serde_json::to_value(crate::middleware::fault::DelayFile::default()),
+        serde_json::to_value(crate::middleware::fault::AbortFile::default()),
+        serde_json::to_value(<SplitPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::split::SplitTargetFile::default()),
+        serde_json::to_value(<MirrorPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(crate::middleware::mirror::MirrorFile::default()),
     ];
     for value in defaults.into_iter().flatten() {
         collect(&value, &mut out);

@@ -195,6 +195,8 @@ pub(crate) enum GatewayError {
     UnsupportedContentEncoding(String, &'static str),
     #[error("{} may not use this route", match .0 { Some(ip) => format!("the client address {ip}"), None => String::from("a client of unknown address") })]
     IpNotAllowed(Option<std::net::IpAddr>),
+    #[error("fault injected by this route's fault policy")]
+    FaultInjected { status: StatusCode },
     #[error("plain HTTP was sent to a TLS port; use https://")]
     PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
@@ -474,6 +476,9 @@ impl GatewayError {
                 Client,
                 Debug,
             ),
+            FaultInjected { status } => {
+                (*status, "fault_injected", G::Unavailable, Internal, Debug)
+            }
             PlainHttpToTlsPort => (
                 StatusCode::BAD_REQUEST,
                 "plain_http_to_tls_port",

@@ -175,7 +175,18 @@ pub fn explain(
     };
 
     let route = &config.routes[verdict.route];
-    let cluster = &config.clusters[route.cluster_index];
+    let Some(cluster) = route.cluster_index.map(|index| &config.clusters[index]) else {
+        let how = if route.policies.chooses_cluster() {
+            "splits its traffic between clusters"
+        } else {
+            "answers by itself"
+        };
+        let _ = writeln!(out, "\nresult:  route {} ({how})", route.name);
+        for (label, text) in route.policies.describe(&path).lines {
+            let _ = writeln!(out, "  {:<19} {text}", format!("{label}:"));
+        }
+        return Ok(out);
+    };
     let _ = writeln!(
         out,
         "\nresult:  route {} -> cluster {}",

@@ -10,8 +10,9 @@
 //!        request context    connection, TLS facts, request id, caller kind,    context.rs
 //!                           for routes whose policies read it
 //!        route stack        CORS → response headers → compression → rescue   stack.rs
-//!                           → IP rules → body limit → auth → request transforms → timeout
-//!                           → request decompression → upstream
+//!                           → IP rules → body limit → auth → direct answers → faults
+//!                           → request transforms → timeout
+//!                           → request decompression → mirror → upstream
 //!        completion         X-Request-Id, HSTS, Via on every answer; metrics,  completion.rs
 //!                           access log and the connection's idle clock once
 //!                           the last byte has gone

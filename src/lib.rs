@@ -10,8 +10,9 @@
 //!           │                                headers, request context, completion
 //!           └ route stack (stack.rs)         CORS → response headers → compression →
 //!              │                             rescue → IP rules → body limit → auth → rate
-//!              │                             limit → concurrency limit → request transforms
-//!              │                             → timeout → request decompression
+//!              │                             limit → concurrency limit → direct answers →
+//!              │                             faults → request transforms → timeout →
+//!              │                             request decompression → mirror
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```
@@ -54,6 +55,7 @@ mod access_log;
 mod admin;
 mod admission;
 mod body;
+mod chance;
 mod client_ip;
 mod completion;
 mod concerns;

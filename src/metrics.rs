@@ -228,6 +228,19 @@ pub(crate) static TOKEN_REQUESTS: CounterFamily = CounterFamily {
     help: "Requests to the gateway's OAuth2 token endpoint by outcome.",
 };
 
+/// `portico_faults_injected_total{route, fault}`.
+pub(crate) static FAULTS_INJECTED: CounterFamily = CounterFamily {
+    name: "portico_faults_injected_total",
+    help: "Faults injected by routes' fault policies, by route and fault (delay, abort).",
+};
+
+/// `portico_mirror_requests_total{route, outcome}`.
+pub(crate) static MIRROR_REQUESTS: CounterFamily = CounterFamily {
+    name: "portico_mirror_requests_total",
+    help: "Requests mirrored to shadow clusters, by route and outcome (sent, dropped, skipped, \
+           failed).",
+};
+
 /// `portico_rate_limit_decisions_total{route, outcome}`.
 pub(crate) static RATE_LIMIT_DECISIONS: CounterFamily = CounterFamily {
     name: "portico_rate_limit_decisions_total",

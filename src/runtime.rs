@@ -144,6 +144,19 @@ impl Runtime {
             rate_limit: RateLimitServices::build(&config, &mut carry, metrics)?,
             metrics: metrics.clone(),
         };
+        // Below the stack of a route that answers by itself: never called, and counted in a
+        // registry of its own so that it shows in no metric.
+        let no_cluster = Arc::new(
+            Cluster::new(
+                &crate::config::model::Cluster::none(),
+                &Metrics::default(),
+                &mut carry,
+            )
+            .map_err(|source| BuildError::UpstreamTls {
+                cluster: String::new(),
+                source,
+            })?,
+        );
         let routes = config
             .routes
             .iter()
@@ -157,7 +170,11 @@ impl Runtime {
                     &route.name,
                     &route.policies,
                     &config.sections,
-                    clusters[route.cluster_index].clone(),
+                    match route.cluster_index {
+                        Some(index) => clusters[index].clone(),
+                        None => no_cluster.clone(),
+                    },
+                    &clusters,
                     &services,
                 ),
                 context: route.policies.reads_context(),

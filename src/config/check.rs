@@ -9,7 +9,7 @@
 //! its own; `concerns.rs` lists them, and nothing else in `config/` needs to know them.
 
 use super::deserialize;
-use super::file::{ListenerFile, MatchFile};
+use super::file::{ClusterFile, ListenerFile, MatchFile};
 use super::problem::Problem;
 use super::source::{KeyPath, Seg, SourceMap};
 use super::units::{format_size, parse_duration, parse_size};
@@ -420,6 +420,7 @@ pub(crate) struct RouteCheck<'c, 'a> {
     listeners: &'c [Option<ListenerFile>],
     /// `None` when a section did not check out (its problems are reported already).
     sections: Option<&'c dyn SectionLookup>,
+    clusters: &'c [Option<ClusterFile>],
     /// The route's policy keys as they deserialised, for the config dump.
     dump: Map<String, Value>,
 }
@@ -431,6 +432,7 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
         matcher: &'c MatchFile,
         listeners: &'c [Option<ListenerFile>],
         sections: Option<&'c dyn SectionLookup>,
+        clusters: &'c [Option<ClusterFile>],
     ) -> RouteCheck<'c, 'a> {
         RouteCheck {
             checker,
@@ -438,6 +440,7 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
             matcher,
             listeners,
             sections,
+            clusters,
             dump: Map::new(),
         }
     }
@@ -461,6 +464,38 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
     /// (then their problems are reported, and references to them need not be).
     pub(crate) fn section<T: 'static>(&self) -> Option<&'c T> {
         self.sections?.find(TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The index of the cluster called `name` (its position in `clusters`, as in the typed
+    /// config), or a problem reported at `path`. A cluster that did not deserialise was
+    /// reported already: `None` without another problem.
+    pub(crate) fn cluster(&mut self, path: &KeyPath, name: &str) -> Option<usize> {
+        let mut unparsed = false;
+        for (index, cluster) in self.clusters.iter().enumerate() {
+            match cluster {
+                Some(cluster) if cluster.name == name => return Some(index),
+                Some(_) => {}
+                None => unparsed = true,
+            }
+        }
+        if !unparsed {
+            let known: Vec<String> = self
+                .clusters
+                .iter()
+                .flatten()
+                .map(|c| format!("`{}`", c.name))
+                .collect();
+            let message = if known.is_empty() {
+                format!("unknown cluster `{name}`: no clusters are defined")
+            } else {
+                format!(
+                    "unknown cluster `{name}` (known clusters: {})",
+                    known.join(", ")
+                )
+            };
+            self.checker.report(path, message);
+        }
+        None
     }
 
     /// Deserialise and check the keys of `raw` that policy `P` owns.

@@ -178,7 +178,8 @@ pub(crate) struct RouteFile {
     pub(crate) name: Option<String>,
     #[serde(rename = "match", default)]
     pub(crate) matcher: MatchFile,
-    pub(crate) cluster: String,
+    /// Required unless the route answers by itself (`direct_response`, `redirect`).
+    pub(crate) cluster: Option<String>,
     #[serde(skip)]
     pub(crate) policies: Map<String, Value>,
 }

@@ -71,9 +71,10 @@ impl Config {
 pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) matcher: RouteMatch,
+    /// Empty for a route that answers by itself.
     pub(crate) cluster: String,
-    /// Index into `Config::clusters`.
-    pub(crate) cluster_index: usize,
+    /// Index into `Config::clusters`; `None` for a route that answers by itself.
+    pub(crate) cluster_index: Option<usize>,
     pub(crate) policies: RoutePolicies,
 }
 

@@ -167,6 +167,20 @@ pub(crate) struct Cluster {
     pub(crate) tls: Option<UpstreamTls>,
 }
 
+impl Cluster {
+    /// The cluster below a route that answers by itself: no endpoints, never called.
+    pub(crate) fn none() -> Cluster {
+        Cluster {
+            name: String::from("(none)"),
+            endpoints: Vec::new(),
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(1),
+            pool: PoolSettings::default(),
+            tls: None,
+        }
+    }
+}
+
 /// TLS to a cluster's endpoints; the files are read when the cluster is built.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct UpstreamTls {

@@ -55,8 +55,12 @@ fn the_reference_config_is_valid() {
         })
     );
     assert_eq!(config.clusters.len(), 3);
-    assert_eq!(config.routes.len(), 5);
+    assert_eq!(config.routes.len(), 10);
     assert_eq!(config.routes[4].name, "route-4");
+    // A split names its clusters; routes that answer by themselves have none.
+    assert_eq!(config.routes[6].cluster_index, None);
+    assert_eq!(config.routes[8].cluster_index, None);
+    assert_eq!(config.routes[9].cluster_index, None);
     let auth = &config.routes[0].policies.transform.request_headers.set[0];
     assert_eq!(auth.0, "authorization");
     assert_eq!(auth.1, "Bearer dev-token");
@@ -380,11 +384,15 @@ fn all_defaults() {
                 query: vec![],
             },
             cluster: "backend".into(),
-            cluster_index: 0,
+            cluster_index: Some(0),
             policies: crate::concerns::RoutePolicies {
                 cors: Default::default(),
                 compression: Default::default(),
                 ip_rules: Default::default(),
+                direct: Default::default(),
+                fault: Default::default(),
+                split: Default::default(),
+                mirror: Default::default(),
                 body_limit: BodyLimitPolicy {
                     max_body_size: 10 * 1024 * 1024
                 },
@@ -412,6 +420,10 @@ fn all_defaults() {
             "compression": null, "request_decompression": null,
             "ip_rules": null,
             "rate_limit": null, "concurrency_limit": null,
+            "direct_response": null, "redirect": null, "fault": null,
+            "traffic_split": null, "mirror": null,
+            "path_rewrite": null, "regex_rewrite": null,
+            "query_params": {"set": {}, "add": {}, "remove": []},
         })
     );
 }

@@ -762,27 +762,50 @@ impl Validator<'_> {
             let path = section.index(index);
 
             let name = self.route_name(&path, index, file, &mut names);
-            let cluster = match cluster_index.get(file.cluster.as_str()) {
-                Some(index) => Some(*index),
-                None => {
-                    // A cluster that failed to deserialise was reported already.
-                    if !parts.unparsed_cluster_names.contains(&file.cluster) {
-                        let message = unknown_cluster_message(&file.cluster, &known);
-                        self.report(&path.key("cluster"), message);
+            let cluster = match &file.cluster {
+                // Allowed only for a route that answers by itself: checked with its policies.
+                None => Some(None),
+                Some(name) => match cluster_index.get(name.as_str()) {
+                    Some(index) => Some(Some(*index)),
+                    None => {
+                        // A cluster that failed to deserialise was reported already.
+                        if !parts.unparsed_cluster_names.contains(name) {
+                            let message = unknown_cluster_message(name, &known);
+                            self.report(&path.key("cluster"), message);
+                        }
+                        None
                     }
-                    None
-                }
+                },
             };
             let matcher = self.matcher(&path.key("match"), &file.matcher);
             // Everything else about the route belongs to the concerns.
             let mut check = RouteCheck::new(
                 &mut self.check,
-                path,
+                path.clone(),
                 &file.matcher,
                 &parts.listeners,
                 sections,
+                &parts.clusters,
             );
             let policies = RoutePolicies::check(&file.policies, &mut check);
+            let cluster = match (cluster, &policies) {
+                (Some(None), Some(policies))
+                    if !policies.answers_itself() && !policies.chooses_cluster() =>
+                {
+                    let message = "a route needs a `cluster` to forward to (only a route with \
+                                   direct_response or redirect answers without one, and a \
+                                   traffic_split names its own)";
+                    check.report(&path.key("cluster"), message);
+                    None
+                }
+                (Some(Some(_)), Some(policies)) if policies.chooses_cluster() => {
+                    let message = "a route with traffic_split forwards to the clusters it \
+                                   names: leave `cluster` out";
+                    check.report(&path.key("cluster"), message);
+                    None
+                }
+                (cluster, _) => cluster,
+            };
             let mut dump = check.into_dump();
             if let Ok(Value::Object(core)) = serde_json::to_value(file) {
                 dump.extend(core);
@@ -793,7 +816,7 @@ impl Validator<'_> {
                 Some(Route {
                     name: name?,
                     matcher: matcher?,
-                    cluster: file.cluster.clone(),
+                    cluster: file.cluster.clone().unwrap_or_default(),
                     cluster_index: cluster?,
                     policies: policies?,
                 })

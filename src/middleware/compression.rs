@@ -386,7 +386,7 @@ type TowerCompressionLayer = CompressionLayer<ShouldCompress>;
 
 #[derive(Clone)]
 pub(crate) struct CompressLayer {
-    tower: Option<TowerCompressionLayer>,
+    tower: Option<Arc<TowerCompressionLayer>>,
 }
 
 impl CompressLayer {
@@ -394,7 +394,7 @@ impl CompressLayer {
         CompressLayer {
             tower: policy.responses.as_ref().map(|settings| {
                 let has = |c| settings.codings.contains(&c);
-                CompressionLayer::new()
+                let layer = CompressionLayer::new()
                     .gzip(has(Coding::Gzip))
                     .br(has(Coding::Br))
                     .zstd(has(Coding::Zstd))
@@ -405,7 +405,8 @@ impl CompressLayer {
                         Level::Balanced => CompressionLevel::Precise(4),
                         Level::Best => CompressionLevel::Best,
                     })
-                    .compress_when(ShouldCompress(settings.clone()))
+                    .compress_when(ShouldCompress(settings.clone()));
+                Arc::new(layer)
             }),
         }
     }
@@ -427,7 +428,7 @@ impl<S> Layer<S> for CompressLayer {
 #[derive(Clone)]
 pub(crate) struct Compress<S> {
     inner: S,
-    tower: Option<TowerCompressionLayer>,
+    tower: Option<Arc<TowerCompressionLayer>>,
 }
 
 impl<S> Service<Request<Body>> for Compress<S>
@@ -448,7 +449,7 @@ where
                 future: self.inner.call(req),
             },
             Some(layer) => CompressFuture::On {
-                future: layer.layer(self.inner.clone()).call(req),
+                future: Box::pin(layer.layer(self.inner.clone()).call(req)),
             },
         }
     }
@@ -458,7 +459,8 @@ pin_project! {
     #[project = CompressFutureProj]
     pub(crate) enum CompressFuture<F> {
         Off { #[pin] future: F },
-        On { #[pin] future: tower_http::compression::ResponseFuture<F, ShouldCompress> },
+        // Boxed: only routes that compress pay for its size.
+        On { future: Pin<Box<tower_http::compression::ResponseFuture<F, ShouldCompress>>> },
     }
 }
 
@@ -472,7 +474,7 @@ where
         match self.project() {
             CompressFutureProj::Off { future } => future.poll(cx),
             CompressFutureProj::On { future } => {
-                let response = ready!(future.poll(cx))?;
+                let response = ready!(future.as_mut().poll(cx))?;
                 Poll::Ready(Ok(response.map(Body::boxed)))
             }
         }
@@ -536,7 +538,8 @@ where
             };
         };
         let text = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
-        if text.eq_ignore_ascii_case("identity") {
+        // Nothing to decode (a bodiless request that names a coding anyway).
+        if text.eq_ignore_ascii_case("identity") || http_body::Body::is_end_stream(req.body()) {
             req.headers_mut().remove(header::CONTENT_ENCODING);
             return DecompressFuture::Plain {
                 future: self.inner.call(req),
@@ -567,7 +570,7 @@ where
         .br(coding == Coding::Br)
         .zstd(coding == Coding::Zstd);
         DecompressFuture::Decoding {
-            future: service.call(req),
+            future: Box::pin(service.call(req)),
         }
     }
 }
@@ -662,7 +665,7 @@ pin_project! {
         F: Future<Output = Result<Response<Body>, GatewayError>>,
     {
         Plain { #[pin] future: F },
-        Decoding { #[pin] future: DecodingFuture<F> },
+        Decoding { future: Pin<Box<DecodingFuture<F>>> },
         Refused { error: Option<GatewayError> },
     }
 }
@@ -677,7 +680,7 @@ where
         match self.project() {
             DecompressFutureProj::Plain { future } => future.poll(cx),
             DecompressFutureProj::Decoding { future } => {
-                let response = ready!(future.poll(cx))?;
+                let response = ready!(future.as_mut().poll(cx))?;
                 Poll::Ready(Ok(response.map(Body::boxed)))
             }
             DecompressFutureProj::Refused { error } => Poll::Ready(Err(error

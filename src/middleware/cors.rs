@@ -598,7 +598,7 @@ where
                 inner: self.inner.clone(),
             });
             return CorsFuture::Tower {
-                future: tower.call(req),
+                future: Box::pin(tower.call(req)),
                 preflight,
             };
         }
@@ -619,7 +619,7 @@ where
             );
             add_vary(response.headers_mut(), true);
             return CorsFuture::Refused {
-                response: Some(response),
+                response: Some(Box::new(response)),
             };
         }
         CorsFuture::Plain {
@@ -644,9 +644,10 @@ pin_project! {
     #[project = CorsFutureProj]
     pub(crate) enum CorsFuture<F> {
         Off { #[pin] future: F },
-        Tower { #[pin] future: tower_cors::ResponseFuture<StripFuture<F>>, preflight: bool },
+        // Boxed, like the refusal: only routes with CORS pay for their size.
+        Tower { future: Pin<Box<tower_cors::ResponseFuture<StripFuture<F>>>>, preflight: bool },
         Plain { #[pin] future: StripFuture<F> },
-        Refused { response: Option<Response<Body>> },
+        Refused { response: Option<Box<Response<Body>>> },
     }
 }
 
@@ -660,7 +661,7 @@ where
         match self.project() {
             CorsFutureProj::Off { future } => future.poll(cx),
             CorsFutureProj::Tower { future, preflight } => {
-                let mut response = ready!(future.poll(cx))?;
+                let mut response = ready!(future.as_mut().poll(cx))?;
                 if *preflight {
                     response.headers_mut().append(
                         header::VARY,
@@ -677,7 +678,7 @@ where
                 Poll::Ready(Ok(response))
             }
             CorsFutureProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_default()))
+                Poll::Ready(Ok(response.take().map(|r| *r).unwrap_or_default()))
             }
         }
     }

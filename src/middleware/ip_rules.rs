@@ -118,7 +118,7 @@ impl RoutePolicy for IpRulesPolicy {
 
 #[derive(Clone)]
 pub(crate) struct IpRulesLayer {
-    on: Option<(Arc<IpRules>, Arc<TrustedProxies>)>,
+    on: Option<Arc<(Arc<IpRules>, TrustedProxies)>>,
 }
 
 impl IpRulesLayer {
@@ -127,7 +127,7 @@ impl IpRulesLayer {
             on: policy
                 .rules
                 .clone()
-                .map(|rules| (rules, Arc::new(trusted.clone()))),
+                .map(|rules| Arc::new((rules, trusted.clone()))),
         }
     }
 }
@@ -146,7 +146,7 @@ impl<S> Layer<S> for IpRulesLayer {
 #[derive(Clone)]
 pub(crate) struct IpFilter<S> {
     inner: S,
-    on: Option<(Arc<IpRules>, Arc<TrustedProxies>)>,
+    on: Option<Arc<(Arc<IpRules>, TrustedProxies)>>,
 }
 
 impl<S> Service<Request<Body>> for IpFilter<S>
@@ -162,7 +162,8 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if let Some((rules, trusted)) = &self.on {
+        if let Some(on) = &self.on {
+            let (rules, trusted) = &**on;
             // Deny by default: a request without a context has no known client.
             let client = RequestContext::of(&req)
                 .map(|context| client_ip(context.connection.peer.ip(), req.headers(), trusted));

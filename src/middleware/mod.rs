@@ -13,11 +13,16 @@
 
 pub(crate) mod auth;
 pub(crate) mod body_limit;
+pub(crate) mod captures;
 pub(crate) mod compression;
 pub(crate) mod cors;
+pub(crate) mod direct;
+pub(crate) mod fault;
 pub(crate) mod ip_rules;
+pub(crate) mod mirror;
 pub(crate) mod rate_limit;
 pub(crate) mod rescue;
+pub(crate) mod split;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub(crate) mod timeout;

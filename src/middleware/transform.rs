@@ -1,6 +1,7 @@
-//! Request and response rewriting, per route: the keys `strip_prefix`, `host_rewrite`,
-//! `request_headers` and `response_headers` (each header operation: remove, then set, then
-//! add).
+//! Request and response rewriting, per route: the keys `strip_prefix`, `path_rewrite`
+//! (a path built from the route's template captures), `regex_rewrite`, `query_params`,
+//! `host_rewrite`, `request_headers` and `response_headers` (each header or query operation:
+//! remove, then set, then add). At most one of the three path rewrites.
 //!
 //! Two layers in a route's stack:
 //! - [`ResponseHeaders`], outermost: it decorates every answer of the route — the upstream's
@@ -18,6 +19,7 @@ use crate::config::check::{
 };
 use crate::config::source::{KeyPath, Seg};
 use crate::error::GatewayError;
+use crate::middleware::captures::CaptureTemplate;
 use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
@@ -36,9 +38,127 @@ use tower_service::Service;
 pub(crate) struct TransformPolicy {
     /// Normalised: starts with `/`, no trailing `/`, never `/` itself.
     pub(crate) strip_prefix: Option<String>,
+    pub(crate) path_rewrite: Option<PathRewrite>,
+    pub(crate) query_params: QueryOps,
     pub(crate) host_rewrite: Option<HeaderValue>,
     pub(crate) request_headers: HeaderOps,
     pub(crate) response_headers: HeaderOps,
+}
+
+/// A new path for the upstream request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PathRewrite {
+    /// `path_rewrite`: text with the route's captures filled in.
+    Template(CaptureTemplate),
+    /// `regex_rewrite`: the first match of `pattern` replaced (`$1`, `${name}` refer to its
+    /// groups).
+    Regex {
+        pattern: RegexText,
+        substitution: String,
+    },
+}
+
+/// A compiled regex, compared by its text.
+#[derive(Debug, Clone)]
+pub(crate) struct RegexText(pub(crate) regex_lite::Regex);
+
+impl PartialEq for RegexText {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl PathRewrite {
+    /// The new path for `path`; `None` leaves it as it is.
+    fn apply(&self, path: &str) -> Option<String> {
+        match self {
+            PathRewrite::Template(template) => template.expand(path),
+            PathRewrite::Regex {
+                pattern,
+                substitution,
+            } => pattern
+                .0
+                .is_match(path)
+                .then(|| pattern.0.replace(path, substitution.as_str()).into_owned()),
+        }
+    }
+}
+
+/// Query parameter operations: remove (by decoded name), then set, then add.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct QueryOps {
+    /// `name=value`, already form-encoded.
+    pub(crate) set: Vec<(String, String)>,
+    pub(crate) add: Vec<(String, String)>,
+    pub(crate) remove: Vec<String>,
+}
+
+impl QueryOps {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// The query after the operations; `None` for no query at all.
+    fn apply(&self, query: Option<&str>) -> Option<String> {
+        let mut pairs: Vec<&str> = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .collect();
+        let name_of = |pair: &str| {
+            let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+            form_decode(raw)
+        };
+        pairs.retain(|pair| {
+            let name = name_of(pair);
+            !self.remove.contains(&name) && !self.set.iter().any(|(n, _)| form_decode(n) == name)
+        });
+        let mut out: Vec<String> = pairs.into_iter().map(str::to_string).collect();
+        for (name, value) in self.set.iter().chain(&self.add) {
+            out.push(format!("{name}={value}"));
+        }
+        (!out.is_empty()).then(|| out.join("&"))
+    }
+}
+
+/// `+` is a space, `%XX` a byte (as query conditions compare names).
+fn form_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| char::from(b).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Form-encode a configured name or value for a query string.
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(byte))
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
 }
 
 /// Header operations, applied in the order remove, set, add.
@@ -83,12 +203,41 @@ impl HeaderOps {
 pub(crate) struct TransformFile {
     /// Remove this leading path (on a segment boundary) before forwarding.
     strip_prefix: Option<String>,
+    /// The upstream path, with `{name}` filled from the route's path_template captures.
+    path_rewrite: Option<String>,
+    /// Replace the first match of a regular expression in the path.
+    regex_rewrite: Option<RegexRewriteFile>,
+    #[serde(default)]
+    query_params: QueryOpsFile,
     /// Replace the Host header sent upstream.
     host_rewrite: Option<String>,
     #[serde(default)]
     request_headers: HeaderOpsFile,
     #[serde(default)]
     response_headers: HeaderOpsFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegexRewriteFile {
+    /// A regular expression (regex-lite syntax) matched against the path.
+    pattern: String,
+    /// What replaces its first match; `$1` / `${name}` are its groups.
+    substitution: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryOpsFile {
+    /// Replace every parameter of this name with one `name=value`.
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    /// Append `name=value`, keeping existing ones.
+    #[serde(default)]
+    add: BTreeMap<String, String>,
+    /// Remove every parameter of these (decoded) names.
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -107,6 +256,9 @@ pub(crate) struct HeaderOpsFile {
 impl RoutePolicy for TransformPolicy {
     const KEYS: &'static [&'static str] = &[
         "strip_prefix",
+        "path_rewrite",
+        "regex_rewrite",
+        "query_params",
         "host_rewrite",
         "request_headers",
         "response_headers",
@@ -115,6 +267,8 @@ impl RoutePolicy for TransformPolicy {
 
     fn check(file: &TransformFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let strip_prefix = check_strip_prefix(file, route);
+        let path_rewrite = check_path_rewrite(file, route);
+        let query_params = check_query_ops(&file.query_params, route);
         let host_rewrite = match file.host_rewrite.as_deref() {
             None => Some(None),
             Some("") => {
@@ -137,6 +291,8 @@ impl RoutePolicy for TransformPolicy {
         let response_headers = check_header_ops(route, &path, &file.response_headers, false);
         Some(TransformPolicy {
             strip_prefix: strip_prefix?,
+            path_rewrite: path_rewrite?,
+            query_params: query_params?,
             host_rewrite: host_rewrite?,
             request_headers: request_headers?,
             response_headers: response_headers?,
@@ -144,11 +300,23 @@ impl RoutePolicy for TransformPolicy {
     }
 
     fn describe(&self, request_path: &str, out: &mut Description) {
-        let forwarded = match &self.strip_prefix {
-            Some(prefix) => strip_path_prefix(request_path, prefix).unwrap_or(request_path),
-            None => request_path,
+        let forwarded = match (&self.strip_prefix, &self.path_rewrite) {
+            (Some(prefix), _) => strip_path_prefix(request_path, prefix)
+                .unwrap_or(request_path)
+                .to_string(),
+            (None, Some(rewrite)) => rewrite
+                .apply(request_path)
+                .unwrap_or_else(|| request_path.to_string()),
+            (None, None) => request_path.to_string(),
         };
         out.line("upstream path", forwarded);
+        if !self.query_params.is_empty() {
+            let q = &self.query_params;
+            let mut parts: Vec<String> = q.remove.iter().map(|n| format!("remove {n}")).collect();
+            parts.extend(q.set.iter().map(|(n, v)| format!("set {n}={v}")));
+            parts.extend(q.add.iter().map(|(n, v)| format!("add {n}={v}")));
+            out.line("query parameters", parts.join("; "));
+        }
         if let Some(host) = &self.host_rewrite {
             out.line("host rewrite", host.to_str().unwrap_or("?"));
         }
@@ -167,6 +335,105 @@ impl RoutePolicy for TransformPolicy {
         matches!(path, [direction, op, Seg::Key(_)]
             if key(direction, &["request_headers", "response_headers"]) && key(op, &["set", "add"]))
     }
+}
+
+/// `path_rewrite` or `regex_rewrite` (at most one of them and `strip_prefix`).
+fn check_path_rewrite(
+    file: &TransformFile,
+    route: &mut RouteCheck<'_, '_>,
+) -> Option<Option<PathRewrite>> {
+    let given = [
+        file.strip_prefix.is_some(),
+        file.path_rewrite.is_some(),
+        file.regex_rewrite.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        let key = if file.path_rewrite.is_some() {
+            "path_rewrite"
+        } else {
+            "regex_rewrite"
+        };
+        let path = route.key(key);
+        route.report(
+            &path,
+            "give at most one of strip_prefix, path_rewrite and regex_rewrite",
+        );
+        return None;
+    }
+    if let Some(text) = &file.path_rewrite {
+        let path = route.key("path_rewrite");
+        if !text.starts_with('/') {
+            route.report(&path, format!("{text:?} must start with `/`"));
+            return None;
+        }
+        if text.contains(['?', '#']) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            route.report(
+                &path,
+                format!("{text:?} may not contain `?`, `#`, whitespace or control characters (use query_params for the query)"),
+            );
+            return None;
+        }
+        let template = route.matcher().path_template.clone();
+        return match CaptureTemplate::parse(text, template.as_deref()) {
+            Ok(template) => Some(Some(PathRewrite::Template(template))),
+            Err(message) => {
+                route.report(&path, message);
+                None
+            }
+        };
+    }
+    if let Some(regex) = &file.regex_rewrite {
+        let path = route.key("regex_rewrite");
+        let pattern = match regex_lite::Regex::new(&regex.pattern) {
+            Ok(pattern) => pattern,
+            Err(error) => {
+                route.report(
+                    &path.key("pattern"),
+                    format!("invalid regular expression: {error}"),
+                );
+                return None;
+            }
+        };
+        if !regex.substitution.starts_with('/') && !regex.substitution.starts_with('$') {
+            route.report(
+                &path.key("substitution"),
+                "should start with `/` (or a group that does)",
+            );
+            return None;
+        }
+        return Some(Some(PathRewrite::Regex {
+            pattern: RegexText(pattern),
+            substitution: regex.substitution.clone(),
+        }));
+    }
+    Some(None)
+}
+
+fn check_query_ops(file: &QueryOpsFile, route: &mut RouteCheck<'_, '_>) -> Option<QueryOps> {
+    let path = route.key("query_params");
+    let mut ok = true;
+    for (op, map) in [("set", &file.set), ("add", &file.add)] {
+        for name in map.keys() {
+            if name.is_empty() {
+                route.report_key(&path.key(op).key(name), "a parameter name cannot be empty");
+                ok = false;
+            }
+        }
+    }
+    if file.remove.iter().any(String::is_empty) {
+        route.report(&path.key("remove"), "a parameter name cannot be empty");
+        ok = false;
+    }
+    let encode = |map: &BTreeMap<String, String>| {
+        map.iter()
+            .map(|(n, v)| (form_encode(n), form_encode(v)))
+            .collect::<Vec<_>>()
+    };
+    ok.then(|| QueryOps {
+        set: encode(&file.set),
+        add: encode(&file.add),
+        remove: file.remove.clone(),
+    })
 }
 
 /// `Some(None)`: no strip. `None`: a problem was reported.
@@ -312,6 +579,8 @@ fn rewrite_path(uri: &Uri, prefix: &str) -> Option<Uri> {
 #[derive(Debug)]
 struct RequestTransforms {
     strip_prefix: Option<String>,
+    path_rewrite: Option<PathRewrite>,
+    query_params: QueryOps,
     host_rewrite: Option<HeaderValue>,
     headers: HeaderOps,
 }
@@ -324,12 +593,16 @@ pub(crate) struct RequestTransformLayer {
 impl RequestTransformLayer {
     pub(crate) fn new(policy: &TransformPolicy) -> RequestTransformLayer {
         let active = policy.strip_prefix.is_some()
+            || policy.path_rewrite.is_some()
+            || !policy.query_params.is_empty()
             || policy.host_rewrite.is_some()
             || !policy.request_headers.is_empty();
         RequestTransformLayer {
             transforms: active.then(|| {
                 Arc::new(RequestTransforms {
                     strip_prefix: policy.strip_prefix.clone(),
+                    path_rewrite: policy.path_rewrite.clone(),
+                    query_params: policy.query_params.clone(),
                     host_rewrite: policy.host_rewrite.clone(),
                     headers: policy.request_headers.clone(),
                 })
@@ -372,6 +645,31 @@ where
             if let Some(prefix) = &t.strip_prefix {
                 if let Some(uri) = rewrite_path(req.uri(), prefix) {
                     *req.uri_mut() = uri;
+                }
+            }
+            if t.path_rewrite.is_some() || !t.query_params.is_empty() {
+                let path = t
+                    .path_rewrite
+                    .as_ref()
+                    .and_then(|rewrite| rewrite.apply(req.uri().path()));
+                let query = if t.query_params.is_empty() {
+                    req.uri().query().map(str::to_string)
+                } else {
+                    t.query_params.apply(req.uri().query())
+                };
+                let path = path.as_deref().unwrap_or(req.uri().path());
+                let target = match query {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.to_string(),
+                };
+                // A rewritten target that is not a valid one (a regex substitution can make
+                // anything) leaves the request as it was rather than failing it.
+                if let Ok(pq) = PathAndQuery::try_from(target) {
+                    let mut parts = req.uri().clone().into_parts();
+                    parts.path_and_query = Some(pq);
+                    if let Ok(uri) = Uri::from_parts(parts) {
+                        *req.uri_mut() = uri;
+                    }
                 }
             }
             if let Some(host) = &t.host_rewrite {
@@ -471,6 +769,48 @@ mod tests {
         assert_eq!(strip_path_prefix("/v1/", "/v1"), Some("/"));
         assert_eq!(strip_path_prefix("/v10/users", "/v1"), None);
         assert_eq!(strip_path_prefix("/other", "/v1"), None);
+    }
+
+    #[test]
+    fn query_operations_remove_then_set_then_add() {
+        let ops = QueryOps {
+            set: vec![("format".into(), "json".into())],
+            add: vec![("via".into(), "portico".into())],
+            remove: vec!["debug".into()],
+        };
+        assert_eq!(
+            ops.apply(Some("a=1&debug=x&de%62ug=y&format=xml&b"))
+                .as_deref(),
+            Some("a=1&b&format=json&via=portico")
+        );
+        assert_eq!(ops.apply(None).as_deref(), Some("format=json&via=portico"));
+        let remove_only = QueryOps {
+            remove: vec!["x".into()],
+            ..QueryOps::default()
+        };
+        assert_eq!(remove_only.apply(Some("x=1")), None);
+        assert_eq!(form_encode("a b&c"), "a+b%26c");
+    }
+
+    #[test]
+    fn path_rewrites_are_checked_at_their_keys() {
+        use crate::middleware::test_support::route_problems;
+        assert!(route_problems(
+            "regex_rewrite: { pattern: \"^/api/(.*)$\", substitution: \"/$1\" }"
+        )
+        .is_empty());
+        let p = route_problems("path_rewrite: \"/users/{id}\"");
+        assert!(
+            p[0].contains("routes[0].path_rewrite") && p[0].contains("no path_template"),
+            "{p:?}"
+        );
+        let p = route_problems("regex_rewrite: { pattern: \"(\", substitution: /x }");
+        assert!(
+            p[0].contains("regex_rewrite.pattern: invalid regular expression"),
+            "{p:?}"
+        );
+        let p = route_problems("strip_prefix: /api, path_rewrite: /x");
+        assert!(p[0].contains("at most one"), "{p:?}");
     }
 
     #[test]

@@ -206,6 +206,11 @@ impl PathTemplate {
         self.elements.len() - usize::from(self.has_rest())
     }
 
+    /// The variables' names, in template order (for configs that refer to captures).
+    pub(crate) fn variable_names(&self) -> impl Iterator<Item = &str> {
+        self.variables.iter().map(|v| &*v.name)
+    }
+
     /// The template as written.
     pub(crate) fn as_str(&self) -> &str {
         &self.source

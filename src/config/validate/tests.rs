@@ -426,8 +426,8 @@ fn route_cluster_references() {
     let config = ok(&format!(
         "{BASE}routes:\n  - cluster: auth\n  - cluster: backend\n"
     ));
-    assert_eq!(config.routes[0].cluster_index, 1);
-    assert_eq!(config.routes[1].cluster_index, 0);
+    assert_eq!(config.routes[0].cluster_index, Some(1));
+    assert_eq!(config.routes[1].cluster_index, Some(0));
 
     assert_eq!(
         problem(&format!("{BASE}routes:\n  - cluster: Auth2\n")),

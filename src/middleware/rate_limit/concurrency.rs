@@ -267,7 +267,7 @@ where
         match slots.take(key) {
             Some(slot) => ConcurrencyFuture::Admitted {
                 future: self.inner.call(req),
-                slot: Some(slot),
+                slot: Some(Box::new(slot)),
             },
             None => {
                 slots.refusals.fetch_add(1, Ordering::Relaxed);
@@ -286,7 +286,8 @@ pin_project! {
     #[project = ConcurrencyFutureProj]
     pub(crate) enum ConcurrencyFuture<F> {
         Refused { error: Option<GatewayError> },
-        Admitted { #[pin] future: F, slot: Option<Slot> },
+        // Boxed: a route without a concurrency limit keeps a small future.
+        Admitted { #[pin] future: F, slot: Option<Box<Slot>> },
     }
 }
 
@@ -326,7 +327,7 @@ pin_project! {
     struct SlotBody {
         #[pin]
         inner: Body,
-        slot: Option<Slot>,
+        slot: Option<Box<Slot>>,
     }
 }
 

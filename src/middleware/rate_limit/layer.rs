@@ -100,7 +100,7 @@ where
         let Some(limiter) = &self.limiter else {
             return RateLimitFuture::Admitted {
                 future: self.inner.call(req),
-                headers: Vec::new(),
+                headers: Box::default(),
             };
         };
         let settings = &limiter.settings;
@@ -132,7 +132,7 @@ where
             return match decided(limiter, verdict) {
                 Ok(headers) => RateLimitFuture::Admitted {
                     future: self.inner.call(req),
-                    headers,
+                    headers: headers.into_boxed_slice(),
                 },
                 Err(error) => RateLimitFuture::Refused { error: Some(error) },
             };
@@ -325,7 +325,9 @@ pin_project! {
         Admitted {
             #[pin]
             future: F,
-            headers: Vec<(HeaderName, HeaderValue)>,
+            // A boxed slice (two words, no allocation when empty): a route without a
+            // rate limit keeps a small future.
+            headers: Box<[(HeaderName, HeaderValue)]>,
         },
         Waiting { future: Waiting },
     }
@@ -344,7 +346,7 @@ where
                 .unwrap_or(GatewayError::RateLimitUnavailable))),
             RateLimitFutureProj::Admitted { future, headers } => {
                 let mut response = ready!(future.poll(cx))?;
-                add_headers(&mut response, std::mem::take(headers));
+                add_headers(&mut response, std::mem::take(headers).into_vec());
                 Poll::Ready(Ok(response))
             }
             RateLimitFutureProj::Waiting { future } => future.as_mut().poll(cx),
