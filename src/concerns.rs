@@ -21,6 +21,7 @@ use crate::config::source::{KeyPath, Seg, SourceMap};
 use crate::config::Problem;
 use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
+use crate::middleware::retry::RetryPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
 use serde::de::DeserializeOwned;
@@ -104,6 +105,8 @@ route_policies! {
     transform: TransformPolicy,
     /// `timeout`.
     timeout: TimeoutPolicy,
+    /// `retry`.
+    retry: RetryPolicy,
 }
 
 /// Declares [`Sections`]: a field per concern section, and the functions over all of them.
@@ -231,6 +234,7 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<AuthPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TransformPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TimeoutPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(<RetryPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
     ];
     for value in defaults.into_iter().flatten() {

@@ -143,6 +143,13 @@ pub(crate) enum GatewayError {
     UpstreamConnectTimeout { cluster: String, timeout: Duration },
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    #[error("cluster {cluster} is at its {limit} limit")]
+    UpstreamOverflow {
+        cluster: String,
+        limit: &'static str,
+    },
+    #[error("cluster {cluster} has no healthy endpoint")]
+    NoHealthyUpstream { cluster: String },
     #[error("the upstream sent an invalid response or closed the connection")]
     UpstreamProtocol(#[source] hyper::Error),
     #[error("HTTP handshake with the upstream failed")]
@@ -304,6 +311,20 @@ impl GatewayError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
                 G::DeadlineExceeded,
+                Upstream,
+                Warn,
+            ),
+            UpstreamOverflow { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_overflow",
+                G::Unavailable,
+                Upstream,
+                Warn,
+            ),
+            NoHealthyUpstream { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_upstream",
+                G::Unavailable,
                 Upstream,
                 Warn,
             ),
@@ -503,6 +524,21 @@ impl GatewayError {
             }
             Some(BodyError::Client(_)) => GatewayError::ClientBodyAborted(err),
             Some(BodyError::Upstream(_)) | None => GatewayError::UpstreamProtocol(err),
+        }
+    }
+}
+
+impl GatewayError {
+    /// The error for a request body that could not be read whole (to keep it for retries).
+    pub(crate) fn from_request_body(error: BodyError) -> GatewayError {
+        match error {
+            BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
+            BodyError::Timeout(d) => GatewayError::RequestBodyTimeout(d),
+            BodyError::Client(cause) if is_malformed(&cause) => {
+                GatewayError::MalformedRequestBody(cause)
+            }
+            BodyError::Client(cause) => GatewayError::ClientBodyAborted(cause),
+            BodyError::Upstream(cause) => GatewayError::UpstreamProtocol(cause),
         }
     }
 }

@@ -9,9 +9,11 @@
 //!        └ gateway::handle (gateway.rs)      request id, admission + routing, forwarding
 //!           │                                headers, request context, completion
 //!           └ route stack (stack.rs)         response headers → rescue → body limit → auth
-//!              │                             → request transforms → timeout
-//!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
-//!                                            TLS, tunnel for upgrades
+//!              │                             → request transforms → timeout → retry
+//!              └ upstream (upstream/)        circuit breaker, balancer pick among usable
+//!                                            endpoints + failover, pooled connection, TLS,
+//!                                            tunnel for upgrades; health checks and outlier
+//!                                            detection keep the endpoints' state
 //! ```
 //!
 //! # The seam policies plug into

@@ -52,6 +52,8 @@ pub(crate) struct Runtime {
     pub(crate) access_log: Option<Arc<AccessLog>>,
     /// The metrics of requests no route took.
     pub(crate) unmatched: Arc<RouteMetrics>,
+    /// The clusters, in config order (for the admin listener's `/clusters` and `/metrics`).
+    pub(crate) clusters: Vec<Arc<Cluster>>,
     resources: Resources,
 }
 
@@ -61,6 +63,8 @@ pub(crate) struct RouteEntry {
     pub(crate) stack: RouteStack,
     /// A policy of this route reads the request context.
     pub(crate) context: bool,
+    /// The route retries (its access log lines count the tries).
+    pub(crate) retries: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,7 @@ impl Runtime {
                     clusters[route.cluster_index].clone(),
                 ),
                 context: route.policies.reads_context(),
+                retries: route.policies.retry.retry.is_some(),
             })
             .collect();
         let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();
@@ -135,6 +140,7 @@ impl Runtime {
             routes,
             access_log,
             unmatched: metrics.route("(none)"),
+            clusters,
             resources: carry.finish(),
             config: Arc::new(config),
         })

@@ -6,13 +6,15 @@
 //! does not use is a layer switched off (a branch, nothing cloned), so a route without
 //! policies pays almost nothing for them, and no future is boxed until the upstream's.
 //!
-//! The order is the design: read [`build_route_stack`] top to bottom.
+//! The order is the design: read [`build_route_stack`] top to bottom (response headers →
+//! rescue → body limit → auth → request transforms → timeout → retry → upstream).
 
 use crate::body::Body;
 use crate::concerns::RoutePolicies;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
+use crate::middleware::retry::{Retry, RetryLayer};
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
 use crate::middleware::transform::{
     RequestTransform, RequestTransformLayer, ResponseHeaders, ResponseHeadersLayer,
@@ -26,7 +28,7 @@ use tower_service::Service;
 
 /// Every route's stack, outermost first (as built in [`build_route_stack`]).
 pub(crate) type RouteStack =
-    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>;
+    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Retry<Upstream>>>>>>>;
 
 /// Compose one route's stack over its cluster.
 pub(crate) fn build_route_stack(
@@ -49,8 +51,12 @@ pub(crate) fn build_route_stack(
         AuthLayer::new(&policies.auth),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
-        // Innermost, so that it measures the upstream and nothing the gateway does first.
+        // Measures the upstream and nothing the gateway does first; around the retries, so
+        // that the route's timeout bounds all tries together.
         TimeoutLayer::new(&policies.timeout),
+        // Innermost: a retry repeats only the upstream call (each try bounded by its own
+        // per-try timeout), and the route's budget counts against this cluster.
+        RetryLayer::new(&policies.retry, &cluster),
     );
     layers.layer(Upstream::new(cluster))
 }

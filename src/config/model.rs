@@ -165,6 +165,8 @@ pub(crate) struct Cluster {
     pub(crate) connect_timeout: Duration,
     pub(crate) pool: PoolSettings,
     pub(crate) tls: Option<UpstreamTls>,
+    /// Balancing, health, ejection and limits (`upstream/policy.rs`).
+    pub(crate) policy: crate::upstream::policy::ClusterPolicy,
 }
 
 /// TLS to a cluster's endpoints; the files are read when the cluster is built.

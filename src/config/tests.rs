@@ -390,6 +390,7 @@ fn all_defaults() {
                 timeout: TimeoutPolicy {
                     timeout: Duration::from_secs(15)
                 },
+                retry: crate::middleware::retry::RetryPolicy { retry: None },
             },
         }
     );
@@ -402,7 +403,7 @@ fn all_defaults() {
                       "path_template": null, "methods": [], "headers": [], "query": []},
             "request_headers": {"set": {}, "add": {}, "remove": []},
             "response_headers": {"set": {}, "add": {}, "remove": []},
-            "require_client_cert": null,
+            "require_client_cert": null, "retry": null,
         })
     );
 }

@@ -14,6 +14,7 @@
 pub(crate) mod auth;
 pub(crate) mod body_limit;
 pub(crate) mod rescue;
+pub(crate) mod retry;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub(crate) mod timeout;

@@ -9,12 +9,26 @@
 //! removed here, where it enters the gateway. WebSocket and other HTTP/1.1 upgrades get a
 //! dedicated connection that is joined to the client's ([`tunnel`]).
 //!
-//! Clusters are built with each runtime; their endpoints' open connections are carried over
-//! by a reload (a resource per endpoint, kept while its protocol and TLS settings stay the
-//! same), so pooled connections survive reloads.
+//! The pick skips endpoints that fail their health checks (`health.rs`) or that outlier
+//! detection has ejected (`endpoint.rs`), unless too few are left (the panic threshold);
+//! each response's outcome feeds outlier detection and, for `least_request`, the endpoint's
+//! load and latency. The cluster's circuit breaker (`limits.rs`) refuses what is over its
+//! limits at once. A retry (the route's `retry` layer, `middleware/retry.rs`) names the
+//! endpoints it already tried ([`TriedEndpoints`]) and they come last. Settings:
+//! `policy.rs`; what the admin listener shows: `report.rs`.
+//!
+//! Clusters are built with each runtime; their endpoints' open connections, states and
+//! health checkers are carried over by a reload (resources per endpoint: connections kept
+//! while its protocol and TLS settings stay the same, state while the endpoint stays,
+//! checkers while their settings stay), so pooled connections and health survive reloads.
 
 pub(crate) mod balance;
+pub(crate) mod endpoint;
+mod health;
+pub(crate) mod limits;
+pub(crate) mod policy;
 pub(crate) mod pool;
+pub(crate) mod report;
 pub(crate) mod tls;
 mod tunnel;
 
@@ -24,14 +38,19 @@ use crate::error::GatewayError;
 use crate::forwarding::{strip_hop_by_hop, Framing};
 use crate::metrics::Metrics;
 use crate::resources::ResourceCarry;
-use balance::{Balancer, RoundRobin, Selection};
+use balance::{Balancer, Candidates, Failover, Selection};
+use endpoint::{EndpointState, InFlight, Outcome};
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use limits::{ClusterLimits, Limit, Slot};
+use policy::{BalancingPolicy, ClusterPolicy, HashKey};
 use pool::{ConnectError, Connections, EndpointPool, Lease, PoolSetup};
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tls::{UpstreamTls, UpstreamTlsError};
@@ -48,19 +67,53 @@ struct ConnectionIdentity {
     tls: Option<model::UpstreamTls>,
 }
 
+/// The endpoints a retry layer's earlier attempts went to, carried in the request's
+/// extensions so that a retry prefers another endpoint (bit `i` = endpoint `i`; endpoints
+/// past the 64th are not remembered).
+#[derive(Clone, Default)]
+pub(crate) struct TriedEndpoints {
+    pub(crate) endpoints: Arc<AtomicU64>,
+    /// This try is a retry (counted per endpoint).
+    pub(crate) retry: bool,
+}
+
+impl TriedEndpoints {
+    /// Endpoint `index` is tried; `first` in this try (a retry is counted at the endpoint
+    /// it went to, not at those it failed over to).
+    fn mark(&self, index: usize, endpoint: &EndpointPool<Body>, first: bool) {
+        if index < 64 {
+            self.endpoints.fetch_or(1 << index, Relaxed);
+        }
+        if self.retry && first {
+            endpoint.state.counters.retries.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 pub(crate) struct Cluster {
-    name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// The Host sent for requests that came without one.
     host: HeaderValue,
     protocol: model::UpstreamProtocol,
     connect_timeout: std::time::Duration,
-    endpoints: Vec<Arc<EndpointPool<Body>>>,
+    pub(crate) endpoints: Vec<Arc<EndpointPool<Body>>>,
+    /// The endpoints' states, in the same order (what the balancer reads).
+    states: Vec<Arc<EndpointState>>,
     balancer: Selection,
+    pub(crate) policy: ClusterPolicy,
+    /// The request key to hash, for a consistent-hash cluster.
+    hash_key: Option<HashKey>,
+    /// The peak-EWMA decay, when the balancer weighs latency.
+    ewma_decay: Option<std::time::Duration>,
+    pub(crate) limits: Arc<ClusterLimits>,
+    /// The health checkers of this cluster's endpoints (they run while this is held).
+    _checkers: Vec<Arc<health::Checker>>,
 }
 
 impl Cluster {
     /// Build a cluster; with `tls`, its CA bundle and client certificate are read now. Each
-    /// endpoint's open connections come from `carry` when the previous runtime had them.
+    /// endpoint's open connections, state and health checker come from `carry` when the
+    /// previous runtime had them.
     pub(crate) fn new(
         config: &model::Cluster,
         metrics: &Metrics,
@@ -75,7 +128,14 @@ impl Cluster {
             protocol: config.protocol,
             tls: config.tls.clone(),
         };
+        let policy = &config.policy;
+        let limits = carry
+            .obtain("cluster_limits", &config.name, &(), || {
+                Ok::<_, Infallible>(ClusterLimits::default())
+            })
+            .unwrap_or_else(|never| match never {});
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        let mut checkers = Vec::new();
         for endpoint in &config.endpoints {
             let tls = match &tls {
                 Some(tls) => Some((tls.clone(), tls.server_name_for(endpoint)?)),
@@ -84,10 +144,16 @@ impl Cluster {
             let name = format!("{}/{endpoint}", config.name);
             let connections = carry
                 .obtain("upstream_connections", &name, &identity, || {
-                    Ok::<_, std::convert::Infallible>(Connections::<Body>::default())
+                    Ok::<_, Infallible>(Connections::<Body>::default())
                 })
                 .unwrap_or_else(|never| match never {});
-            endpoints.push(Arc::new(EndpointPool::new(
+            // Kept as long as the endpoint stays in its cluster, whatever else changes.
+            let state = carry
+                .obtain("endpoint_state", &name, &(), || {
+                    Ok::<_, Infallible>(EndpointState::default())
+                })
+                .unwrap_or_else(|never| match never {});
+            let pool = Arc::new(EndpointPool::new(
                 endpoint.clone(),
                 PoolSetup {
                     protocol: config.protocol,
@@ -96,18 +162,107 @@ impl Cluster {
                     metrics: cluster_metrics.clone(),
                     tls,
                     connections,
+                    state: state.clone(),
+                    limits: limits.clone(),
+                    max_connections: policy.circuit_breaker.max_connections,
+                    max_pending: policy.circuit_breaker.max_pending_requests,
                 },
-            )));
+            ));
+            if let Some(check) = &policy.health_check {
+                // One checker per endpoint however many routes use the cluster; restarted
+                // only when what it checks with changes.
+                let checker_config = (check.clone(), identity.clone(), config.connect_timeout);
+                let checker = carry
+                    .obtain("health_check", &name, &checker_config, || {
+                        Ok::<_, Infallible>(health::Checker::start(
+                            pool.clone(),
+                            check.clone(),
+                            HeaderValue::from_str(&config.name).ok(),
+                        ))
+                    })
+                    .unwrap_or_else(|never| match never {});
+                checkers.push(checker);
+            } else {
+                // Without checks, an endpoint is not held to an old verdict.
+                state.set_healthy(true);
+            }
+            endpoints.push(pool);
         }
+        let labels: Vec<String> = config.endpoints.iter().map(|e| e.to_string()).collect();
         Ok(Cluster {
             host: HeaderValue::from_str(&config.name)
                 .unwrap_or_else(|_| HeaderValue::from_static("upstream")),
             name: config.name.as_str().into(),
             protocol: config.protocol,
             connect_timeout: config.connect_timeout,
+            states: endpoints.iter().map(|e| e.state.clone()).collect(),
             endpoints,
-            balancer: Selection::RoundRobin(RoundRobin::default()),
+            balancer: Selection::new(policy, &labels),
+            hash_key: match &policy.balancing {
+                BalancingPolicy::ConsistentHash { key, .. } => Some(key.clone()),
+                _ => None,
+            },
+            ewma_decay: match policy.balancing {
+                BalancingPolicy::LeastRequest { peak_ewma, .. } => peak_ewma,
+                _ => None,
+            },
+            policy: policy.clone(),
+            limits,
+            _checkers: checkers,
         })
+    }
+
+    /// The endpoints usable now, for the balancer.
+    pub(crate) fn candidates(&self) -> Candidates<'_> {
+        if self.policy.filters_endpoints() || self.policy.slow_start.is_some() {
+            Candidates::usable(&self.states, &self.policy.weights, &self.policy)
+        } else {
+            Candidates::all(&self.states, &self.policy.weights)
+        }
+    }
+
+    /// The order to try endpoints in for `req`: the balancer's pick first.
+    fn order<B>(&self, req: &Request<B>, tried: Option<&TriedEndpoints>) -> Failover<'_> {
+        let key = match &self.hash_key {
+            Some(key) => balance::request_key(key, req),
+            None => 0,
+        };
+        let candidates = self.candidates();
+        let pick = self.balancer.pick(&candidates, key);
+        let avoid = tried.map_or(0, |t| t.endpoints.load(Relaxed));
+        Failover::new(candidates, pick, avoid)
+    }
+
+    /// The circuit breaker's active-request slot for one request.
+    fn admit(&self) -> Result<Option<Slot>, GatewayError> {
+        self.limits
+            .take(Limit::Requests, self.policy.circuit_breaker.max_requests)
+            .map_err(|limit| self.overflow(limit))
+    }
+
+    pub(crate) fn overflow(&self, limit: Limit) -> GatewayError {
+        GatewayError::UpstreamOverflow {
+            cluster: self.name.to_string(),
+            limit: limit.key(),
+        }
+    }
+
+    /// Tell outlier detection (if on) how a request to endpoint `index` went.
+    fn report(&self, index: usize, outcome: Outcome) {
+        let Some(settings) = &self.policy.outlier_detection else {
+            return;
+        };
+        let state = &self.states[index];
+        if state.observe(outcome, settings) {
+            let now = endpoint::now_ms();
+            let ejected = self.states.iter().filter(|s| s.is_ejected(now)).count();
+            // Never eject past the maximum share: a cluster must not eject itself to zero.
+            let allowed = self.states.len() * settings.max_ejection_percent as usize / 100;
+            if ejected < allowed && !state.is_ejected(now) {
+                tracing::warn!(cluster = %self.name, endpoint = %self.endpoints[index].label, ?outcome, "endpoint ejected");
+                state.eject(settings, now);
+            }
+        }
     }
 
     /// Send one request to the cluster.
@@ -116,30 +271,45 @@ impl Cluster {
         mut req: Request<Body>,
     ) -> Result<Response<Body>, GatewayError> {
         let upgrade = req.extensions_mut().remove::<DownstreamUpgrade>();
+        let tried = req.extensions_mut().remove::<TriedEndpoints>();
         if upgrade.is_some() || self.protocol == model::UpstreamProtocol::Http2 {
             // The less common paths are boxed so that their larger futures don't inflate the
             // state every HTTP/1.1 request carries (and copies).
-            return Box::pin(self.send_other(req, upgrade)).await;
+            return Box::pin(self.send_other(req, upgrade, tried)).await;
         }
         // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
+        let admitted = self.admit()?;
+        let order = self.order(&req, tried.as_ref());
         let mut req = to_http1(req, &self.host);
         let mut last_error = None;
-        for index in self.balancer.order(self.endpoints.len()) {
+        for (attempt, index) in order.enumerate() {
             let endpoint = &self.endpoints[index];
+            if let Some(tried) = &tried {
+                tried.mark(index, endpoint, attempt == 0);
+            }
+            let sent = Sent::new(endpoint, self.ewma_decay.is_some());
             if let Some(mut lease) = endpoint.checkout_http1().await {
                 match lease.sender().try_send_request(req).await {
-                    Ok(response) => return wrap(response, Some(lease), endpoint),
+                    Ok(response) => {
+                        return self.answered(index, response, Some(lease), sent, admitted)
+                    }
                     // The pooled connection closed before our request went out: use a new one.
                     Err(mut error) => match error.take_message() {
                         Some(request) => req = request,
-                        None => return Err(GatewayError::from_upstream_send(error.into_error())),
+                        None => return Err(self.failed(index, error.into_error())),
                     },
                 }
             }
-            let outcome = Box::pin(self.send_on_new_connection(endpoint, req)).await;
-            match self.settle(outcome, &mut last_error) {
-                Next::Return(result) => return result,
-                Next::Failover(request) => req = request,
+            match Box::pin(self.send_on_new_connection(endpoint, req)).await {
+                Attempt::Answered(response, lease) => {
+                    return self.answered(index, response, lease, sent, admitted)
+                }
+                Attempt::Failed(error) => return Err(self.failed(index, error)),
+                Attempt::Refused(error) => return Err(error),
+                Attempt::NotSent(request, error) => {
+                    self.not_sent(index, error, &mut last_error);
+                    req = request;
+                }
             }
         }
         Err(self.exhausted(last_error))
@@ -150,35 +320,82 @@ impl Cluster {
         &self,
         mut req: Request<Body>,
         upgrade: Option<DownstreamUpgrade>,
+        tried: Option<TriedEndpoints>,
     ) -> Result<Response<Body>, GatewayError> {
+        let admitted = self.admit()?;
+        let order = self.order(&req, tried.as_ref());
         let mut last_error = None;
-        for index in self.balancer.order(self.endpoints.len()) {
+        for (attempt, index) in order.enumerate() {
             let endpoint = &self.endpoints[index];
+            if let Some(tried) = &tried {
+                tried.mark(index, endpoint, attempt == 0);
+            }
+            let sent = Sent::new(endpoint, self.ewma_decay.is_some());
             let outcome = match &upgrade {
                 Some(client_side) if endpoint.protocol() == model::UpstreamProtocol::Http1 => {
                     self.send_upgrade(endpoint, req, client_side.clone()).await
                 }
                 _ => self.send_http2(endpoint, req).await,
             };
-            match self.settle(outcome, &mut last_error) {
-                Next::Return(result) => return result,
-                Next::Failover(request) => req = request,
+            match outcome {
+                Attempt::Answered(response, lease) => {
+                    return self.answered(index, response, lease, sent, admitted)
+                }
+                Attempt::Failed(error) => return Err(self.failed(index, error)),
+                Attempt::Refused(error) => return Err(error),
+                Attempt::NotSent(request, error) => {
+                    self.not_sent(index, error, &mut last_error);
+                    req = request;
+                }
             }
         }
         Err(self.exhausted(last_error))
     }
 
-    /// The result of an attempt, or the request back when it never left the gateway (then
-    /// it may go to the next endpoint; the reason is kept for the final error).
-    fn settle(&self, outcome: Attempt, last_error: &mut Option<ConnectError>) -> Next {
-        match outcome {
-            Attempt::Done(result) => Next::Return(result),
-            Attempt::NotSent(request, error) => {
-                tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
-                *last_error = Some(error);
-                Next::Failover(request)
-            }
+    /// A response head arrived from endpoint `index`: note its latency and outcome, and
+    /// pass it on with the request counted in flight until its body ends.
+    fn answered(
+        &self,
+        index: usize,
+        response: Response<Incoming>,
+        lease: Option<Lease<Body>>,
+        sent: Sent,
+        admitted: Option<Slot>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let endpoint = &self.endpoints[index];
+        if let (Some(decay), Some(started)) = (self.ewma_decay, sent.started) {
+            endpoint.state.observe_latency(started.elapsed(), decay);
         }
+        let outcome = if response.status().is_server_error() {
+            Outcome::ServerError
+        } else {
+            Outcome::Success
+        };
+        self.report(index, outcome);
+        let mut in_flight = sent.in_flight;
+        in_flight.hold(admitted);
+        wrap(response, lease, endpoint, in_flight)
+    }
+
+    /// The request left for endpoint `index` and the exchange failed: a reset or a bad
+    /// response is the endpoint's failure, a body the client did not finish is not.
+    fn failed(&self, index: usize, error: hyper::Error) -> GatewayError {
+        let error = GatewayError::from_upstream_send(error);
+        if error.class().source == crate::error::Source::Upstream {
+            self.report(index, Outcome::GatewayFailure);
+        }
+        error
+    }
+
+    /// No connection to endpoint `index`: the request may go to the next one (the reason is
+    /// kept for the final error). An overflow is the gateway's limit, not the endpoint's
+    /// failure.
+    fn not_sent(&self, index: usize, error: ConnectError, last_error: &mut Option<ConnectError>) {
+        tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
+        if !matches!(error, ConnectError::Overflow(_)) {
+            self.report(index, Outcome::GatewayFailure);
+        }
+        *last_error = Some(error);
     }
 
     /// The error once every endpoint has refused a connection.
@@ -197,9 +414,13 @@ impl Cluster {
                 cluster: self.name.to_string(),
                 source,
             },
-            None => GatewayError::UpstreamConnect {
+            Some(ConnectError::Overflow(limit)) => self.overflow(limit),
+            None if self.endpoints.is_empty() => GatewayError::UpstreamConnect {
                 cluster: self.name.to_string(),
                 source: std::io::Error::other("the cluster has no endpoints"),
+            },
+            None => GatewayError::NoHealthyUpstream {
+                cluster: self.name.to_string(),
             },
         }
     }
@@ -214,7 +435,7 @@ impl Cluster {
             Err(error) => return Attempt::NotSent(req, error),
         };
         match lease.sender().try_send_request(req).await {
-            Ok(response) => Attempt::Done(wrap(response, Some(lease), endpoint)),
+            Ok(response) => Attempt::Answered(response, Some(lease)),
             Err(mut error) => match error.take_message() {
                 // Closed right after the handshake, before anything was written.
                 Some(request) => Attempt::NotSent(
@@ -224,7 +445,7 @@ impl Cluster {
                         source: error.into_error(),
                     },
                 ),
-                None => Attempt::Done(Err(GatewayError::from_upstream_send(error.into_error()))),
+                None => Attempt::Failed(error.into_error()),
             },
         }
     }
@@ -247,16 +468,16 @@ impl Cluster {
                     tunnel::spawn(client_side.0, backend_side, endpoint.label.clone());
                 }
                 // Never pooled: after a 101 the connection belongs to the tunnel.
-                Attempt::Done(wrap(response, None, endpoint))
+                Attempt::Answered(response, None)
             }
-            Err(error) => Attempt::Done(Err(GatewayError::from_upstream_send(error))),
+            Err(error) => Attempt::Failed(error),
         }
     }
 
     async fn send_http2(&self, endpoint: &Arc<EndpointPool<Body>>, req: Request<Body>) -> Attempt {
         let mut req = match to_http2(req, endpoint) {
             Ok(req) => req,
-            Err(error) => return Attempt::Done(Err(error)),
+            Err(error) => return Attempt::Refused(error),
         };
         // Two tries: the shared connection may have just closed; the second try dials anew.
         for _ in 0..2 {
@@ -268,35 +489,46 @@ impl Cluster {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Attempt::Done(wrap(response, None, endpoint)),
+                Ok(response) => return Attempt::Answered(response, None),
                 Err(mut error) => match error.take_message() {
                     Some(request) => req = request,
-                    None => {
-                        return Attempt::Done(Err(GatewayError::from_upstream_send(
-                            error.into_error(),
-                        )))
-                    }
+                    None => return Attempt::Failed(error.into_error()),
                 },
             }
         }
-        Attempt::Done(Err(GatewayError::UpstreamConnect {
+        Attempt::Refused(GatewayError::UpstreamConnect {
             cluster: self.name.to_string(),
             source: std::io::Error::other(
                 "the HTTP/2 connection closed before the request was sent",
             ),
-        }))
+        })
     }
 }
 
-/// What to do after an attempt.
-enum Next {
-    Return(Result<Response<Body>, GatewayError>),
-    /// The request never left the gateway: fail over to the next endpoint with it.
-    Failover(Request<Body>),
+/// A request on its way to one endpoint: counted in flight, and timed when the balancer
+/// weighs latency.
+struct Sent {
+    in_flight: InFlight,
+    started: Option<std::time::Instant>,
 }
 
+impl Sent {
+    fn new(endpoint: &EndpointPool<Body>, timed: bool) -> Sent {
+        Sent {
+            in_flight: endpoint.state.start_request(),
+            started: timed.then(std::time::Instant::now),
+        }
+    }
+}
+
+/// How an attempt at one endpoint ended.
 enum Attempt {
-    Done(Result<Response<Body>, GatewayError>),
+    /// A response head (and the pooled connection it came on, if it goes back to a pool).
+    Answered(Response<Incoming>, Option<Lease<Body>>),
+    /// The request left and the exchange failed.
+    Failed(hyper::Error),
+    /// The gateway could not make the request for this endpoint.
+    Refused(GatewayError),
     /// The request never left: it may go to another endpoint.
     NotSent(Request<Body>, ConnectError),
 }
@@ -310,6 +542,7 @@ fn wrap(
     mut response: Response<Incoming>,
     lease: Option<Lease<Body>>,
     endpoint: &Arc<EndpointPool<Body>>,
+    in_flight: InFlight,
 ) -> Result<Response<Body>, GatewayError> {
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let framing = strip_hop_by_hop(response.headers_mut(), upgraded);
@@ -324,7 +557,7 @@ fn wrap(
     }
     let label = endpoint.label.clone();
     Ok(response.map(|incoming| Body::Upstream {
-        body: UpstreamBody::new(incoming, lease, label),
+        body: UpstreamBody::new(incoming, lease, label, Some(in_flight)),
     }))
 }
 

@@ -8,6 +8,7 @@
 mod common;
 
 mod admission;
+mod balancing;
 mod cli;
 mod fuzz;
 mod headers;
@@ -17,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod protocols;
 mod reload;
+mod resilience;
 mod routing;
 mod seam;
 mod streaming;
