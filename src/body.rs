@@ -303,8 +303,9 @@ pub(crate) struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease<Body>>,
     upstream: Arc<str>,
-    /// The request counted in flight at its endpoint until this body ends.
-    in_flight: Option<InFlight>,
+    /// The request counted in flight at its endpoint until this body ends; boxed so that
+    /// every response, counted or not, stays as small to move as before.
+    in_flight: Option<Box<InFlight>>,
 }
 
 impl UpstreamBody {
@@ -312,7 +313,7 @@ impl UpstreamBody {
         inner: Incoming,
         lease: Option<Lease<Body>>,
         upstream: Arc<str>,
-        in_flight: Option<InFlight>,
+        in_flight: Option<Box<InFlight>>,
     ) -> UpstreamBody {
         let mut body = UpstreamBody {
             inner,

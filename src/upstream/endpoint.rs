@@ -105,13 +105,14 @@ impl EndpointState {
         self.active.load(Relaxed)
     }
 
-    /// Count one request in flight until the returned guard is dropped.
-    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
+    /// Count one request in flight until the returned guard is dropped (`timed`: note when
+    /// it was sent, for the latency EWMA).
+    pub(crate) fn start_request(self: &Arc<Self>, timed: bool) -> InFlight {
         self.active.fetch_add(1, Relaxed);
-        self.counters.requests.fetch_add(1, Relaxed);
         InFlight {
             endpoint: self.clone(),
             slot: None,
+            started: timed.then(Instant::now),
         }
     }
 
@@ -218,11 +219,16 @@ pub(crate) struct InFlight {
     endpoint: Arc<EndpointState>,
     /// The cluster's active-request slot (circuit breaker), released with it.
     slot: Option<Slot>,
+    started: Option<Instant>,
 }
 
 impl InFlight {
     pub(crate) fn hold(&mut self, slot: Option<Slot>) {
         self.slot = slot;
+    }
+
+    pub(crate) fn started(&self) -> Option<Instant> {
+        self.started
     }
 }
 
@@ -297,8 +303,8 @@ mod tests {
     #[test]
     fn in_flight_is_counted_until_dropped() {
         let state = Arc::new(EndpointState::default());
-        let a = state.start_request();
-        let b = state.start_request();
+        let a = state.start_request(false);
+        let b = state.start_request(false);
         assert_eq!(state.active(), 2);
         drop(a);
         drop(b);

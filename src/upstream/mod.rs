@@ -105,6 +105,11 @@ pub(crate) struct Cluster {
     hash_key: Option<HashKey>,
     /// The peak-EWMA decay, when the balancer weighs latency.
     ewma_decay: Option<std::time::Duration>,
+    /// Requests in flight are counted per endpoint (for least request, the circuit
+    /// breaker, `/clusters`); a plain round-robin cluster does without.
+    pub(crate) tracks_load: bool,
+    /// Round robin over every endpoint (nothing to filter or weigh): the shortest path.
+    plain: bool,
     pub(crate) limits: Arc<ClusterLimits>,
     /// The health checkers of this cluster's endpoints (they run while this is held).
     _checkers: Vec<Arc<health::Checker>>,
@@ -206,6 +211,12 @@ impl Cluster {
                 BalancingPolicy::LeastRequest { peak_ewma, .. } => peak_ewma,
                 _ => None,
             },
+            plain: matches!(policy.balancing, BalancingPolicy::RoundRobin)
+                && !policy.filters_endpoints()
+                && policy.slow_start.is_none(),
+            tracks_load: !matches!(policy.balancing, BalancingPolicy::RoundRobin)
+                || policy.filters_endpoints()
+                || policy.circuit_breaker.max_requests.is_some(),
             policy: policy.clone(),
             limits,
             _checkers: checkers,
@@ -223,6 +234,13 @@ impl Cluster {
 
     /// The order to try endpoints in for `req`: the balancer's pick first.
     fn order<B>(&self, req: &Request<B>, tried: Option<&TriedEndpoints>) -> Failover<'_> {
+        if let (Some(round_robin), None) = (
+            self.plain.then_some(()).and(self.balancer.round_robin()),
+            tried,
+        ) {
+            // Round robin over endpoints that are all usable: what most clusters are.
+            return Failover::starting_at(round_robin.next_turn(), self.endpoints.len());
+        }
         let key = match &self.hash_key {
             Some(key) => balance::request_key(key, req),
             None => 0,
@@ -287,7 +305,7 @@ impl Cluster {
             if let Some(tried) = &tried {
                 tried.mark(index, endpoint, attempt == 0);
             }
-            let sent = Sent::new(endpoint, self.ewma_decay.is_some());
+            let sent = Sent::new(endpoint, self.tracks_load, self.ewma_decay.is_some());
             if let Some(mut lease) = endpoint.checkout_http1().await {
                 match lease.sender().try_send_request(req).await {
                     Ok(response) => {
@@ -330,7 +348,7 @@ impl Cluster {
             if let Some(tried) = &tried {
                 tried.mark(index, endpoint, attempt == 0);
             }
-            let sent = Sent::new(endpoint, self.ewma_decay.is_some());
+            let sent = Sent::new(endpoint, self.tracks_load, self.ewma_decay.is_some());
             let outcome = match &upgrade {
                 Some(client_side) if endpoint.protocol() == model::UpstreamProtocol::Http1 => {
                     self.send_upgrade(endpoint, req, client_side.clone()).await
@@ -363,17 +381,24 @@ impl Cluster {
         admitted: Option<Slot>,
     ) -> Result<Response<Body>, GatewayError> {
         let endpoint = &self.endpoints[index];
-        if let (Some(decay), Some(started)) = (self.ewma_decay, sent.started) {
+        if let (Some(decay), Some(started)) = (
+            self.ewma_decay,
+            sent.in_flight.as_ref().and_then(InFlight::started),
+        ) {
             endpoint.state.observe_latency(started.elapsed(), decay);
         }
-        let outcome = if response.status().is_server_error() {
-            Outcome::ServerError
-        } else {
-            Outcome::Success
-        };
-        self.report(index, outcome);
-        let mut in_flight = sent.in_flight;
-        in_flight.hold(admitted);
+        if self.policy.outlier_detection.is_some() {
+            let outcome = if response.status().is_server_error() {
+                Outcome::ServerError
+            } else {
+                Outcome::Success
+            };
+            self.report(index, outcome);
+        }
+        let in_flight = sent.in_flight.map(|mut in_flight| {
+            in_flight.hold(admitted);
+            in_flight
+        });
         wrap(response, lease, endpoint, in_flight)
     }
 
@@ -508,15 +533,16 @@ impl Cluster {
 /// A request on its way to one endpoint: counted in flight, and timed when the balancer
 /// weighs latency.
 struct Sent {
-    in_flight: InFlight,
-    started: Option<std::time::Instant>,
+    in_flight: Option<InFlight>,
 }
 
 impl Sent {
-    fn new(endpoint: &EndpointPool<Body>, timed: bool) -> Sent {
+    fn new(endpoint: &EndpointPool<Body>, tracked: bool, timed: bool) -> Sent {
         Sent {
-            in_flight: endpoint.state.start_request(),
-            started: timed.then(std::time::Instant::now),
+            in_flight: tracked.then(|| {
+                endpoint.state.counters.requests.fetch_add(1, Relaxed);
+                endpoint.state.start_request(timed)
+            }),
         }
     }
 }
@@ -542,7 +568,7 @@ fn wrap(
     mut response: Response<Incoming>,
     lease: Option<Lease<Body>>,
     endpoint: &Arc<EndpointPool<Body>>,
-    in_flight: InFlight,
+    in_flight: Option<InFlight>,
 ) -> Result<Response<Body>, GatewayError> {
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let framing = strip_hop_by_hop(response.headers_mut(), upgraded);
@@ -557,7 +583,7 @@ fn wrap(
     }
     let label = endpoint.label.clone();
     Ok(response.map(|incoming| Body::Upstream {
-        body: UpstreamBody::new(incoming, lease, label, Some(in_flight)),
+        body: UpstreamBody::new(incoming, lease, label, in_flight.map(Box::new)),
     }))
 }
 

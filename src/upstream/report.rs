@@ -57,6 +57,10 @@ impl Cluster {
                 && candidates.usable_count() == self.endpoints.len()
                 && self.endpoints.iter().any(|e| !e.state.is_usable(now)),
             "open_connections": self.limits.current(Limit::Connections),
+            // Requests (in flight and in total) are counted per endpoint for clusters that use
+            // any balancing or resilience feature; a plain round-robin cluster does not pay
+            // for it.
+            "load_tracked": self.tracks_load,
             "active_requests": self.endpoints.iter().map(|e| e.state.active()).sum::<u64>(),
             "overflows": overflows,
             "retry_budget_exhausted": self.limits.budget_exhausted.load(Relaxed),
@@ -83,7 +87,7 @@ pub(crate) fn render_metrics(clusters: &[std::sync::Arc<Cluster>], out: &mut Str
         (
             "portico_upstream_endpoint_active_requests",
             "gauge",
-            "Requests sent to the endpoint whose response has not ended.",
+            "Requests sent to the endpoint whose response has not ended (counted for clusters with a balancing or resilience setting).",
         ),
         (
             "portico_upstream_endpoint_ejections_total",
@@ -98,7 +102,7 @@ pub(crate) fn render_metrics(clusters: &[std::sync::Arc<Cluster>], out: &mut Str
         (
             "portico_upstream_endpoint_requests_total",
             "counter",
-            "Requests sent to the endpoint (each attempt counts).",
+            "Requests sent to the endpoint (each attempt counts; counted for clusters with a balancing or resilience setting).",
         ),
     ];
     for (name, kind, help) in endpoint_series {

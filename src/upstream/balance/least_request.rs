@@ -66,7 +66,7 @@ mod tests {
     fn the_less_loaded_of_two_wins() {
         let states = states(2);
         let weights = [1; 2];
-        let _busy: Vec<_> = (0..3).map(|_| states[0].start_request()).collect();
+        let _busy: Vec<_> = (0..3).map(|_| states[0].start_request(false)).collect();
         let candidates = Candidates::all(&states, &weights);
         let balancer = LeastRequest::new(2, None);
         assert_eq!(spread(&balancer, &candidates, 100, |_| 0), [0, 100]);
@@ -88,7 +88,10 @@ mod tests {
         let decay = Duration::from_secs(10);
         states[0].observe_latency(Duration::from_millis(100), decay);
         states[1].observe_latency(Duration::from_millis(5), decay);
-        let _one_each = (states[0].start_request(), states[1].start_request());
+        let _one_each = (
+            states[0].start_request(false),
+            states[1].start_request(false),
+        );
         let candidates = Candidates::all(&states, &weights);
         assert_eq!(
             spread(&LeastRequest::new(2, Some(decay)), &candidates, 100, |_| 0),

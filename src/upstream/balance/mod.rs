@@ -127,7 +127,10 @@ impl<'a> Candidates<'a> {
 /// attempt of the same request) only after all the others.
 #[derive(Clone)]
 pub(crate) struct Failover<'a> {
-    candidates: Candidates<'a>,
+    /// The endpoints' states and `now_ms` when unusable ones are skipped; `None` = all
+    /// usable (kept small: the order lives in every upstream call's future).
+    filter: Option<(&'a [Arc<EndpointState>], u64)>,
+    count: usize,
     start: usize,
     next: usize,
     /// Bit `i` set: endpoint `i` was tried before (endpoints past 64 are not remembered).
@@ -142,14 +145,34 @@ impl<'a> Failover<'a> {
         Failover {
             start: pick.map_or(0, |p| if count == 0 { 0 } else { p % count }),
             next: if pick.is_some() { 0 } else { count },
-            candidates,
+            filter: candidates.filter.map(|now| (candidates.states, now)),
+            count,
             avoid,
             pass: if pick.is_some() { 0 } else { 1 },
         }
     }
 
+    /// Every endpoint of `count`, from `start` on (a plain round-robin cluster's order).
+    pub(crate) fn starting_at(start: usize, count: usize) -> Failover<'static> {
+        Failover {
+            filter: None,
+            count,
+            start: if count == 0 { 0 } else { start % count },
+            next: 0,
+            avoid: 0,
+            pass: 0,
+        }
+    }
+
     fn avoided(&self, index: usize) -> bool {
         index < 64 && self.avoid & (1 << index) != 0
+    }
+
+    fn is_usable(&self, index: usize) -> bool {
+        match self.filter {
+            None => true,
+            Some((states, now)) => states.get(index).is_some_and(|s| s.is_usable(now)),
+        }
     }
 }
 
@@ -157,7 +180,7 @@ impl Iterator for Failover<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let count = self.candidates.len();
+        let count = self.count;
         loop {
             if self.next >= count {
                 if self.pass == 0 && self.avoid != 0 {
@@ -169,7 +192,7 @@ impl Iterator for Failover<'_> {
             }
             let index = (self.start + self.next) % count;
             self.next += 1;
-            if !self.candidates.is_usable(index) {
+            if !self.is_usable(index) {
                 continue;
             }
             let avoided = self.avoided(index);
@@ -205,6 +228,16 @@ impl Selection {
             BalancingPolicy::ConsistentHash { table, .. } => {
                 Selection::Hash(ConsistentHash::new(*table, labels, &policy.weights))
             }
+        }
+    }
+}
+
+impl Selection {
+    /// The round-robin algorithm, when that is the cluster's.
+    pub(crate) fn round_robin(&self) -> Option<&RoundRobin> {
+        match self {
+            Selection::RoundRobin(algorithm) => Some(algorithm),
+            _ => None,
         }
     }
 }

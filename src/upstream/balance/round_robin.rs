@@ -8,6 +8,13 @@ pub(crate) struct RoundRobin {
     next: AtomicUsize,
 }
 
+impl RoundRobin {
+    /// The next turn, whatever the endpoints' state (for clusters that filter none).
+    pub(crate) fn next_turn(&self) -> usize {
+        self.next.fetch_add(1, Relaxed)
+    }
+}
+
 impl Balancer for RoundRobin {
     fn pick(&self, candidates: &Candidates<'_>, _key: u64) -> Option<usize> {
         let usable = candidates.usable_count();
