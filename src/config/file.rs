@@ -10,7 +10,8 @@
 
 use super::model::{ClientAuthMode, TlsVersion, UnderscoreHeaders, UnknownSni, UpstreamProtocol};
 use crate::upstream::policy::{
-    CircuitBreakerFile, HealthCheckFile, LoadBalancingFile, OutlierDetectionFile, RetryBudgetFile,
+    CircuitBreakerFile, DnsFile, HealthCheckFile, LoadBalancingFile, OutlierDetectionFile,
+    RetryBudgetFile,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -168,6 +169,7 @@ pub(crate) struct ClusterFile {
     pub(crate) panic_threshold: Option<u32>,
     pub(crate) circuit_breaker: Option<CircuitBreakerFile>,
     pub(crate) retry_budget: Option<RetryBudgetFile>,
+    pub(crate) dns: Option<DnsFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

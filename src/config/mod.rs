@@ -27,6 +27,7 @@ pub(crate) mod units;
 mod validate;
 
 pub use problem::Problem;
+pub(crate) use validate::parse_endpoint;
 
 use crate::concerns::{RoutePolicies, Sections};
 use model::{AdminSettings, Cluster, Listener, RouteMatch, RuntimeSettings};

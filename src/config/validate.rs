@@ -686,6 +686,7 @@ impl Validator<'_> {
                     panic_threshold: file.panic_threshold,
                     circuit_breaker: file.circuit_breaker.as_ref(),
                     retry_budget: file.retry_budget.as_ref(),
+                    dns: file.dns.as_ref(),
                     http2: file.protocol == Some(UpstreamProtocol::Http2),
                 },
                 &path,

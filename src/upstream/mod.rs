@@ -23,6 +23,7 @@
 //! checkers while their settings stay), so pooled connections and health survive reloads.
 
 pub(crate) mod balance;
+mod discovery;
 pub(crate) mod endpoint;
 mod health;
 pub(crate) mod limits;
@@ -38,6 +39,7 @@ use crate::error::GatewayError;
 use crate::forwarding::{strip_hop_by_hop, Framing};
 use crate::metrics::Metrics;
 use crate::resources::ResourceCarry;
+use arc_swap::ArcSwap;
 use balance::{Balancer, Candidates, Failover, Selection};
 use endpoint::{EndpointState, InFlight, Outcome};
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
@@ -90,16 +92,201 @@ impl TriedEndpoints {
     }
 }
 
+/// The endpoints a cluster has at one moment, with what picks among them. A DNS cluster
+/// gets a new set whenever its names resolve to other addresses; a request keeps the set
+/// it started with.
+pub(crate) struct EndpointSet {
+    pub(crate) pools: Vec<Arc<EndpointPool<Body>>>,
+    /// The endpoints' states, in the same order (what the balancer reads).
+    states: Vec<Arc<EndpointState>>,
+    pub(crate) weights: Vec<u32>,
+    balancer: Selection,
+    /// The health checkers of these endpoints (they run while this is held).
+    _checkers: Vec<Arc<health::Checker>>,
+}
+
+/// A cluster's endpoints: as configured, or following DNS discovery.
+enum Endpoints {
+    Static(EndpointSet),
+    Dynamic {
+        current: Arc<ArcSwap<EndpointSet>>,
+        /// Keeps the discovery (and its resolver task) alive while this runtime lives.
+        _discovery: Arc<discovery::Discovery>,
+        /// Swaps in a new set when the discovered addresses change; stopped with the cluster.
+        follower: Option<tokio::task::AbortHandle>,
+    },
+}
+
+impl Drop for Endpoints {
+    fn drop(&mut self) {
+        if let Endpoints::Dynamic {
+            follower: Some(follower),
+            ..
+        } = self
+        {
+            follower.abort();
+        }
+    }
+}
+
+/// The endpoint set a request uses: borrowed from a static cluster, shared with a dynamic
+/// one's current set.
+pub(crate) enum CurrentSet<'a> {
+    Borrowed(&'a EndpointSet),
+    Shared(Arc<EndpointSet>),
+}
+
+impl std::ops::Deref for CurrentSet<'_> {
+    type Target = EndpointSet;
+
+    fn deref(&self) -> &EndpointSet {
+        match self {
+            CurrentSet::Borrowed(set) => set,
+            CurrentSet::Shared(set) => set,
+        }
+    }
+}
+
+/// What making an endpoint of a cluster takes, kept by a DNS cluster's follower task.
+struct EndpointMaker {
+    cluster: String,
+    protocol: model::UpstreamProtocol,
+    connect_timeout: std::time::Duration,
+    pool: model::PoolSettings,
+    metrics: Arc<crate::metrics::ClusterMetrics>,
+    tls: Option<Arc<UpstreamTls>>,
+    limits: Arc<ClusterLimits>,
+    policy: ClusterPolicy,
+    /// The configured endpoints (for TLS names and weights of discovered ones).
+    configured: Vec<model::Endpoint>,
+}
+
+impl EndpointMaker {
+    fn pool(
+        &self,
+        address: model::Endpoint,
+        configured: &model::Endpoint,
+        state: Arc<EndpointState>,
+        connections: Arc<Connections<Body>>,
+    ) -> Result<Arc<EndpointPool<Body>>, UpstreamTlsError> {
+        let tls = match &self.tls {
+            // A discovered address is verified against the name it was found under.
+            Some(tls) => Some((tls.clone(), tls.server_name_for(configured)?)),
+            None => None,
+        };
+        Ok(Arc::new(EndpointPool::new(
+            address,
+            PoolSetup {
+                protocol: self.protocol,
+                connect_timeout: self.connect_timeout,
+                settings: self.pool.clone(),
+                metrics: self.metrics.clone(),
+                tls,
+                connections,
+                state,
+                limits: self.limits.clone(),
+                max_connections: self.policy.circuit_breaker.max_connections,
+                max_pending: self.policy.circuit_breaker.max_pending_requests,
+            },
+        )))
+    }
+
+    fn checker(&self, pool: &Arc<EndpointPool<Body>>) -> Option<Arc<health::Checker>> {
+        let check = self.policy.health_check.as_ref()?;
+        Some(Arc::new(health::Checker::start(
+            pool.clone(),
+            check.clone(),
+            HeaderValue::from_str(&self.cluster).ok(),
+        )))
+    }
+
+    fn set(
+        &self,
+        pools: Vec<Arc<EndpointPool<Body>>>,
+        weights: Vec<u32>,
+        checkers: Vec<Arc<health::Checker>>,
+    ) -> EndpointSet {
+        let labels: Vec<String> = pools.iter().map(|p| p.label.to_string()).collect();
+        let mut policy = self.policy.clone();
+        policy.weights = weights;
+        EndpointSet {
+            states: pools.iter().map(|p| p.state.clone()).collect(),
+            balancer: Selection::new(&policy, &labels),
+            weights: policy.weights,
+            pools,
+            _checkers: checkers,
+        }
+    }
+
+    /// The set for the discovered `addresses`, reusing the members that stay.
+    fn discovered(
+        &self,
+        discovery: &discovery::Discovery,
+        addresses: &[discovery::Resolved],
+    ) -> EndpointSet {
+        let mut pools = Vec::with_capacity(addresses.len());
+        let mut weights = Vec::with_capacity(addresses.len());
+        let mut checkers = Vec::new();
+        let members = discovery.members(addresses, |_| discovery::Member {
+            state: Arc::new(EndpointState::default()),
+            connections: Arc::new(Connections::default()),
+            checker: None,
+        });
+        for (resolved, member) in addresses.iter().zip(members) {
+            let configured = &self.configured[resolved.configured];
+            let address = model::Endpoint {
+                host: resolved.address.ip().to_string(),
+                port: resolved.address.port(),
+            };
+            let pool = match self.pool(
+                address,
+                configured,
+                member.state.clone(),
+                member.connections.clone(),
+            ) {
+                Ok(pool) => pool,
+                Err(error) => {
+                    tracing::warn!(cluster = %self.cluster, error = %error, "discovered endpoint left out");
+                    continue;
+                }
+            };
+            let checker = match &member.checker {
+                Some(checker) => Some(checker.clone()),
+                None => {
+                    let checker = self.checker(&pool);
+                    if let Some(checker) = &checker {
+                        let mut all = discovery
+                            .members
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if let Some(entry) = all.get_mut(resolved) {
+                            entry.checker = Some(checker.clone());
+                        }
+                    }
+                    checker
+                }
+            };
+            checkers.extend(checker);
+            weights.push(
+                self.policy
+                    .weights
+                    .get(resolved.configured)
+                    .copied()
+                    .unwrap_or(1),
+            );
+            pools.push(pool);
+        }
+        self.set(pools, weights, checkers)
+    }
+}
+
 pub(crate) struct Cluster {
     pub(crate) name: Arc<str>,
     /// The Host sent for requests that came without one.
     host: HeaderValue,
     protocol: model::UpstreamProtocol,
     connect_timeout: std::time::Duration,
-    pub(crate) endpoints: Vec<Arc<EndpointPool<Body>>>,
-    /// The endpoints' states, in the same order (what the balancer reads).
-    states: Vec<Arc<EndpointState>>,
-    balancer: Selection,
+    endpoints: Endpoints,
     pub(crate) policy: ClusterPolicy,
     /// The request key to hash, for a consistent-hash cluster.
     hash_key: Option<HashKey>,
@@ -111,8 +298,6 @@ pub(crate) struct Cluster {
     /// Round robin over every endpoint (nothing to filter or weigh): the shortest path.
     plain: bool,
     pub(crate) limits: Arc<ClusterLimits>,
-    /// The health checkers of this cluster's endpoints (they run while this is held).
-    _checkers: Vec<Arc<health::Checker>>,
 }
 
 impl Cluster {
@@ -124,7 +309,6 @@ impl Cluster {
         metrics: &Metrics,
         carry: &mut ResourceCarry<'_>,
     ) -> Result<Cluster, UpstreamTlsError> {
-        let cluster_metrics = metrics.cluster(&config.name);
         let tls = match &config.tls {
             Some(settings) => Some(Arc::new(UpstreamTls::new(settings, config.protocol)?)),
             None => None,
@@ -139,16 +323,87 @@ impl Cluster {
                 Ok::<_, Infallible>(ClusterLimits::default())
             })
             .unwrap_or_else(|never| match never {});
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        let maker = EndpointMaker {
+            cluster: config.name.clone(),
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout,
+            pool: config.pool.clone(),
+            metrics: metrics.cluster(&config.name),
+            tls,
+            limits: limits.clone(),
+            policy: policy.clone(),
+            configured: config.endpoints.clone(),
+        };
+        let endpoints = match &policy.dns {
+            None => Endpoints::Static(Self::static_set(config, &maker, &identity, carry)?),
+            Some(dns) => {
+                // One discovery per cluster, kept while what it resolves and how it
+                // connects stay the same.
+                let discovery_config = (
+                    dns.clone(),
+                    config.endpoints.clone(),
+                    identity,
+                    policy.health_check.clone(),
+                );
+                let discovery = carry
+                    .obtain("dns_discovery", &config.name, &discovery_config, || {
+                        Ok::<_, Infallible>(discovery::Discovery::start(
+                            &config.name,
+                            &config.endpoints,
+                            dns,
+                        ))
+                    })
+                    .unwrap_or_else(|never| match never {});
+                let first = discovery.addresses.borrow().clone();
+                let current = Arc::new(ArcSwap::from_pointee(maker.discovered(&discovery, &first)));
+                let follower = follow(discovery.clone(), maker, current.clone());
+                Endpoints::Dynamic {
+                    current,
+                    _discovery: discovery,
+                    follower,
+                }
+            }
+        };
+        Ok(Cluster {
+            host: HeaderValue::from_str(&config.name)
+                .unwrap_or_else(|_| HeaderValue::from_static("upstream")),
+            name: config.name.as_str().into(),
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout,
+            endpoints,
+            hash_key: match &policy.balancing {
+                BalancingPolicy::ConsistentHash { key, .. } => Some(key.clone()),
+                _ => None,
+            },
+            ewma_decay: match policy.balancing {
+                BalancingPolicy::LeastRequest { peak_ewma, .. } => peak_ewma,
+                _ => None,
+            },
+            plain: matches!(policy.balancing, BalancingPolicy::RoundRobin)
+                && !policy.filters_endpoints()
+                && policy.slow_start.is_none(),
+            tracks_load: !matches!(policy.balancing, BalancingPolicy::RoundRobin)
+                || policy.filters_endpoints()
+                || policy.circuit_breaker.max_requests.is_some(),
+            policy: policy.clone(),
+            limits,
+        })
+    }
+
+    /// The endpoints as configured, with their state, connections and checkers from
+    /// `carry`.
+    fn static_set(
+        config: &model::Cluster,
+        maker: &EndpointMaker,
+        identity: &ConnectionIdentity,
+        carry: &mut ResourceCarry<'_>,
+    ) -> Result<EndpointSet, UpstreamTlsError> {
+        let mut pools = Vec::with_capacity(config.endpoints.len());
         let mut checkers = Vec::new();
         for endpoint in &config.endpoints {
-            let tls = match &tls {
-                Some(tls) => Some((tls.clone(), tls.server_name_for(endpoint)?)),
-                None => None,
-            };
             let name = format!("{}/{endpoint}", config.name);
             let connections = carry
-                .obtain("upstream_connections", &name, &identity, || {
+                .obtain("upstream_connections", &name, identity, || {
                     Ok::<_, Infallible>(Connections::<Body>::default())
                 })
                 .unwrap_or_else(|never| match never {});
@@ -158,22 +413,8 @@ impl Cluster {
                     Ok::<_, Infallible>(EndpointState::default())
                 })
                 .unwrap_or_else(|never| match never {});
-            let pool = Arc::new(EndpointPool::new(
-                endpoint.clone(),
-                PoolSetup {
-                    protocol: config.protocol,
-                    connect_timeout: config.connect_timeout,
-                    settings: config.pool.clone(),
-                    metrics: cluster_metrics.clone(),
-                    tls,
-                    connections,
-                    state: state.clone(),
-                    limits: limits.clone(),
-                    max_connections: policy.circuit_breaker.max_connections,
-                    max_pending: policy.circuit_breaker.max_pending_requests,
-                },
-            ));
-            if let Some(check) = &policy.health_check {
+            let pool = maker.pool(endpoint.clone(), endpoint, state.clone(), connections)?;
+            if let Some(check) = &config.policy.health_check {
                 // One checker per endpoint however many routes use the cluster; restarted
                 // only when what it checks with changes.
                 let checker_config = (check.clone(), identity.clone(), config.connect_timeout);
@@ -191,62 +432,48 @@ impl Cluster {
                 // Without checks, an endpoint is not held to an old verdict.
                 state.set_healthy(true);
             }
-            endpoints.push(pool);
+            pools.push(pool);
         }
-        let labels: Vec<String> = config.endpoints.iter().map(|e| e.to_string()).collect();
-        Ok(Cluster {
-            host: HeaderValue::from_str(&config.name)
-                .unwrap_or_else(|_| HeaderValue::from_static("upstream")),
-            name: config.name.as_str().into(),
-            protocol: config.protocol,
-            connect_timeout: config.connect_timeout,
-            states: endpoints.iter().map(|e| e.state.clone()).collect(),
-            endpoints,
-            balancer: Selection::new(policy, &labels),
-            hash_key: match &policy.balancing {
-                BalancingPolicy::ConsistentHash { key, .. } => Some(key.clone()),
-                _ => None,
-            },
-            ewma_decay: match policy.balancing {
-                BalancingPolicy::LeastRequest { peak_ewma, .. } => peak_ewma,
-                _ => None,
-            },
-            plain: matches!(policy.balancing, BalancingPolicy::RoundRobin)
-                && !policy.filters_endpoints()
-                && policy.slow_start.is_none(),
-            tracks_load: !matches!(policy.balancing, BalancingPolicy::RoundRobin)
-                || policy.filters_endpoints()
-                || policy.circuit_breaker.max_requests.is_some(),
-            policy: policy.clone(),
-            limits,
-            _checkers: checkers,
-        })
+        Ok(maker.set(pools, config.policy.weights.clone(), checkers))
     }
 
-    /// The endpoints usable now, for the balancer.
-    pub(crate) fn candidates(&self) -> Candidates<'_> {
+    /// The endpoints now.
+    pub(crate) fn endpoints(&self) -> CurrentSet<'_> {
+        match &self.endpoints {
+            Endpoints::Static(set) => CurrentSet::Borrowed(set),
+            Endpoints::Dynamic { current, .. } => CurrentSet::Shared(current.load_full()),
+        }
+    }
+
+    /// The endpoints of `set` usable now, for the balancer.
+    pub(crate) fn candidates<'s>(&self, set: &'s EndpointSet) -> Candidates<'s> {
         if self.policy.filters_endpoints() || self.policy.slow_start.is_some() {
-            Candidates::usable(&self.states, &self.policy.weights, &self.policy)
+            Candidates::usable(&set.states, &set.weights, &self.policy)
         } else {
-            Candidates::all(&self.states, &self.policy.weights)
+            Candidates::all(&set.states, &set.weights)
         }
     }
 
-    /// The order to try endpoints in for `req`: the balancer's pick first.
-    fn order<B>(&self, req: &Request<B>, tried: Option<&TriedEndpoints>) -> Failover<'_> {
+    /// The order to try `set`'s endpoints in for `req`: the balancer's pick first.
+    fn order<'s, B>(
+        &self,
+        set: &'s EndpointSet,
+        req: &Request<B>,
+        tried: Option<&TriedEndpoints>,
+    ) -> Failover<'s> {
         if let (Some(round_robin), None) = (
-            self.plain.then_some(()).and(self.balancer.round_robin()),
+            self.plain.then_some(()).and(set.balancer.round_robin()),
             tried,
         ) {
             // Round robin over endpoints that are all usable: what most clusters are.
-            return Failover::starting_at(round_robin.next_turn(), self.endpoints.len());
+            return Failover::starting_at(round_robin.next_turn(), set.pools.len());
         }
         let key = match &self.hash_key {
             Some(key) => balance::request_key(key, req),
             None => 0,
         };
-        let candidates = self.candidates();
-        let pick = self.balancer.pick(&candidates, key);
+        let candidates = self.candidates(set);
+        let pick = set.balancer.pick(&candidates, key);
         let avoid = tried.map_or(0, |t| t.endpoints.load(Relaxed));
         Failover::new(candidates, pick, avoid)
     }
@@ -266,18 +493,18 @@ impl Cluster {
     }
 
     /// Tell outlier detection (if on) how a request to endpoint `index` went.
-    fn report(&self, index: usize, outcome: Outcome) {
+    fn report(&self, set: &EndpointSet, index: usize, outcome: Outcome) {
         let Some(settings) = &self.policy.outlier_detection else {
             return;
         };
-        let state = &self.states[index];
+        let state = &set.states[index];
         if state.observe(outcome, settings) {
             let now = endpoint::now_ms();
-            let ejected = self.states.iter().filter(|s| s.is_ejected(now)).count();
+            let ejected = set.states.iter().filter(|s| s.is_ejected(now)).count();
             // Never eject past the maximum share: a cluster must not eject itself to zero.
-            let allowed = self.states.len() * settings.max_ejection_percent as usize / 100;
+            let allowed = set.states.len() * settings.max_ejection_percent as usize / 100;
             if ejected < allowed && !state.is_ejected(now) {
-                tracing::warn!(cluster = %self.name, endpoint = %self.endpoints[index].label, ?outcome, "endpoint ejected");
+                tracing::warn!(cluster = %self.name, endpoint = %set.pools[index].label, ?outcome, "endpoint ejected");
                 state.eject(settings, now);
             }
         }
@@ -297,11 +524,12 @@ impl Cluster {
         }
         // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
         let admitted = self.admit()?;
-        let order = self.order(&req, tried.as_ref());
+        let set = self.endpoints();
+        let order = self.order(&set, &req, tried.as_ref());
         let mut req = to_http1(req, &self.host);
         let mut last_error = None;
         for (attempt, index) in order.enumerate() {
-            let endpoint = &self.endpoints[index];
+            let endpoint = &set.pools[index];
             if let Some(tried) = &tried {
                 tried.mark(index, endpoint, attempt == 0);
             }
@@ -309,28 +537,28 @@ impl Cluster {
             if let Some(mut lease) = endpoint.checkout_http1().await {
                 match lease.sender().try_send_request(req).await {
                     Ok(response) => {
-                        return self.answered(index, response, Some(lease), sent, admitted)
+                        return self.answered(&set, index, response, Some(lease), sent, admitted)
                     }
                     // The pooled connection closed before our request went out: use a new one.
                     Err(mut error) => match error.take_message() {
                         Some(request) => req = request,
-                        None => return Err(self.failed(index, error.into_error())),
+                        None => return Err(self.failed(&set, index, error.into_error())),
                     },
                 }
             }
             match Box::pin(self.send_on_new_connection(endpoint, req)).await {
                 Attempt::Answered(response, lease) => {
-                    return self.answered(index, response, lease, sent, admitted)
+                    return self.answered(&set, index, response, lease, sent, admitted)
                 }
-                Attempt::Failed(error) => return Err(self.failed(index, error)),
+                Attempt::Failed(error) => return Err(self.failed(&set, index, error)),
                 Attempt::Refused(error) => return Err(error),
                 Attempt::NotSent(request, error) => {
-                    self.not_sent(index, error, &mut last_error);
+                    self.not_sent(&set, index, error, &mut last_error);
                     req = request;
                 }
             }
         }
-        Err(self.exhausted(last_error))
+        Err(self.exhausted(&set, last_error))
     }
 
     /// HTTP/2 upstreams and HTTP/1.1 upgrades, endpoint by endpoint.
@@ -341,10 +569,11 @@ impl Cluster {
         tried: Option<TriedEndpoints>,
     ) -> Result<Response<Body>, GatewayError> {
         let admitted = self.admit()?;
-        let order = self.order(&req, tried.as_ref());
+        let set = self.endpoints();
+        let order = self.order(&set, &req, tried.as_ref());
         let mut last_error = None;
         for (attempt, index) in order.enumerate() {
-            let endpoint = &self.endpoints[index];
+            let endpoint = &set.pools[index];
             if let Some(tried) = &tried {
                 tried.mark(index, endpoint, attempt == 0);
             }
@@ -357,30 +586,31 @@ impl Cluster {
             };
             match outcome {
                 Attempt::Answered(response, lease) => {
-                    return self.answered(index, response, lease, sent, admitted)
+                    return self.answered(&set, index, response, lease, sent, admitted)
                 }
-                Attempt::Failed(error) => return Err(self.failed(index, error)),
+                Attempt::Failed(error) => return Err(self.failed(&set, index, error)),
                 Attempt::Refused(error) => return Err(error),
                 Attempt::NotSent(request, error) => {
-                    self.not_sent(index, error, &mut last_error);
+                    self.not_sent(&set, index, error, &mut last_error);
                     req = request;
                 }
             }
         }
-        Err(self.exhausted(last_error))
+        Err(self.exhausted(&set, last_error))
     }
 
     /// A response head arrived from endpoint `index`: note its latency and outcome, and
     /// pass it on with the request counted in flight until its body ends.
     fn answered(
         &self,
+        set: &EndpointSet,
         index: usize,
         response: Response<Incoming>,
         lease: Option<Lease<Body>>,
         sent: Sent,
         admitted: Option<Slot>,
     ) -> Result<Response<Body>, GatewayError> {
-        let endpoint = &self.endpoints[index];
+        let endpoint = &set.pools[index];
         if let (Some(decay), Some(started)) = (
             self.ewma_decay,
             sent.in_flight.as_ref().and_then(InFlight::started),
@@ -393,7 +623,7 @@ impl Cluster {
             } else {
                 Outcome::Success
             };
-            self.report(index, outcome);
+            self.report(set, index, outcome);
         }
         let in_flight = sent.in_flight.map(|mut in_flight| {
             in_flight.hold(admitted);
@@ -404,10 +634,10 @@ impl Cluster {
 
     /// The request left for endpoint `index` and the exchange failed: a reset or a bad
     /// response is the endpoint's failure, a body the client did not finish is not.
-    fn failed(&self, index: usize, error: hyper::Error) -> GatewayError {
+    fn failed(&self, set: &EndpointSet, index: usize, error: hyper::Error) -> GatewayError {
         let error = GatewayError::from_upstream_send(error);
         if error.class().source == crate::error::Source::Upstream {
-            self.report(index, Outcome::GatewayFailure);
+            self.report(set, index, Outcome::GatewayFailure);
         }
         error
     }
@@ -415,16 +645,22 @@ impl Cluster {
     /// No connection to endpoint `index`: the request may go to the next one (the reason is
     /// kept for the final error). An overflow is the gateway's limit, not the endpoint's
     /// failure.
-    fn not_sent(&self, index: usize, error: ConnectError, last_error: &mut Option<ConnectError>) {
+    fn not_sent(
+        &self,
+        set: &EndpointSet,
+        index: usize,
+        error: ConnectError,
+        last_error: &mut Option<ConnectError>,
+    ) {
         tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
         if !matches!(error, ConnectError::Overflow(_)) {
-            self.report(index, Outcome::GatewayFailure);
+            self.report(set, index, Outcome::GatewayFailure);
         }
         *last_error = Some(error);
     }
 
     /// The error once every endpoint has refused a connection.
-    fn exhausted(&self, last_error: Option<ConnectError>) -> GatewayError {
+    fn exhausted(&self, set: &EndpointSet, last_error: Option<ConnectError>) -> GatewayError {
         match last_error {
             Some(ConnectError::Timeout { .. }) => GatewayError::UpstreamConnectTimeout {
                 cluster: self.name.to_string(),
@@ -440,9 +676,13 @@ impl Cluster {
                 source,
             },
             Some(ConnectError::Overflow(limit)) => self.overflow(limit),
-            None if self.endpoints.is_empty() => GatewayError::UpstreamConnect {
+            None if set.pools.is_empty() => GatewayError::UpstreamConnect {
                 cluster: self.name.to_string(),
-                source: std::io::Error::other("the cluster has no endpoints"),
+                source: std::io::Error::other(if self.policy.dns.is_some() {
+                    "the cluster's names resolve to no address (yet)"
+                } else {
+                    "the cluster has no endpoints"
+                }),
             },
             None => GatewayError::NoHealthyUpstream {
                 cluster: self.name.to_string(),
@@ -527,6 +767,28 @@ impl Cluster {
                 "the HTTP/2 connection closed before the request was sent",
             ),
         })
+    }
+}
+
+/// Follow `discovery`: a new endpoint set for every new list of addresses.
+fn follow(
+    discovery: Arc<discovery::Discovery>,
+    maker: EndpointMaker,
+    current: Arc<ArcSwap<EndpointSet>>,
+) -> Option<tokio::task::AbortHandle> {
+    let mut addresses = discovery.addresses.clone();
+    let task = async move {
+        while addresses.changed().await.is_ok() {
+            let list = addresses.borrow_and_update().clone();
+            current.store(Arc::new(maker.discovered(&discovery, &list)));
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => Some(runtime.spawn(task).abort_handle()),
+        Err(_) => {
+            tracing::warn!("no runtime to follow DNS discovery on");
+            None
+        }
     }
 }
 

@@ -173,6 +173,19 @@ pub(crate) struct RetryBudget {
     pub(crate) window: Duration,
 }
 
+/// DNS discovery: endpoints whose host is a name are resolved (A and AAAA) again and again,
+/// each address an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Dns {
+    /// When to resolve again after a failure (and when an answer has no usable TTL).
+    pub(crate) refresh: Duration,
+    /// Answers' TTLs are held within these bounds.
+    pub(crate) min_ttl: Duration,
+    pub(crate) max_ttl: Duration,
+    /// `None` = the system's resolver configuration (`/etc/resolv.conf`).
+    pub(crate) nameservers: Option<Vec<std::net::SocketAddr>>,
+}
+
 /// All of a cluster's balancing and resilience settings, typed and defaulted.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ClusterPolicy {
@@ -186,6 +199,8 @@ pub(crate) struct ClusterPolicy {
     pub(crate) panic_threshold: u32,
     pub(crate) circuit_breaker: CircuitBreaker,
     pub(crate) retry_budget: RetryBudget,
+    /// DNS discovery; `None` = endpoints as written (names resolved per connection).
+    pub(crate) dns: Option<Dns>,
 }
 
 impl ClusterPolicy {
@@ -250,6 +265,26 @@ pub(crate) fn describe(cluster: &crate::config::model::Cluster) -> Vec<(&'static
             format!(
                 "{} % (below it, every endpoint is used)",
                 policy.panic_threshold
+            ),
+        ));
+    }
+    if let Some(dns) = &policy.dns {
+        lines.push((
+            "dns discovery",
+            format!(
+                "names resolved (A and AAAA) when their TTL runs out ({:?}..{:?}), {:?} after a \
+                 failure, via {}; each address is an endpoint (live list: /clusters)",
+                dns.min_ttl,
+                dns.max_ttl,
+                dns.refresh,
+                match &dns.nameservers {
+                    Some(servers) => servers
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    None => "the system's resolver".into(),
+                }
             ),
         ));
     }
@@ -349,6 +384,20 @@ pub(crate) struct CircuitBreakerFile {
     pub(crate) max_retries: Option<u64>,
 }
 
+/// `dns` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DnsFile {
+    /// Default `5s`.
+    pub(crate) refresh: Option<String>,
+    /// Default `1s`.
+    pub(crate) min_ttl: Option<String>,
+    /// Default `300s`.
+    pub(crate) max_ttl: Option<String>,
+    /// `IP:port` of DNS servers. Default: the system's (`/etc/resolv.conf`).
+    pub(crate) nameservers: Option<Vec<String>>,
+}
+
 /// `retry_budget` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -369,6 +418,7 @@ pub(crate) struct PolicyFiles<'a> {
     pub(crate) panic_threshold: Option<u32>,
     pub(crate) circuit_breaker: Option<&'a CircuitBreakerFile>,
     pub(crate) retry_budget: Option<&'a RetryBudgetFile>,
+    pub(crate) dns: Option<&'a DnsFile>,
     /// The cluster speaks HTTP/2 (gRPC health checks need it).
     pub(crate) http2: bool,
 }
@@ -467,7 +517,12 @@ pub(crate) fn check(
         DEFAULT_BUDGET_WINDOW,
         false,
     );
+    let dns = match files.dns {
+        None => Some(None),
+        Some(file) => dns(file, &cluster.key("dns"), endpoints, checker).map(Some),
+    };
     Some(ClusterPolicy {
+        dns: dns?,
         balancing: balancing?,
         weights: weights?,
         slow_start: slow_start?,
@@ -654,6 +709,78 @@ fn balancing(
         }
     };
     ok.then_some(policy)
+}
+
+fn dns(
+    file: &DnsFile,
+    path: &KeyPath,
+    endpoints: &[String],
+    checker: &mut Checker<'_>,
+) -> Option<Dns> {
+    let named = endpoints.iter().any(|text| {
+        crate::config::parse_endpoint(text)
+            .is_ok_and(|e| e.host.parse::<std::net::IpAddr>().is_err())
+    });
+    if !named {
+        checker.report(
+            path,
+            "none of the cluster's endpoints is a DNS name: there is nothing to discover",
+        );
+        return None;
+    }
+    let refresh = checker.duration(
+        &path.key("refresh"),
+        file.refresh.as_deref(),
+        Duration::from_secs(5),
+        false,
+    );
+    let min_ttl = checker.duration(
+        &path.key("min_ttl"),
+        file.min_ttl.as_deref(),
+        Duration::from_secs(1),
+        false,
+    );
+    let max_ttl = checker.duration(
+        &path.key("max_ttl"),
+        file.max_ttl.as_deref(),
+        Duration::from_secs(300).max(min_ttl.unwrap_or_default()),
+        false,
+    );
+    if let (Some(min), Some(max)) = (min_ttl, max_ttl) {
+        if max < min {
+            checker.report(
+                &path.key("max_ttl"),
+                format!("{max:?} is shorter than min_ttl ({min:?})"),
+            );
+            return None;
+        }
+    }
+    let nameservers = match &file.nameservers {
+        None => Some(None),
+        Some(list) if list.is_empty() => {
+            checker.report(
+                &path.key("nameservers"),
+                "name at least one server, or leave the key out for the system's",
+            );
+            None
+        }
+        Some(list) => {
+            let parsed: Vec<Option<std::net::SocketAddr>> = list
+                .iter()
+                .enumerate()
+                .map(|(index, text)| {
+                    checker.socket_addr(&path.key("nameservers").index(index), text)
+                })
+                .collect();
+            parsed.into_iter().collect::<Option<Vec<_>>>().map(Some)
+        }
+    };
+    Some(Dns {
+        refresh: refresh?,
+        min_ttl: min_ttl?,
+        max_ttl: max_ttl?,
+        nameservers: nameservers?,
+    })
 }
 
 fn hash_key(text: &str) -> Result<HashKey, String> {
@@ -914,6 +1041,7 @@ pub(crate) mod tests_support {
                 min_retries: 10,
                 window: Duration::from_secs(10),
             },
+            dns: None,
         }
     }
 }
@@ -933,6 +1061,7 @@ mod reference {
             "panic_threshold",
             "circuit_breaker",
             "retry_budget",
+            "dns",
         ]
         .iter()
         .map(|k| k.to_string())
@@ -943,6 +1072,7 @@ mod reference {
             serde_json::to_value(OutlierDetectionFile::default()),
             serde_json::to_value(CircuitBreakerFile::default()),
             serde_json::to_value(RetryBudgetFile::default()),
+            serde_json::to_value(DnsFile::default()),
         ]
         .into_iter()
         .flatten()

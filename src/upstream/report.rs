@@ -16,9 +16,10 @@ impl Cluster {
     /// The cluster and each endpoint's state, for `/clusters`.
     pub(crate) fn status(&self) -> Value {
         let now = now_ms();
-        let candidates = self.candidates();
-        let endpoints: Vec<Value> = self
-            .endpoints
+        let set = self.endpoints();
+        let candidates = self.candidates(&set);
+        let endpoints: Vec<Value> = set
+            .pools
             .iter()
             .enumerate()
             .map(|(index, pool)| {
@@ -26,7 +27,7 @@ impl Cluster {
                 let counters = &state.counters;
                 json!({
                     "address": pool.label.as_ref(),
-                    "weight": self.policy.weights.get(index).copied().unwrap_or(1),
+                    "weight": set.weights.get(index).copied().unwrap_or(1),
                     "healthy": state.is_healthy(),
                     "ejected": state.is_ejected(now),
                     "ejected_for_ms": state.ejected_for(now),
@@ -54,14 +55,14 @@ impl Cluster {
             "name": self.name.as_ref(),
             "policy": self.policy.balancing.describe(),
             "panic": self.policy.filters_endpoints()
-                && candidates.usable_count() == self.endpoints.len()
-                && self.endpoints.iter().any(|e| !e.state.is_usable(now)),
+                && candidates.usable_count() == set.pools.len()
+                && set.pools.iter().any(|e| !e.state.is_usable(now)),
             "open_connections": self.limits.current(Limit::Connections),
             // Requests (in flight and in total) are counted per endpoint for clusters that use
             // any balancing or resilience feature; a plain round-robin cluster does not pay
             // for it.
             "load_tracked": self.tracks_load,
-            "active_requests": self.endpoints.iter().map(|e| e.state.active()).sum::<u64>(),
+            "active_requests": set.pools.iter().map(|e| e.state.active()).sum::<u64>(),
             "overflows": overflows,
             "retry_budget_exhausted": self.limits.budget_exhausted.load(Relaxed),
             "endpoints": endpoints,
@@ -108,7 +109,7 @@ pub(crate) fn render_metrics(clusters: &[std::sync::Arc<Cluster>], out: &mut Str
     for (name, kind, help) in endpoint_series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for cluster in clusters {
-            for pool in &cluster.endpoints {
+            for pool in &cluster.endpoints().pools {
                 let state = &pool.state;
                 let value = match name {
                     "portico_upstream_endpoint_healthy" => u64::from(state.is_healthy()),
@@ -137,7 +138,7 @@ pub(crate) fn render_metrics(clusters: &[std::sync::Arc<Cluster>], out: &mut Str
         "# HELP {name} Active health checks by endpoint and result.\n# TYPE {name} counter"
     );
     for cluster in clusters {
-        for pool in &cluster.endpoints {
+        for pool in &cluster.endpoints().pools {
             let counters = &pool.state.counters;
             for (result, value) in [
                 ("passed", counters.health_checks_passed.load(Relaxed)),

@@ -10,6 +10,7 @@ mod common;
 mod admission;
 mod balancing;
 mod cli;
+mod discovery;
 mod fuzz;
 mod headers;
 mod hostile_connections;
