@@ -574,3 +574,49 @@ routes:
     );
     assert!(text.contains("health check:       TCP connect"), "{text}");
 }
+
+#[tokio::test]
+async fn an_endpoints_health_survives_a_reload_that_keeps_it() {
+    let ok = || Arc::new(AtomicU16::new(200));
+    let a = switchable_backend("a", ok(), ok()).await;
+    let b_health = Arc::new(AtomicU16::new(503));
+    let b = switchable_backend("b", b_health.clone(), ok()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portico.yaml");
+    let write = |timeout: &str| {
+        std::fs::write(
+            &path,
+            admin_config(&format!(
+                r#"runtime: {{ watch_interval: 0s }}
+clusters:
+  - name: checked
+    endpoints: ["{a}", "{b}"]
+    panic_threshold: 0
+    health_check: {{ interval: 1h, jitter: 0s, unhealthy_threshold: 1 }}
+routes:
+  - {{ cluster: checked, timeout: {timeout} }}
+"#
+            )),
+        )
+        .expect("write config");
+    };
+    write("5s");
+    let gw = TestGateway::start_file(path.clone()).await;
+    let healthy_b = endpoint_series("portico_upstream_endpoint_healthy", "checked", b);
+    // The first check runs at once; the next would be an hour later.
+    wait_series(&gw, &healthy_b, 0).await;
+    b_health.store(200, Relaxed);
+
+    write("6s");
+    within("a reload", gw.reload.reload())
+        .await
+        .expect("reload");
+    // The same checker (no new check for an hour) and the same state: still unhealthy,
+    // still skipped.
+    assert_eq!(gw.metric(&healthy_b).await, 0);
+    let checks = format!(
+        "portico_upstream_health_checks_total{{cluster=\"checked\",endpoint=\"{b}\",result=\"failed\"}}"
+    );
+    assert_eq!(gw.metric(&checks).await, 1);
+    assert_eq!(spread(&gw, "/", 6).await.get("b"), None);
+}

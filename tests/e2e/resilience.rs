@@ -295,3 +295,68 @@ routes:
     }
     assert!(errors.is_empty(), "{} errors: {errors:?}", errors.len());
 }
+
+/// The access log line of the request with `request_id` in the file at `path`.
+async fn log_line(path: &std::path::Path, request_id: &str) -> serde_json::Value {
+    let line = within("the access log line", async {
+        loop {
+            let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(request_id)) {
+                return line.to_string();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    serde_json::from_str(&line).expect("a JSON line")
+}
+
+#[tokio::test]
+async fn a_slow_try_is_cut_by_the_per_try_timeout_and_the_access_log_counts_the_tries() {
+    // `silent` takes requests and never answers; `good` answers.
+    let silent = backend(|_req| async {
+        std::future::pending::<()>().await;
+        http::Response::new(full(""))
+    })
+    .await;
+    let good = echo_backend("good").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let gw = TestGateway::start(&format!(
+        r#"access_log: {{ path: "{}" }}
+listeners:
+  - {{ name: public, address: "127.0.0.1:0" }}
+clusters:
+  - {{ name: mixed, endpoints: ["{silent}", "{good}"] }}
+routes:
+  - cluster: mixed
+    timeout: 10s
+    retry: {{ retries: 1, on: [timeout], per_try_timeout: 100ms, backoff_base: 0s, backoff_max: 0s }}
+"#,
+        log.display()
+    ))
+    .await;
+    let mut client = Client::new(gw.addr).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        // Round robin: each first try goes to `silent` (a retry takes the next turn).
+        let reply = client.get("/", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.headers["x-backend"], "good");
+        ids.push(
+            reply.headers["x-request-id"]
+                .to_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+    let mut attempts = Vec::new();
+    for id in &ids {
+        attempts.push(
+            log_line(&log, id).await["attempts"]
+                .as_u64()
+                .expect("attempts"),
+        );
+    }
+    assert_eq!(attempts, [2, 2]);
+}

@@ -64,4 +64,27 @@ mod tests {
             [100, 200, 300]
         );
     }
+
+    #[test]
+    fn an_endpoint_in_slow_start_gets_a_growing_share() {
+        let states = states(2);
+        let weights = [1, 1];
+        let window = std::time::Duration::from_secs(100);
+        let mut candidates = Candidates::all(&states, &weights);
+        candidates.slow_start = Some(window);
+        // Both joined at about the same moment: 10 % of the window in, each ramps at 0.1.
+        let joined = crate::upstream::endpoint::now_ms();
+        candidates.now = joined + 10_000;
+        assert_eq!(candidates.effective_weight(0), 100);
+        // Long after, the ramp is over.
+        candidates.now = joined + 200_000;
+        assert_eq!(candidates.effective_weight(0), 1000);
+        // A newcomer next to an old endpoint: a tenth of the old one's share at first.
+        let old = &states[0];
+        let newcomer = std::sync::Arc::new(crate::upstream::endpoint::EndpointState::default());
+        assert!(newcomer.ramp(Some(window), joined) <= 0.11);
+        assert_eq!(old.ramp(Some(window), joined + 100_000), 1.0);
+        let picks = spread(&WeightedRoundRobin::new(2), &candidates, 100, |_| 0);
+        assert_eq!(picks, [50, 50]);
+    }
 }
