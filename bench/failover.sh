@@ -10,6 +10,8 @@
 #   bench/failover.sh --rate R               offered load, req/s over all connections
 #                                            (default 2000)
 #   bench/failover.sh --conns C              connections (default 10; R / C each)
+#   bench/failover.sh --no-resilience        the same cluster without health checks, outlier
+#                                            detection and retries (for comparison)
 #
 # The backends are three NGINX origins (`return 200`, one worker each). Portico (one worker,
 # access log off) runs the cluster with its resilience settings on: active HTTP health
@@ -28,13 +30,15 @@ BIN=$ROOT/target/release/portico
 DUR=20
 RATE=2000
 CONNS=10
+RESILIENCE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) shift; BIN=$1 ;;
     --duration) shift; DUR=$1 ;;
     --rate) shift; RATE=$1 ;;
     --conns) shift; CONNS=$1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --no-resilience) RESILIENCE=0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -90,6 +94,16 @@ kill_origin() { # INDEX: master and worker at once, as a crash would
 
 for i in 1 2 3; do start_origin "$i"; done
 
+if [ "$RESILIENCE" = 1 ]; then
+  CLUSTER_KEYS="
+    health_check: { path: /, interval: 1s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1 }
+    outlier_detection: { consecutive_gateway_failures: 1, base_ejection_time: 2s }"
+  ROUTE_KEYS="
+    retry: { retries: 2 }"
+else
+  CLUSTER_KEYS=""
+  ROUTE_KEYS=""
+fi
 cat > "$RUN/portico.yaml" <<YAML
 runtime: { workers: 1, watch_interval: 0s, drain_timeout: 0s }
 access_log: { enabled: false }
@@ -100,13 +114,10 @@ listeners:
     limits: { idle_timeout: 300s }
 clusters:
   - name: three
-    endpoints: [127.0.0.1:$((BASE + 1)), 127.0.0.1:$((BASE + 2)), 127.0.0.1:$((BASE + 3))]
-    health_check: { path: /, interval: 1s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1 }
-    outlier_detection: { consecutive_gateway_failures: 1, base_ejection_time: 2s }
+    endpoints: [127.0.0.1:$((BASE + 1)), 127.0.0.1:$((BASE + 2)), 127.0.0.1:$((BASE + 3))]$CLUSTER_KEYS
 routes:
   - name: all
-    cluster: three
-    retry: { retries: 2 }
+    cluster: three$ROUTE_KEYS
 YAML
 "$BIN" run -c "$RUN/portico.yaml" > "$RUN/portico.log" 2>&1 &
 PORTICO=$!
@@ -139,7 +150,7 @@ victim="endpoint=\"127.0.0.1:$((BASE + 2))\""
 {
   echo "# Failover under load ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   echo
-  echo "$CONNS connections x $PER_CONN req/s for ${DUR}s, backend 2 killed at ${KILL_AT%.*}s and restarted at ${RESTART_AT%.*}s"
+  echo "$CONNS connections x $PER_CONN req/s for ${DUR}s, backend 2 killed at ${KILL_AT%.*}s and restarted at ${RESTART_AT%.*}s; resilience settings: $([ "$RESILIENCE" = 1 ] && echo on || echo off)"
   echo
   echo "| requests | 2xx | non-2xx | failed | errored | retries | ejections of backend 2 | failed health checks of backend 2 |"
   echo "|---|---|---|---|---|---|---|---|"
