@@ -620,3 +620,68 @@ routes:
     assert_eq!(gw.metric(&checks).await, 1);
     assert_eq!(spread(&gw, "/", 6).await.get("b"), None);
 }
+
+#[tokio::test]
+async fn a_health_checker_stops_when_its_endpoint_leaves_the_config() {
+    let a = echo_backend("a").await;
+    // `b` reports every connection that closes: the checker keeps one open between checks.
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let checks = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let b = listener.local_addr().expect("addr");
+    let counter = checks.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (closed, counter) = (closed_tx.clone(), counter.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    counter.fetch_add(1, Relaxed);
+                    async { Ok::<_, std::convert::Infallible>(http::Response::new(full("ok"))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                let _ = closed.send(());
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portico.yaml");
+    let write = |endpoints: &str| {
+        std::fs::write(
+            &path,
+            admin_config(&format!(
+                r#"runtime: {{ watch_interval: 0s }}
+clusters:
+  - name: checked
+    endpoints: [{endpoints}]
+    health_check: {{ interval: 10ms, jitter: 0s }}
+routes:
+  - {{ cluster: checked }}
+"#
+            )),
+        )
+        .expect("write config");
+    };
+    write(&format!("\"{a}\", \"{b}\""));
+    let gw = TestGateway::start_file(path.clone()).await;
+    within("checks of b", async {
+        while checks.load(Relaxed) < 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    write(&format!("\"{a}\""));
+    within("a reload", gw.reload.reload())
+        .await
+        .expect("reload");
+    // The old runtime goes, and with it b's checker and the connection it kept.
+    within("b's checker to stop", closed.recv())
+        .await
+        .expect("a closed connection");
+    let series = endpoint_series("portico_upstream_endpoint_healthy", "checked", b);
+    let text = metrics(gw.admin.expect("admin")).await;
+    assert!(!text.contains(&series), "b is gone from /metrics");
+}
