@@ -9,8 +9,9 @@
 //!        └ gateway::handle (gateway.rs)      request id, admission + routing, forwarding
 //!           │                                headers, request context, completion
 //!           └ route stack (stack.rs)         response headers → rescue → body limit → auth
-//!              │                             → request transforms → timeout → retry
-//!              └ upstream (upstream/)        circuit breaker, balancer pick among usable
+//!              │                             → request transforms → timeout
+//!              └ upstream (upstream/)        the route's retries, circuit breaker,
+//!                                            balancer pick among usable
 //!                                            endpoints + failover, pooled connection, TLS,
 //!                                            tunnel for upgrades; health checks and outlier
 //!                                            detection keep the endpoints' state

@@ -7,14 +7,15 @@
 //! policies pays almost nothing for them, and no future is boxed until the upstream's.
 //!
 //! The order is the design: read [`build_route_stack`] top to bottom (response headers →
-//! rescue → body limit → auth → request transforms → timeout → retry → upstream).
+//! rescue → body limit → auth → request transforms → timeout → upstream, with the route's
+//! retries).
 
 use crate::body::Body;
 use crate::concerns::RoutePolicies;
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
-use crate::middleware::retry::{Retry, RetryLayer};
+use crate::middleware::retry::Retrying;
 use crate::middleware::timeout::{Timeout, TimeoutLayer};
 use crate::middleware::transform::{
     RequestTransform, RequestTransformLayer, ResponseHeaders, ResponseHeadersLayer,
@@ -28,7 +29,7 @@ use tower_service::Service;
 
 /// Every route's stack, outermost first (as built in [`build_route_stack`]).
 pub(crate) type RouteStack =
-    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Retry<Upstream>>>>>>>;
+    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>;
 
 /// Compose one route's stack over its cluster.
 pub(crate) fn build_route_stack(
@@ -51,14 +52,14 @@ pub(crate) fn build_route_stack(
         AuthLayer::new(&policies.auth),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
-        // Measures the upstream and nothing the gateway does first; around the retries, so
-        // that the route's timeout bounds all tries together.
+        // Innermost, so that it measures the upstream and nothing the gateway does first —
+        // all of a retrying route's tries together.
         TimeoutLayer::new(&policies.timeout),
-        // Innermost: a retry repeats only the upstream call (each try bounded by its own
-        // per-try timeout), and the route's budget counts against this cluster.
-        RetryLayer::new(&policies.retry, &cluster),
     );
-    layers.layer(Upstream::new(cluster))
+    // The upstream call, with the route's retries if it has any: a retry repeats only the
+    // upstream call (each try bounded by its per-try timeout), against this cluster's budget.
+    let retrying = Retrying::new(&policies.retry, &cluster);
+    layers.layer(Upstream::new(cluster, retrying))
 }
 
 /// Run a request through a route's stack. Never fails: the rescue layer has made every

@@ -1,7 +1,8 @@
 //! Retries, per route: the `retry` key.
 //!
-//! Sits innermost, between the route timeout and the upstream: the route's `timeout` bounds
-//! all tries together, and `per_try_timeout` each one. A try that fails in a listed way
+//! Runs in the upstream call, the innermost service of the route's stack (so below the route
+//! timeout: the route's `timeout` bounds all tries together, and `per_try_timeout` each one).
+//! A route without `retry` calls its cluster directly and pays nothing for this. A try that fails in a listed way
 //! (`connect_failure`, `reset`, `timeout`, or a listed status such as 503) is tried again
 //! after an exponential back-off with full jitter, preferring an endpoint the request has
 //! not been to yet (`upstream::TriedEndpoints`).
@@ -28,16 +29,10 @@ use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tower_layer::Layer;
-use tower_service::Service;
 
 const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
@@ -248,97 +243,22 @@ impl RoutePolicy for RetryPolicy {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AttemptCount(pub(crate) Arc<AtomicU32>);
 
-/// What a retrying route's layer needs: its settings and its cluster (budget, limits).
-#[derive(Clone)]
+/// What a retrying route's upstream call needs: its settings and its cluster (budget,
+/// limits). Made once per route; a route without retries has none and its upstream call
+/// is the cluster's, untouched.
 pub(crate) struct Retrying {
     settings: Arc<RetrySettings>,
     cluster: Arc<Cluster>,
 }
 
-#[derive(Clone)]
-pub(crate) struct RetryLayer {
-    retrying: Option<Retrying>,
-}
-
-impl RetryLayer {
-    pub(crate) fn new(policy: &RetryPolicy, cluster: &Arc<Cluster>) -> RetryLayer {
-        RetryLayer {
-            retrying: policy.retry.as_ref().map(|settings| Retrying {
+impl Retrying {
+    pub(crate) fn new(policy: &RetryPolicy, cluster: &Arc<Cluster>) -> Option<Arc<Retrying>> {
+        policy.retry.as_ref().map(|settings| {
+            Arc::new(Retrying {
                 settings: settings.clone(),
                 cluster: cluster.clone(),
-            }),
-        }
-    }
-}
-
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-
-    fn layer(&self, inner: S) -> Retry<S> {
-        Retry {
-            inner,
-            // One allocation per route, not per request: a route without retries clones a
-            // `None`.
-            retrying: self.retrying.clone().map(Arc::new),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Retry<S> {
-    inner: S,
-    retrying: Option<Arc<Retrying>>,
-}
-
-type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
-
-impl<S> Service<Request<Body>> for Retry<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response<Body>;
-    type Error = GatewayError;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        match &self.retrying {
-            None => ResponseFuture::Once {
-                future: self.inner.call(req),
-            },
-            Some(retrying) => ResponseFuture::Retrying {
-                future: Box::pin(tries(self.inner.clone(), retrying.clone(), req)),
-            },
-        }
-    }
-}
-
-pin_project! {
-    #[project = ResponseFutureProj]
-    pub(crate) enum ResponseFuture<F> {
-        Once { #[pin] future: F },
-        Retrying { future: Boxed },
-    }
-}
-
-impl<F> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, GatewayError>>,
-{
-    type Output = Result<Response<Body>, GatewayError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ResponseFutureProj::Once { future } => future.poll(cx),
-            ResponseFutureProj::Retrying { future } => future.as_mut().poll(cx),
-        }
+            })
+        })
     }
 }
 
@@ -388,14 +308,11 @@ async fn keep_body(
     }
 }
 
-async fn tries<S>(
-    mut inner: S,
+/// Send `req` to the route's cluster, trying again as the route's settings allow.
+pub(crate) async fn tries(
     retrying: Arc<Retrying>,
     req: Request<Body>,
-) -> Result<Response<Body>, GatewayError>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>,
-{
+) -> Result<Response<Body>, GatewayError> {
     let Retrying { settings, cluster } = &*retrying;
     let attempts = req.extensions().get::<AttemptCount>().cloned();
     let count = |attempts: &Option<AttemptCount>| {
@@ -421,7 +338,7 @@ where
         // Not replayable: one try (connect failures still fail over inside the cluster).
         Err(body) => {
             count(&attempts);
-            return one_try(&mut inner, settings, Request::from_parts(parts, body)).await;
+            return one_try(cluster, settings, Request::from_parts(parts, body)).await;
         }
     };
     cluster.limits.note_request(&cluster.policy.retry_budget);
@@ -438,7 +355,7 @@ where
             ..tried.clone()
         });
         count(&attempts);
-        let result = one_try(&mut inner, settings, req).await;
+        let result = one_try(cluster, settings, req).await;
         if retry >= settings.retries || !retriable(&settings.on, &result) {
             return result;
         }
@@ -460,16 +377,12 @@ where
     }
 }
 
-async fn one_try<S>(
-    inner: &mut S,
+async fn one_try(
+    cluster: &Arc<Cluster>,
     settings: &RetrySettings,
     req: Request<Body>,
-) -> Result<Response<Body>, GatewayError>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>,
-{
-    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    let future = inner.call(req);
+) -> Result<Response<Body>, GatewayError> {
+    let future = cluster.clone().send(req);
     match settings.per_try_timeout {
         None => future.await,
         Some(limit) => match tokio::time::timeout(limit, future).await {

@@ -13,9 +13,9 @@
 //! detection has ejected (`endpoint.rs`), unless too few are left (the panic threshold);
 //! each response's outcome feeds outlier detection and, for `least_request`, the endpoint's
 //! load and latency. The cluster's circuit breaker (`limits.rs`) refuses what is over its
-//! limits at once. A retry (the route's `retry` layer, `middleware/retry.rs`) names the
-//! endpoints it already tried ([`TriedEndpoints`]) and they come last. Settings:
-//! `policy.rs`; what the admin listener shows: `report.rs`.
+//! limits at once. A retry (the route's `retry`, `middleware/retry.rs`, run by
+//! [`Upstream`]) names the endpoints it already tried ([`TriedEndpoints`]) and they come
+//! last. Settings: `policy.rs`; what the admin listener shows: `report.rs`.
 //!
 //! Clusters are built with each runtime; their endpoints' open connections, states and
 //! health checkers are carried over by a reload (resources per endpoint: connections kept
@@ -38,6 +38,7 @@ use crate::config::model;
 use crate::error::GatewayError;
 use crate::forwarding::{strip_hop_by_hop, Framing};
 use crate::metrics::Metrics;
+use crate::middleware::retry::Retrying;
 use crate::resources::ResourceCarry;
 use arc_swap::ArcSwap;
 use balance::{Balancer, Candidates, Failover, Selection};
@@ -933,11 +934,13 @@ fn to_http2(
 #[derive(Clone)]
 pub(crate) struct Upstream {
     cluster: Arc<Cluster>,
+    /// The route's retries (`middleware/retry.rs`); `None` = one call to the cluster.
+    retrying: Option<Arc<Retrying>>,
 }
 
 impl Upstream {
-    pub(crate) fn new(cluster: Arc<Cluster>) -> Upstream {
-        Upstream { cluster }
+    pub(crate) fn new(cluster: Arc<Cluster>, retrying: Option<Arc<Retrying>>) -> Upstream {
+        Upstream { cluster, retrying }
     }
 }
 
@@ -951,6 +954,9 @@ impl tower_service::Service<Request<Body>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        Box::pin(self.cluster.clone().send(req))
+        match &self.retrying {
+            None => Box::pin(self.cluster.clone().send(req)),
+            Some(retrying) => Box::pin(crate::middleware::retry::tries(retrying.clone(), req)),
+        }
     }
 }
