@@ -16,6 +16,11 @@
 #   BENCH_ROUTE_KEYS=$'cors: { allow_origins: ["*"] }\ncompression: {}' bench/instructions.sh ...
 #                                                the cost of route policies: YAML lines of
 #                                                route keys added to the one route
+#   BENCH_LB_VARIANTS=1 bench/instructions.sh BIN  scenario (a) to three endpoints (the origin's
+#                                                three loopback addresses) under round robin,
+#                                                least request (P2C + peak EWMA) and ring
+#                                                hashing on the path: the cost of each policy as
+#                                                a multiple of round robin's
 #
 # For each binary: Portico (one worker, access log off, scenario (a)'s config) runs under
 # `valgrind --tool=callgrind` in front of an NGINX origin, serves `h2load --h1 -c 4` a fixed
@@ -109,6 +114,29 @@ instructions() {
   TOTAL=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
   PROFILE=$out
 }
+
+if [ -n "${BENCH_LB_VARIANTS:-}" ]; then
+  printf '%-50s %-22s %14s %10s\n' "binary (scenario a, 3 endpoints)" policy instr/request "x rr"
+  for binary in "$@"; do
+    rr=""
+    for variant in round_robin p2c_ewma ring_hash; do
+      case "$variant" in
+        round_robin) lb='{ policy: round_robin }' ;;
+        p2c_ewma) lb='{ policy: least_request, peak_ewma: true }' ;;
+        ring_hash) lb='{ policy: consistent_hash, hash_on: path }' ;;
+      esac
+      BENCH_ENDPOINTS=3 BENCH_LB=$lb python3 "$LIB" portico-config a "$ORIGIN_PORT" \
+        "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
+      instructions "$binary" 1000; small=$TOTAL
+      instructions "$binary" 5000; large=$TOTAL
+      per=$(echo "($large - $small) / 4000" | bc -l)
+      [ -n "$rr" ] || rr=$per
+      printf '%-50s %-22s %14.0f %10.3f\n' "$binary" "$variant" "$per" \
+        "$(echo "$per / $rr" | bc -l)"
+    done
+  done
+  exit 0
+fi
 
 printf '%-60s %14s\n' "binary (scenario $SCENARIO)" "instr/request"
 for binary in "$@"; do

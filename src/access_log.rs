@@ -93,6 +93,8 @@ pub(crate) struct AccessRecord {
     pub(crate) duration_ms: f64,
     /// False when the client or the upstream went away before the response was complete.
     pub(crate) completed: bool,
+    /// Tries made upstream: more than 1 when the route retried.
+    pub(crate) attempts: u32,
 }
 
 /// A handle to the writer thread; cheap to clone. The thread ends when the last handle drops
@@ -245,6 +247,7 @@ mod tests {
             bytes_out: 5,
             duration_ms: 1.5,
             completed: true,
+            attempts: 1,
         };
         log.log(&record);
         // The queue holds one line: the second is dropped and counted, never blocking.

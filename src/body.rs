@@ -8,6 +8,7 @@
 //! admin). Nothing is ever buffered whole: frames are passed on as they arrive. An enum rather
 //! than a boxed trait object keeps the plain proxy path free of per-request allocations.
 
+use crate::upstream::endpoint::InFlight;
 use crate::upstream::pool::Lease;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
@@ -349,6 +350,9 @@ pub(crate) struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease<Body>>,
     upstream: Arc<str>,
+    /// The request counted in flight at its endpoint until this body ends; boxed so that
+    /// every response, counted or not, stays as small to move as before.
+    in_flight: Option<Box<InFlight>>,
 }
 
 impl UpstreamBody {
@@ -356,11 +360,13 @@ impl UpstreamBody {
         inner: Incoming,
         lease: Option<Lease<Body>>,
         upstream: Arc<str>,
+        in_flight: Option<Box<InFlight>>,
     ) -> UpstreamBody {
         let mut body = UpstreamBody {
             inner,
             lease,
             upstream,
+            in_flight,
         };
         // An empty response (HEAD, 204, Content-Length: 0) is never polled by the server side.
         if body.inner.is_end_stream() {
@@ -378,6 +384,7 @@ impl UpstreamBody {
         if let Some(lease) = self.lease.take() {
             lease.release();
         }
+        self.in_flight = None;
     }
 }
 

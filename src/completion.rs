@@ -14,6 +14,7 @@ use crate::error::LocalAnswer;
 use crate::forwarding::via_value;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::middleware::auth::identity::Identity;
+use crate::middleware::retry::AttemptCount;
 use crate::request_id::X_REQUEST_ID;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -48,6 +49,8 @@ struct LogFacts {
     path: String,
     version: Version,
     bytes_in: u64,
+    /// Tries of a retrying route's request (`None`: one).
+    attempts: Option<AttemptCount>,
 }
 
 impl RequestRecord {
@@ -69,9 +72,22 @@ impl RequestRecord {
                     path: req.uri().path().to_string(),
                     version: req.version(),
                     bytes_in: declared_length(req.headers()),
+                    attempts: None,
                 })
             }),
         }
+    }
+
+    /// A counter of the tries the retry layer makes, when there is an access log to put it
+    /// in.
+    pub(crate) fn attempts(&mut self) -> Option<AttemptCount> {
+        let facts = self.log.as_mut()?;
+        Some(
+            facts
+                .attempts
+                .get_or_insert_with(AttemptCount::default)
+                .clone(),
+        )
     }
 
     /// Add the gateway's own headers to `response` and attach the completion. `route` is the
@@ -201,6 +217,10 @@ impl Drop for Completion {
                 bytes_out: self.bytes_out,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
                 completed: self.completed,
+                attempts: facts
+                    .attempts
+                    .as_ref()
+                    .map_or(1, |a| a.0.load(Relaxed).max(1)),
             });
         }
     }

@@ -31,6 +31,7 @@ use crate::middleware::fault::FaultPolicy;
 use crate::middleware::ip_rules::IpRulesPolicy;
 use crate::middleware::mirror::MirrorPolicy;
 use crate::middleware::rate_limit::{ConcurrencyPolicy, RateLimitPolicy, RateLimiting};
+use crate::middleware::retry::RetryPolicy;
 use crate::middleware::split::SplitPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
 use crate::middleware::transform::TransformPolicy;
@@ -144,6 +145,8 @@ route_policies! {
     transform: TransformPolicy,
     /// `timeout`.
     timeout: TimeoutPolicy,
+    /// `retry`.
+    retry: RetryPolicy,
 }
 
 /// Declares [`Sections`]: a field per concern section, and the functions over all of them.
@@ -289,6 +292,7 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<AuthPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TransformPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TimeoutPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(<RetryPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
         serde_json::to_value(<AuthProviders as Section>::File::default()),
         serde_json::to_value(<CorsPolicy as RoutePolicy>::File::default()),

@@ -150,6 +150,13 @@ pub(crate) enum GatewayError {
     UpstreamConnectTimeout { cluster: String, timeout: Duration },
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    #[error("cluster {cluster} is at its {limit} limit")]
+    UpstreamOverflow {
+        cluster: String,
+        limit: &'static str,
+    },
+    #[error("cluster {cluster} has no healthy endpoint")]
+    NoHealthyUpstream { cluster: String },
     #[error("the upstream sent an invalid response or closed the connection")]
     UpstreamProtocol(#[source] hyper::Error),
     #[error("HTTP handshake with the upstream failed")]
@@ -190,7 +197,7 @@ pub(crate) enum GatewayError {
     #[error("CORS preflight refused: {} is not an allowed origin of this route", origin.as_deref().unwrap_or("a request without Origin"))]
     CorsPreflightRefused { origin: Option<String> },
     #[error("the request body does not decode as its Content-Encoding says")]
-    BadContentEncoding(#[source] hyper::Error),
+    BadContentEncoding(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the Content-Encoding {0:?} is not accepted here (accepted: {1})")]
     UnsupportedContentEncoding(String, &'static str),
     #[error("{} may not use this route", match .0 { Some(ip) => format!("the client address {ip}"), None => String::from("a client of unknown address") })]
@@ -344,6 +351,20 @@ impl GatewayError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
                 G::DeadlineExceeded,
+                Upstream,
+                Warn,
+            ),
+            UpstreamOverflow { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_overflow",
+                G::Unavailable,
+                Upstream,
+                Warn,
+            ),
+            NoHealthyUpstream { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_upstream",
+                G::Unavailable,
                 Upstream,
                 Warn,
             ),
@@ -677,8 +698,24 @@ impl GatewayError {
                 GatewayError::MalformedRequestBody(err)
             }
             Some(BodyError::Client(_)) => GatewayError::ClientBodyAborted(err),
-            Some(BodyError::Coding(_)) => GatewayError::BadContentEncoding(err),
+            Some(BodyError::Coding(_)) => GatewayError::BadContentEncoding(Box::new(err)),
             Some(BodyError::Upstream(_)) | None => GatewayError::UpstreamProtocol(err),
+        }
+    }
+}
+
+impl GatewayError {
+    /// The error for a request body that could not be read whole (to keep it for retries).
+    pub(crate) fn from_request_body(error: BodyError) -> GatewayError {
+        match error {
+            BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
+            BodyError::Timeout(d) => GatewayError::RequestBodyTimeout(d),
+            BodyError::Client(cause) if is_malformed(&cause) => {
+                GatewayError::MalformedRequestBody(cause)
+            }
+            BodyError::Client(cause) => GatewayError::ClientBodyAborted(cause),
+            BodyError::Coding(cause) => GatewayError::BadContentEncoding(cause),
+            BodyError::Upstream(cause) => GatewayError::UpstreamProtocol(cause),
         }
     }
 }

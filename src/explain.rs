@@ -203,11 +203,14 @@ pub fn explain(
     let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
     let _ = writeln!(
         out,
-        "  endpoints:          {} ({:?}, round robin, connect timeout {:?})",
+        "  endpoints:          {} ({:?}, connect timeout {:?})",
         endpoints.join(", "),
         cluster.protocol,
         cluster.connect_timeout
     );
+    for (label, text) in crate::upstream::policy::describe(cluster) {
+        let _ = writeln!(out, "  {:<19} {text}", format!("{label}:"));
+    }
     if let PathMatch::Template(t) = &route.matcher.path {
         let _ = writeln!(out, "  path template:      {t}");
     }

@@ -46,7 +46,7 @@ pub(crate) async fn handle(
     let head_refusal = conn.state.start_request();
     let runtime = shared.runtime.load_full();
     let request_id = shared.request_ids.take_or_generate(req.headers());
-    let record = RequestRecord::start(
+    let mut record = RequestRecord::start(
         conn.clone(),
         request_id.clone(),
         started,
@@ -93,6 +93,11 @@ pub(crate) async fn handle(
                     }
                 }
             });
+            if entry.retries {
+                if let Some(attempts) = record.attempts() {
+                    req.extensions_mut().insert(attempts);
+                }
+            }
             if entry.context {
                 let caller = Caller::of(req.headers());
                 req.extensions_mut().insert(RequestContext {

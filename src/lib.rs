@@ -13,8 +13,11 @@
 //!              │                             limit → concurrency limit → direct answers →
 //!              │                             faults → request transforms → timeout →
 //!              │                             request decompression → mirror
-//!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
-//!                                            TLS, tunnel for upgrades
+//!              └ upstream (upstream/)        the route's retries, circuit breaker,
+//!                                            balancer pick among usable
+//!                                            endpoints + failover, pooled connection, TLS,
+//!                                            tunnel for upgrades; health checks and outlier
+//!                                            detection keep the endpoints' state
 //! ```
 //!
 //! # The seam policies plug into

@@ -94,9 +94,14 @@ pub(crate) struct Background {
 impl Background {
     pub(crate) fn start() -> std::io::Result<Background> {
         let (tx, rx) = mpsc::channel();
+        // Runtimes built here start tasks (health checkers) on the gateway's Tokio runtime.
+        let runtime = tokio::runtime::Handle::try_current().ok();
         std::thread::Builder::new()
             .name("portico-background".into())
-            .spawn(move || serve(rx))?;
+            .spawn(move || {
+                let _entered = runtime.as_ref().map(|runtime| runtime.enter());
+                serve(rx)
+            })?;
         Ok(Background { tx })
     }
 

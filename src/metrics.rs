@@ -655,7 +655,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Escape a label value per the exposition format.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -75,6 +75,8 @@ pub(crate) struct Runtime {
     pub(crate) local_record: RouteRecord,
     /// The rate limiters' shared Redis, connected when the runtime starts.
     rate_limit_redis: Option<Arc<crate::middleware::rate_limit::redis::RedisBackend>>,
+    /// The clusters, in config order (for the admin listener's `/clusters` and `/metrics`).
+    pub(crate) clusters: Vec<Arc<Cluster>>,
     resources: Resources,
 }
 
@@ -86,6 +88,8 @@ pub(crate) struct RouteEntry {
     pub(crate) context: bool,
     /// The route answers CORS preflights itself (the router sends them here).
     pub(crate) answers_preflight: bool,
+    /// The route retries (its access log lines count the tries).
+    pub(crate) retries: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +183,7 @@ impl Runtime {
                 ),
                 context: route.policies.reads_context(),
                 answers_preflight: route.policies.cors.settings.is_some(),
+                retries: route.policies.retry.retry.is_some(),
             })
             .collect();
         let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();
@@ -215,6 +220,7 @@ impl Runtime {
             routes,
             access_log,
             unmatched: metrics.route("(none)"),
+            clusters,
             resources: carry.finish(),
             config: Arc::new(config),
         })

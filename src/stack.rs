@@ -6,7 +6,9 @@
 //! does not use is a layer switched off (a branch, nothing cloned), so a route without
 //! policies pays almost nothing for them, and no future is boxed until the upstream's.
 //!
-//! The order is the design: read [`build_route_stack`] top to bottom.
+//! The order is the design: read [`build_route_stack`] top to bottom (response headers →
+//! rescue → body limit → auth → request transforms → timeout → upstream, with the route's
+//! retries).
 
 use crate::body::Body;
 use crate::concerns::{RoutePolicies, Sections};
@@ -119,7 +121,8 @@ pub(crate) fn build_route_stack(
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
         // Only the upstream side below it (decoding, mirroring, sending), so that it
-        // measures the upstream and nothing the gateway does first.
+        // measures the upstream and nothing the gateway does first — all of a retrying
+        // route's tries together.
         TimeoutLayer::new(&policies.timeout),
         // Below the timeout, which still sees the client's own body arrive; decoded sizes
         // are counted on the way to the backend.
@@ -127,8 +130,15 @@ pub(crate) fn build_route_stack(
         // Last, so the shadow sees the request exactly as the primary does.
         MirrorLayer::new(route, &policies.mirror, clusters, &services.metrics),
     );
-    // The route's cluster, or one of its traffic split's.
-    layers.layer(Destination::new(&policies.split, cluster, clusters))
+    // The route's cluster, or one of its traffic split's; the upstream call with the
+    // route's retries if it has any: a retry repeats only the upstream call (each try bounded
+    // by its per-try timeout), against the cluster's budget.
+    layers.layer(Destination::new(
+        &policies.split,
+        &policies.retry,
+        cluster,
+        clusters,
+    ))
 }
 
 /// Run a request through a route's stack. Never fails: the rescue layer has made every

@@ -8,6 +8,8 @@
 //! - `GET /readyz`  — 200 while serving, 503 once draining (take the instance out of a pool).
 //! - `GET /metrics` — Prometheus text format.
 //! - `GET /config`  — the effective configuration as JSON, secrets redacted.
+//! - `GET /clusters` — each cluster's endpoints and their live state (health, ejection,
+//!   load, counters) as JSON.
 
 use crate::body::Body;
 use crate::context::Caller;
@@ -81,7 +83,9 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             }
         }
         "/metrics" => {
-            let mut response = Response::new(Body::full(shared.metrics.render()));
+            let mut text = shared.metrics.render();
+            crate::upstream::report::render_metrics(&shared.runtime.load().clusters, &mut text);
+            let mut response = Response::new(Body::full(text));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -91,6 +95,14 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         "/config" => {
             let dump = &shared.runtime.load().config.redacted_dump;
             let text = serde_json::to_vec_pretty(dump).unwrap_or_default();
+            json(StatusCode::OK, bytes::Bytes::from(text))
+        }
+        "/clusters" => {
+            let runtime = shared.runtime.load();
+            let clusters: Vec<serde_json::Value> =
+                runtime.clusters.iter().map(|c| c.status()).collect();
+            let text = serde_json::to_vec_pretty(&serde_json::json!({ "clusters": clusters }))
+                .unwrap_or_default();
             json(StatusCode::OK, bytes::Bytes::from(text))
         }
         _ => GatewayError::AdminNotFound.render("", Caller::Http),

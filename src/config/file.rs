@@ -9,6 +9,10 @@
 //! (route policies, concern sections) are declared in the concerns' modules.
 
 use super::model::{ClientAuthMode, TlsVersion, UnderscoreHeaders, UnknownSni, UpstreamProtocol};
+use crate::upstream::policy::{
+    CircuitBreakerFile, DnsFile, HealthCheckFile, LoadBalancingFile, OutlierDetectionFile,
+    RetryBudgetFile,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -158,6 +162,14 @@ pub(crate) struct ClusterFile {
     pub(crate) pool: PoolFile,
     /// Speak TLS to the endpoints. Absent = plaintext.
     pub(crate) tls: Option<UpstreamTlsFile>,
+    /// How an endpoint is picked (`upstream/policy.rs` owns this and the keys below).
+    pub(crate) load_balancing: Option<LoadBalancingFile>,
+    pub(crate) health_check: Option<HealthCheckFile>,
+    pub(crate) outlier_detection: Option<OutlierDetectionFile>,
+    pub(crate) panic_threshold: Option<u32>,
+    pub(crate) circuit_breaker: Option<CircuitBreakerFile>,
+    pub(crate) retry_budget: Option<RetryBudgetFile>,
+    pub(crate) dns: Option<DnsFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -27,6 +27,7 @@ pub(crate) mod units;
 mod validate;
 
 pub use problem::Problem;
+pub(crate) use validate::parse_endpoint;
 pub(crate) use validate::REDACTED;
 
 use crate::concerns::{RoutePolicies, Sections};

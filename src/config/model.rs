@@ -165,6 +165,8 @@ pub(crate) struct Cluster {
     pub(crate) connect_timeout: Duration,
     pub(crate) pool: PoolSettings,
     pub(crate) tls: Option<UpstreamTls>,
+    /// Balancing, health, ejection and limits (`upstream/policy.rs`).
+    pub(crate) policy: crate::upstream::policy::ClusterPolicy,
 }
 
 impl Cluster {
@@ -177,6 +179,7 @@ impl Cluster {
             connect_timeout: Duration::from_secs(1),
             pool: PoolSettings::default(),
             tls: None,
+            policy: crate::upstream::policy::ClusterPolicy::plain(),
         }
     }
 }

@@ -403,6 +403,7 @@ fn all_defaults() {
                 timeout: TimeoutPolicy {
                     timeout: Duration::from_secs(15)
                 },
+                retry: crate::middleware::retry::RetryPolicy { retry: None },
             },
         }
     );
@@ -415,7 +416,7 @@ fn all_defaults() {
                       "path_template": null, "methods": [], "headers": [], "query": []},
             "request_headers": {"set": {}, "add": {}, "remove": []},
             "response_headers": {"set": {}, "add": {}, "remove": []},
-            "require_client_cert": null, "auth": null,
+            "require_client_cert": null, "auth": null, "retry": null,
             "cors": null,
             "compression": null, "request_decompression": null,
             "ip_rules": null,

@@ -687,8 +687,24 @@ impl Validator<'_> {
                 None => Some(None),
                 Some(tls) => self.upstream_tls(&path.key("tls"), tls).map(Some),
             };
+            let policy = crate::upstream::policy::check(
+                &crate::upstream::policy::PolicyFiles {
+                    load_balancing: file.load_balancing.as_ref(),
+                    health_check: file.health_check.as_ref(),
+                    outlier_detection: file.outlier_detection.as_ref(),
+                    panic_threshold: file.panic_threshold,
+                    circuit_breaker: file.circuit_breaker.as_ref(),
+                    retry_budget: file.retry_budget.as_ref(),
+                    dns: file.dns.as_ref(),
+                    http2: file.protocol == Some(UpstreamProtocol::Http2),
+                },
+                &path,
+                &file.endpoints,
+                &mut self.check,
+            );
             let cluster = (|| {
                 Some(Cluster {
+                    policy: policy?,
                     tls: tls?,
                     name: name_ok.then(|| file.name.clone())?,
                     endpoints: endpoints?,

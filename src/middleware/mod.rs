@@ -22,6 +22,7 @@ pub(crate) mod ip_rules;
 pub(crate) mod mirror;
 pub(crate) mod rate_limit;
 pub(crate) mod rescue;
+pub(crate) mod retry;
 pub(crate) mod split;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -10,6 +10,7 @@ use crate::body::Body;
 use crate::chance;
 use crate::config::check::{Description, RouteCheck, RoutePolicy};
 use crate::error::GatewayError;
+use crate::middleware::retry::{RetryPolicy, Retrying};
 use crate::upstream::{Cluster, Upstream};
 use http::{Request, Response};
 use serde::{Deserialize, Serialize};
@@ -118,22 +119,28 @@ pub(crate) enum Destination {
     Split(Arc<WeightedClusters>),
 }
 
-/// Clusters with the cumulative upper bound of their share of `0..total`.
+/// Clusters (each with the route's retries) with the cumulative upper bound of their share
+/// of `0..total`.
 pub(crate) struct WeightedClusters {
     total: u64,
-    choices: Vec<(u64, Arc<Cluster>)>,
+    choices: Vec<(u64, Upstream)>,
 }
 
 impl Destination {
     /// The route's destination: its split if it has one, else `cluster`. `clusters` are the
-    /// runtime's, by config index.
+    /// runtime's, by config index. The route's retries apply to whichever cluster is picked.
     pub(crate) fn new(
         policy: &SplitPolicy,
+        retry: &RetryPolicy,
         cluster: Arc<Cluster>,
         clusters: &[Arc<Cluster>],
     ) -> Destination {
+        let upstream = |cluster: Arc<Cluster>| {
+            let retrying = Retrying::new(retry, &cluster);
+            Upstream::new(cluster, retrying)
+        };
         if policy.targets.is_empty() {
-            return Destination::One(Upstream::new(cluster));
+            return Destination::One(upstream(cluster));
         }
         let mut bound = 0;
         let choices = policy
@@ -142,7 +149,7 @@ impl Destination {
             .filter(|(_, _, weight)| *weight > 0)
             .filter_map(|(index, _, weight)| {
                 bound += u64::from(*weight);
-                Some((bound, clusters.get(*index)?.clone()))
+                Some((bound, upstream(clusters.get(*index)?.clone())))
             })
             .collect();
         Destination::Split(Arc::new(WeightedClusters {
@@ -153,12 +160,12 @@ impl Destination {
 }
 
 impl WeightedClusters {
-    fn pick(&self) -> Option<&Arc<Cluster>> {
+    fn pick(&self) -> Option<&Upstream> {
         let draw = chance::below(self.total);
         self.choices
             .iter()
             .find(|(bound, _)| draw < *bound)
-            .map(|(_, cluster)| cluster)
+            .map(|(_, upstream)| upstream)
     }
 }
 
@@ -177,7 +184,7 @@ impl Service<Request<Body>> for Destination {
         match self {
             Destination::One(upstream) => upstream.call(req),
             Destination::Split(weighted) => match weighted.pick() {
-                Some(cluster) => Box::pin(cluster.clone().send(req)),
+                Some(upstream) => upstream.clone().call(req),
                 // Not reachable for a checked split (some weight is positive).
                 None => Box::pin(std::future::ready(Err(GatewayError::NoRoute))),
             },

@@ -9,12 +9,27 @@
 //! removed here, where it enters the gateway. WebSocket and other HTTP/1.1 upgrades get a
 //! dedicated connection that is joined to the client's ([`tunnel`]).
 //!
-//! Clusters are built with each runtime; their endpoints' open connections are carried over
-//! by a reload (a resource per endpoint, kept while its protocol and TLS settings stay the
-//! same), so pooled connections survive reloads.
+//! The pick skips endpoints that fail their health checks (`health.rs`) or that outlier
+//! detection has ejected (`endpoint.rs`), unless too few are left (the panic threshold);
+//! each response's outcome feeds outlier detection and, for `least_request`, the endpoint's
+//! load and latency. The cluster's circuit breaker (`limits.rs`) refuses what is over its
+//! limits at once. A retry (the route's `retry`, `middleware/retry.rs`, run by
+//! [`Upstream`]) names the endpoints it already tried ([`TriedEndpoints`]) and they come
+//! last. Settings: `policy.rs`; what the admin listener shows: `report.rs`.
+//!
+//! Clusters are built with each runtime; their endpoints' open connections, states and
+//! health checkers are carried over by a reload (resources per endpoint: connections kept
+//! while its protocol and TLS settings stay the same, state while the endpoint stays,
+//! checkers while their settings stay), so pooled connections and health survive reloads.
 
 pub(crate) mod balance;
+mod discovery;
+pub(crate) mod endpoint;
+mod health;
+pub(crate) mod limits;
+pub(crate) mod policy;
 pub(crate) mod pool;
+pub(crate) mod report;
 pub(crate) mod tls;
 mod tunnel;
 
@@ -23,15 +38,22 @@ use crate::config::model;
 use crate::error::GatewayError;
 use crate::forwarding::{strip_hop_by_hop, Framing};
 use crate::metrics::Metrics;
+use crate::middleware::retry::Retrying;
 use crate::resources::ResourceCarry;
-use balance::{Balancer, RoundRobin, Selection};
+use arc_swap::ArcSwap;
+use balance::{Balancer, Candidates, Failover, Selection};
+use endpoint::{EndpointState, InFlight, Outcome};
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use limits::{ClusterLimits, Limit, Slot};
+use policy::{BalancingPolicy, ClusterPolicy, HashKey};
 use pool::{ConnectError, Connections, EndpointPool, Lease, PoolSetup};
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tls::{UpstreamTls, UpstreamTlsError};
@@ -48,25 +70,246 @@ struct ConnectionIdentity {
     tls: Option<model::UpstreamTls>,
 }
 
+/// The endpoints a retry layer's earlier attempts went to, carried in the request's
+/// extensions so that a retry prefers another endpoint (bit `i` = endpoint `i`; endpoints
+/// past the 64th are not remembered).
+#[derive(Clone, Default)]
+pub(crate) struct TriedEndpoints {
+    pub(crate) endpoints: Arc<AtomicU64>,
+    /// This try is a retry (counted per endpoint).
+    pub(crate) retry: bool,
+}
+
+impl TriedEndpoints {
+    /// Endpoint `index` is tried; `first` in this try (a retry is counted at the endpoint
+    /// it went to, not at those it failed over to).
+    fn mark(&self, index: usize, endpoint: &EndpointPool<Body>, first: bool) {
+        if index < 64 {
+            self.endpoints.fetch_or(1 << index, Relaxed);
+        }
+        if self.retry && first {
+            endpoint.state.counters.retries.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The endpoints a cluster has at one moment, with what picks among them. A DNS cluster
+/// gets a new set whenever its names resolve to other addresses; a request keeps the set
+/// it started with.
+pub(crate) struct EndpointSet {
+    pub(crate) pools: Vec<Arc<EndpointPool<Body>>>,
+    /// The endpoints' states, in the same order (what the balancer reads).
+    states: Vec<Arc<EndpointState>>,
+    pub(crate) weights: Vec<u32>,
+    balancer: Selection,
+    /// The health checkers of these endpoints (they run while this is held).
+    _checkers: Vec<Arc<health::Checker>>,
+}
+
+/// A cluster's endpoints: as configured, or following DNS discovery.
+enum Endpoints {
+    Static(EndpointSet),
+    Dynamic {
+        current: Arc<ArcSwap<EndpointSet>>,
+        /// Keeps the discovery (and its resolver task) alive while this runtime lives.
+        _discovery: Arc<discovery::Discovery>,
+        /// Swaps in a new set when the discovered addresses change; stopped with the cluster.
+        follower: Option<tokio::task::AbortHandle>,
+    },
+}
+
+impl Drop for Endpoints {
+    fn drop(&mut self) {
+        if let Endpoints::Dynamic {
+            follower: Some(follower),
+            ..
+        } = self
+        {
+            follower.abort();
+        }
+    }
+}
+
+/// The endpoint set a request uses: borrowed from a static cluster, shared with a dynamic
+/// one's current set.
+pub(crate) enum CurrentSet<'a> {
+    Borrowed(&'a EndpointSet),
+    Shared(Arc<EndpointSet>),
+}
+
+impl std::ops::Deref for CurrentSet<'_> {
+    type Target = EndpointSet;
+
+    fn deref(&self) -> &EndpointSet {
+        match self {
+            CurrentSet::Borrowed(set) => set,
+            CurrentSet::Shared(set) => set,
+        }
+    }
+}
+
+/// What making an endpoint of a cluster takes, kept by a DNS cluster's follower task.
+struct EndpointMaker {
+    cluster: String,
+    protocol: model::UpstreamProtocol,
+    connect_timeout: std::time::Duration,
+    pool: model::PoolSettings,
+    metrics: Arc<crate::metrics::ClusterMetrics>,
+    tls: Option<Arc<UpstreamTls>>,
+    limits: Arc<ClusterLimits>,
+    policy: ClusterPolicy,
+    /// The configured endpoints (for TLS names and weights of discovered ones).
+    configured: Vec<model::Endpoint>,
+}
+
+impl EndpointMaker {
+    fn pool(
+        &self,
+        address: model::Endpoint,
+        configured: &model::Endpoint,
+        state: Arc<EndpointState>,
+        connections: Arc<Connections<Body>>,
+    ) -> Result<Arc<EndpointPool<Body>>, UpstreamTlsError> {
+        let tls = match &self.tls {
+            // A discovered address is verified against the name it was found under.
+            Some(tls) => Some((tls.clone(), tls.server_name_for(configured)?)),
+            None => None,
+        };
+        Ok(Arc::new(EndpointPool::new(
+            address,
+            PoolSetup {
+                protocol: self.protocol,
+                connect_timeout: self.connect_timeout,
+                settings: self.pool.clone(),
+                metrics: self.metrics.clone(),
+                tls,
+                connections,
+                state,
+                limits: self.limits.clone(),
+                max_connections: self.policy.circuit_breaker.max_connections,
+                max_pending: self.policy.circuit_breaker.max_pending_requests,
+            },
+        )))
+    }
+
+    fn checker(&self, pool: &Arc<EndpointPool<Body>>) -> Option<Arc<health::Checker>> {
+        let check = self.policy.health_check.as_ref()?;
+        Some(Arc::new(health::Checker::start(
+            pool.clone(),
+            check.clone(),
+            HeaderValue::from_str(&self.cluster).ok(),
+        )))
+    }
+
+    fn set(
+        &self,
+        pools: Vec<Arc<EndpointPool<Body>>>,
+        weights: Vec<u32>,
+        checkers: Vec<Arc<health::Checker>>,
+    ) -> EndpointSet {
+        let labels: Vec<String> = pools.iter().map(|p| p.label.to_string()).collect();
+        let mut policy = self.policy.clone();
+        policy.weights = weights;
+        EndpointSet {
+            states: pools.iter().map(|p| p.state.clone()).collect(),
+            balancer: Selection::new(&policy, &labels),
+            weights: policy.weights,
+            pools,
+            _checkers: checkers,
+        }
+    }
+
+    /// The set for the discovered `addresses`, reusing the members that stay.
+    fn discovered(
+        &self,
+        discovery: &discovery::Discovery,
+        addresses: &[discovery::Resolved],
+    ) -> EndpointSet {
+        let mut pools = Vec::with_capacity(addresses.len());
+        let mut weights = Vec::with_capacity(addresses.len());
+        let mut checkers = Vec::new();
+        let members = discovery.members(addresses, |_| discovery::Member {
+            state: Arc::new(EndpointState::default()),
+            connections: Arc::new(Connections::default()),
+            checker: None,
+        });
+        for (resolved, member) in addresses.iter().zip(members) {
+            let configured = &self.configured[resolved.configured];
+            let address = model::Endpoint {
+                host: resolved.address.ip().to_string(),
+                port: resolved.address.port(),
+            };
+            let pool = match self.pool(
+                address,
+                configured,
+                member.state.clone(),
+                member.connections.clone(),
+            ) {
+                Ok(pool) => pool,
+                Err(error) => {
+                    tracing::warn!(cluster = %self.cluster, error = %error, "discovered endpoint left out");
+                    continue;
+                }
+            };
+            let checker = match &member.checker {
+                Some(checker) => Some(checker.clone()),
+                None => {
+                    let checker = self.checker(&pool);
+                    if let Some(checker) = &checker {
+                        let mut all = discovery
+                            .members
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if let Some(entry) = all.get_mut(resolved) {
+                            entry.checker = Some(checker.clone());
+                        }
+                    }
+                    checker
+                }
+            };
+            checkers.extend(checker);
+            weights.push(
+                self.policy
+                    .weights
+                    .get(resolved.configured)
+                    .copied()
+                    .unwrap_or(1),
+            );
+            pools.push(pool);
+        }
+        self.set(pools, weights, checkers)
+    }
+}
+
 pub(crate) struct Cluster {
-    name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// The Host sent for requests that came without one.
     host: HeaderValue,
     protocol: model::UpstreamProtocol,
     connect_timeout: std::time::Duration,
-    endpoints: Vec<Arc<EndpointPool<Body>>>,
-    balancer: Selection,
+    endpoints: Endpoints,
+    pub(crate) policy: ClusterPolicy,
+    /// The request key to hash, for a consistent-hash cluster.
+    hash_key: Option<HashKey>,
+    /// The peak-EWMA decay, when the balancer weighs latency.
+    ewma_decay: Option<std::time::Duration>,
+    /// Requests in flight are counted per endpoint (for least request, the circuit
+    /// breaker, `/clusters`); a plain round-robin cluster does without.
+    pub(crate) tracks_load: bool,
+    /// Round robin over every endpoint (nothing to filter or weigh): the shortest path.
+    plain: bool,
+    pub(crate) limits: Arc<ClusterLimits>,
 }
 
 impl Cluster {
     /// Build a cluster; with `tls`, its CA bundle and client certificate are read now. Each
-    /// endpoint's open connections come from `carry` when the previous runtime had them.
+    /// endpoint's open connections, state and health checker come from `carry` when the
+    /// previous runtime had them.
     pub(crate) fn new(
         config: &model::Cluster,
         metrics: &Metrics,
         carry: &mut ResourceCarry<'_>,
     ) -> Result<Cluster, UpstreamTlsError> {
-        let cluster_metrics = metrics.cluster(&config.name);
         let tls = match &config.tls {
             Some(settings) => Some(Arc::new(UpstreamTls::new(settings, config.protocol)?)),
             None => None,
@@ -75,30 +318,53 @@ impl Cluster {
             protocol: config.protocol,
             tls: config.tls.clone(),
         };
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
-        for endpoint in &config.endpoints {
-            let tls = match &tls {
-                Some(tls) => Some((tls.clone(), tls.server_name_for(endpoint)?)),
-                None => None,
-            };
-            let name = format!("{}/{endpoint}", config.name);
-            let connections = carry
-                .obtain("upstream_connections", &name, &identity, || {
-                    Ok::<_, std::convert::Infallible>(Connections::<Body>::default())
-                })
-                .unwrap_or_else(|never| match never {});
-            endpoints.push(Arc::new(EndpointPool::new(
-                endpoint.clone(),
-                PoolSetup {
-                    protocol: config.protocol,
-                    connect_timeout: config.connect_timeout,
-                    settings: config.pool.clone(),
-                    metrics: cluster_metrics.clone(),
-                    tls,
-                    connections,
-                },
-            )));
-        }
+        let policy = &config.policy;
+        let limits = carry
+            .obtain("cluster_limits", &config.name, &(), || {
+                Ok::<_, Infallible>(ClusterLimits::default())
+            })
+            .unwrap_or_else(|never| match never {});
+        let maker = EndpointMaker {
+            cluster: config.name.clone(),
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout,
+            pool: config.pool.clone(),
+            metrics: metrics.cluster(&config.name),
+            tls,
+            limits: limits.clone(),
+            policy: policy.clone(),
+            configured: config.endpoints.clone(),
+        };
+        let endpoints = match &policy.dns {
+            None => Endpoints::Static(Self::static_set(config, &maker, &identity, carry)?),
+            Some(dns) => {
+                // One discovery per cluster, kept while what it resolves and how it
+                // connects stay the same.
+                let discovery_config = (
+                    dns.clone(),
+                    config.endpoints.clone(),
+                    identity,
+                    policy.health_check.clone(),
+                );
+                let discovery = carry
+                    .obtain("dns_discovery", &config.name, &discovery_config, || {
+                        Ok::<_, Infallible>(discovery::Discovery::start(
+                            &config.name,
+                            &config.endpoints,
+                            dns,
+                        ))
+                    })
+                    .unwrap_or_else(|never| match never {});
+                let first = discovery.addresses.borrow().clone();
+                let current = Arc::new(ArcSwap::from_pointee(maker.discovered(&discovery, &first)));
+                let follower = follow(discovery.clone(), maker, current.clone());
+                Endpoints::Dynamic {
+                    current,
+                    _discovery: discovery,
+                    follower,
+                }
+            }
+        };
         Ok(Cluster {
             host: HeaderValue::from_str(&config.name)
                 .unwrap_or_else(|_| HeaderValue::from_static("upstream")),
@@ -106,8 +372,143 @@ impl Cluster {
             protocol: config.protocol,
             connect_timeout: config.connect_timeout,
             endpoints,
-            balancer: Selection::RoundRobin(RoundRobin::default()),
+            hash_key: match &policy.balancing {
+                BalancingPolicy::ConsistentHash { key, .. } => Some(key.clone()),
+                _ => None,
+            },
+            ewma_decay: match policy.balancing {
+                BalancingPolicy::LeastRequest { peak_ewma, .. } => peak_ewma,
+                _ => None,
+            },
+            plain: matches!(policy.balancing, BalancingPolicy::RoundRobin)
+                && !policy.filters_endpoints()
+                && policy.slow_start.is_none(),
+            tracks_load: !matches!(policy.balancing, BalancingPolicy::RoundRobin)
+                || policy.filters_endpoints()
+                || policy.circuit_breaker.max_requests.is_some(),
+            policy: policy.clone(),
+            limits,
         })
+    }
+
+    /// The endpoints as configured, with their state, connections and checkers from
+    /// `carry`.
+    fn static_set(
+        config: &model::Cluster,
+        maker: &EndpointMaker,
+        identity: &ConnectionIdentity,
+        carry: &mut ResourceCarry<'_>,
+    ) -> Result<EndpointSet, UpstreamTlsError> {
+        let mut pools = Vec::with_capacity(config.endpoints.len());
+        let mut checkers = Vec::new();
+        for endpoint in &config.endpoints {
+            let name = format!("{}/{endpoint}", config.name);
+            let connections = carry
+                .obtain("upstream_connections", &name, identity, || {
+                    Ok::<_, Infallible>(Connections::<Body>::default())
+                })
+                .unwrap_or_else(|never| match never {});
+            // Kept as long as the endpoint stays in its cluster, whatever else changes.
+            let state = carry
+                .obtain("endpoint_state", &name, &(), || {
+                    Ok::<_, Infallible>(EndpointState::default())
+                })
+                .unwrap_or_else(|never| match never {});
+            let pool = maker.pool(endpoint.clone(), endpoint, state.clone(), connections)?;
+            if let Some(check) = &config.policy.health_check {
+                // One checker per endpoint however many routes use the cluster; restarted
+                // only when what it checks with changes.
+                let checker_config = (check.clone(), identity.clone(), config.connect_timeout);
+                let checker = carry
+                    .obtain("health_check", &name, &checker_config, || {
+                        Ok::<_, Infallible>(health::Checker::start(
+                            pool.clone(),
+                            check.clone(),
+                            HeaderValue::from_str(&config.name).ok(),
+                        ))
+                    })
+                    .unwrap_or_else(|never| match never {});
+                checkers.push(checker);
+            } else {
+                // Without checks, an endpoint is not held to an old verdict.
+                state.set_healthy(true);
+            }
+            pools.push(pool);
+        }
+        Ok(maker.set(pools, config.policy.weights.clone(), checkers))
+    }
+
+    /// The endpoints now.
+    pub(crate) fn endpoints(&self) -> CurrentSet<'_> {
+        match &self.endpoints {
+            Endpoints::Static(set) => CurrentSet::Borrowed(set),
+            Endpoints::Dynamic { current, .. } => CurrentSet::Shared(current.load_full()),
+        }
+    }
+
+    /// The endpoints of `set` usable now, for the balancer.
+    pub(crate) fn candidates<'s>(&self, set: &'s EndpointSet) -> Candidates<'s> {
+        if self.policy.filters_endpoints() || self.policy.slow_start.is_some() {
+            Candidates::usable(&set.states, &set.weights, &self.policy)
+        } else {
+            Candidates::all(&set.states, &set.weights)
+        }
+    }
+
+    /// The order to try `set`'s endpoints in for `req`: the balancer's pick first.
+    fn order<'s, B>(
+        &self,
+        set: &'s EndpointSet,
+        req: &Request<B>,
+        tried: Option<&TriedEndpoints>,
+    ) -> Failover<'s> {
+        if let (Some(round_robin), None) = (
+            self.plain.then_some(()).and(set.balancer.round_robin()),
+            tried,
+        ) {
+            // Round robin over endpoints that are all usable: what most clusters are.
+            return Failover::starting_at(round_robin.next_turn(), set.pools.len());
+        }
+        let key = match &self.hash_key {
+            Some(key) => balance::request_key(key, req),
+            None => 0,
+        };
+        let candidates = self.candidates(set);
+        let pick = set.balancer.pick(&candidates, key);
+        let avoid = tried.map_or(0, |t| t.endpoints.load(Relaxed));
+        Failover::new(candidates, pick, avoid)
+    }
+
+    /// The circuit breaker's active-request slot for one request.
+    fn admit(&self) -> Result<Option<Slot>, GatewayError> {
+        self.limits
+            .take(Limit::Requests, self.policy.circuit_breaker.max_requests)
+            .map_err(|limit| self.overflow(limit))
+    }
+
+    pub(crate) fn overflow(&self, limit: Limit) -> GatewayError {
+        GatewayError::UpstreamOverflow {
+            cluster: self.name.to_string(),
+            limit: limit.key(),
+        }
+    }
+
+    /// Tell outlier detection (if on) how a request to endpoint `index` went.
+    fn report(&self, set: &EndpointSet, index: usize, outcome: Outcome) {
+        let Some(settings) = &self.policy.outlier_detection else {
+            return;
+        };
+        let state = &set.states[index];
+        if state.observe(outcome, settings) {
+            let now = endpoint::now_ms();
+            let ejected = set.states.iter().filter(|s| s.is_ejected(now)).count();
+            // Never eject past the maximum share: a cluster must not eject itself to zero.
+            let allowed = set.states.len() * settings.max_ejection_percent as usize / 100;
+            if ejected < allowed && !state.is_ejected(now) {
+                tracing::warn!(cluster = %self.name, endpoint = %set.pools[index].label, ?outcome, "endpoint ejected");
+                state.eject(settings, now);
+            }
+        }
     }
 
     /// Send one request to the cluster.
@@ -116,33 +517,49 @@ impl Cluster {
         mut req: Request<Body>,
     ) -> Result<Response<Body>, GatewayError> {
         let upgrade = req.extensions_mut().remove::<DownstreamUpgrade>();
+        let tried = req.extensions_mut().remove::<TriedEndpoints>();
         if upgrade.is_some() || self.protocol == model::UpstreamProtocol::Http2 {
             // The less common paths are boxed so that their larger futures don't inflate the
             // state every HTTP/1.1 request carries (and copies).
-            return Box::pin(self.send_other(req, upgrade)).await;
+            return Box::pin(self.send_other(req, upgrade, tried)).await;
         }
         // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
+        let admitted = self.admit()?;
+        let set = self.endpoints();
+        let order = self.order(&set, &req, tried.as_ref());
         let mut req = to_http1(req, &self.host);
         let mut last_error = None;
-        for index in self.balancer.order(self.endpoints.len()) {
-            let endpoint = &self.endpoints[index];
+        for (attempt, index) in order.enumerate() {
+            let endpoint = &set.pools[index];
+            if let Some(tried) = &tried {
+                tried.mark(index, endpoint, attempt == 0);
+            }
+            let sent = Sent::new(endpoint, self.tracks_load, self.ewma_decay.is_some());
             if let Some(mut lease) = endpoint.checkout_http1().await {
                 match lease.sender().try_send_request(req).await {
-                    Ok(response) => return wrap(response, Some(lease), endpoint),
+                    Ok(response) => {
+                        return self.answered(&set, index, response, Some(lease), sent, admitted)
+                    }
                     // The pooled connection closed before our request went out: use a new one.
                     Err(mut error) => match error.take_message() {
                         Some(request) => req = request,
-                        None => return Err(GatewayError::from_upstream_send(error.into_error())),
+                        None => return Err(self.failed(&set, index, error.into_error())),
                     },
                 }
             }
-            let outcome = Box::pin(self.send_on_new_connection(endpoint, req)).await;
-            match self.settle(outcome, &mut last_error) {
-                Next::Return(result) => return result,
-                Next::Failover(request) => req = request,
+            match Box::pin(self.send_on_new_connection(endpoint, req)).await {
+                Attempt::Answered(response, lease) => {
+                    return self.answered(&set, index, response, lease, sent, admitted)
+                }
+                Attempt::Failed(error) => return Err(self.failed(&set, index, error)),
+                Attempt::Refused(error) => return Err(error),
+                Attempt::NotSent(request, error) => {
+                    self.not_sent(&set, index, error, &mut last_error);
+                    req = request;
+                }
             }
         }
-        Err(self.exhausted(last_error))
+        Err(self.exhausted(&set, last_error))
     }
 
     /// HTTP/2 upstreams and HTTP/1.1 upgrades, endpoint by endpoint.
@@ -150,39 +567,101 @@ impl Cluster {
         &self,
         mut req: Request<Body>,
         upgrade: Option<DownstreamUpgrade>,
+        tried: Option<TriedEndpoints>,
     ) -> Result<Response<Body>, GatewayError> {
+        let admitted = self.admit()?;
+        let set = self.endpoints();
+        let order = self.order(&set, &req, tried.as_ref());
         let mut last_error = None;
-        for index in self.balancer.order(self.endpoints.len()) {
-            let endpoint = &self.endpoints[index];
+        for (attempt, index) in order.enumerate() {
+            let endpoint = &set.pools[index];
+            if let Some(tried) = &tried {
+                tried.mark(index, endpoint, attempt == 0);
+            }
+            let sent = Sent::new(endpoint, self.tracks_load, self.ewma_decay.is_some());
             let outcome = match &upgrade {
                 Some(client_side) if endpoint.protocol() == model::UpstreamProtocol::Http1 => {
                     self.send_upgrade(endpoint, req, client_side.clone()).await
                 }
                 _ => self.send_http2(endpoint, req).await,
             };
-            match self.settle(outcome, &mut last_error) {
-                Next::Return(result) => return result,
-                Next::Failover(request) => req = request,
+            match outcome {
+                Attempt::Answered(response, lease) => {
+                    return self.answered(&set, index, response, lease, sent, admitted)
+                }
+                Attempt::Failed(error) => return Err(self.failed(&set, index, error)),
+                Attempt::Refused(error) => return Err(error),
+                Attempt::NotSent(request, error) => {
+                    self.not_sent(&set, index, error, &mut last_error);
+                    req = request;
+                }
             }
         }
-        Err(self.exhausted(last_error))
+        Err(self.exhausted(&set, last_error))
     }
 
-    /// The result of an attempt, or the request back when it never left the gateway (then
-    /// it may go to the next endpoint; the reason is kept for the final error).
-    fn settle(&self, outcome: Attempt, last_error: &mut Option<ConnectError>) -> Next {
-        match outcome {
-            Attempt::Done(result) => Next::Return(result),
-            Attempt::NotSent(request, error) => {
-                tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
-                *last_error = Some(error);
-                Next::Failover(request)
-            }
+    /// A response head arrived from endpoint `index`: note its latency and outcome, and
+    /// pass it on with the request counted in flight until its body ends.
+    fn answered(
+        &self,
+        set: &EndpointSet,
+        index: usize,
+        response: Response<Incoming>,
+        lease: Option<Lease<Body>>,
+        sent: Sent,
+        admitted: Option<Slot>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let endpoint = &set.pools[index];
+        if let (Some(decay), Some(started)) = (
+            self.ewma_decay,
+            sent.in_flight.as_ref().and_then(InFlight::started),
+        ) {
+            endpoint.state.observe_latency(started.elapsed(), decay);
         }
+        if self.policy.outlier_detection.is_some() {
+            let outcome = if response.status().is_server_error() {
+                Outcome::ServerError
+            } else {
+                Outcome::Success
+            };
+            self.report(set, index, outcome);
+        }
+        let in_flight = sent.in_flight.map(|mut in_flight| {
+            in_flight.hold(admitted);
+            in_flight
+        });
+        wrap(response, lease, endpoint, in_flight)
+    }
+
+    /// The request left for endpoint `index` and the exchange failed: a reset or a bad
+    /// response is the endpoint's failure, a body the client did not finish is not.
+    fn failed(&self, set: &EndpointSet, index: usize, error: hyper::Error) -> GatewayError {
+        let error = GatewayError::from_upstream_send(error);
+        if error.class().source == crate::error::Source::Upstream {
+            self.report(set, index, Outcome::GatewayFailure);
+        }
+        error
+    }
+
+    /// No connection to endpoint `index`: the request may go to the next one (the reason is
+    /// kept for the final error). An overflow is the gateway's limit, not the endpoint's
+    /// failure.
+    fn not_sent(
+        &self,
+        set: &EndpointSet,
+        index: usize,
+        error: ConnectError,
+        last_error: &mut Option<ConnectError>,
+    ) {
+        tracing::debug!(cluster = %self.name, error = %error, "endpoint unavailable, trying the next");
+        if !matches!(error, ConnectError::Overflow(_)) {
+            self.report(set, index, Outcome::GatewayFailure);
+        }
+        *last_error = Some(error);
     }
 
     /// The error once every endpoint has refused a connection.
-    fn exhausted(&self, last_error: Option<ConnectError>) -> GatewayError {
+    fn exhausted(&self, set: &EndpointSet, last_error: Option<ConnectError>) -> GatewayError {
         match last_error {
             Some(ConnectError::Timeout { .. }) => GatewayError::UpstreamConnectTimeout {
                 cluster: self.name.to_string(),
@@ -197,9 +676,17 @@ impl Cluster {
                 cluster: self.name.to_string(),
                 source,
             },
-            None => GatewayError::UpstreamConnect {
+            Some(ConnectError::Overflow(limit)) => self.overflow(limit),
+            None if set.pools.is_empty() => GatewayError::UpstreamConnect {
                 cluster: self.name.to_string(),
-                source: std::io::Error::other("the cluster has no endpoints"),
+                source: std::io::Error::other(if self.policy.dns.is_some() {
+                    "the cluster's names resolve to no address (yet)"
+                } else {
+                    "the cluster has no endpoints"
+                }),
+            },
+            None => GatewayError::NoHealthyUpstream {
+                cluster: self.name.to_string(),
             },
         }
     }
@@ -214,7 +701,7 @@ impl Cluster {
             Err(error) => return Attempt::NotSent(req, error),
         };
         match lease.sender().try_send_request(req).await {
-            Ok(response) => Attempt::Done(wrap(response, Some(lease), endpoint)),
+            Ok(response) => Attempt::Answered(response, Some(lease)),
             Err(mut error) => match error.take_message() {
                 // Closed right after the handshake, before anything was written.
                 Some(request) => Attempt::NotSent(
@@ -224,7 +711,7 @@ impl Cluster {
                         source: error.into_error(),
                     },
                 ),
-                None => Attempt::Done(Err(GatewayError::from_upstream_send(error.into_error()))),
+                None => Attempt::Failed(error.into_error()),
             },
         }
     }
@@ -247,16 +734,16 @@ impl Cluster {
                     tunnel::spawn(client_side.0, backend_side, endpoint.label.clone());
                 }
                 // Never pooled: after a 101 the connection belongs to the tunnel.
-                Attempt::Done(wrap(response, None, endpoint))
+                Attempt::Answered(response, None)
             }
-            Err(error) => Attempt::Done(Err(GatewayError::from_upstream_send(error))),
+            Err(error) => Attempt::Failed(error),
         }
     }
 
     async fn send_http2(&self, endpoint: &Arc<EndpointPool<Body>>, req: Request<Body>) -> Attempt {
         let mut req = match to_http2(req, endpoint) {
             Ok(req) => req,
-            Err(error) => return Attempt::Done(Err(error)),
+            Err(error) => return Attempt::Refused(error),
         };
         // Two tries: the shared connection may have just closed; the second try dials anew.
         for _ in 0..2 {
@@ -268,35 +755,69 @@ impl Cluster {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Attempt::Done(wrap(response, None, endpoint)),
+                Ok(response) => return Attempt::Answered(response, None),
                 Err(mut error) => match error.take_message() {
                     Some(request) => req = request,
-                    None => {
-                        return Attempt::Done(Err(GatewayError::from_upstream_send(
-                            error.into_error(),
-                        )))
-                    }
+                    None => return Attempt::Failed(error.into_error()),
                 },
             }
         }
-        Attempt::Done(Err(GatewayError::UpstreamConnect {
+        Attempt::Refused(GatewayError::UpstreamConnect {
             cluster: self.name.to_string(),
             source: std::io::Error::other(
                 "the HTTP/2 connection closed before the request was sent",
             ),
-        }))
+        })
     }
 }
 
-/// What to do after an attempt.
-enum Next {
-    Return(Result<Response<Body>, GatewayError>),
-    /// The request never left the gateway: fail over to the next endpoint with it.
-    Failover(Request<Body>),
+/// Follow `discovery`: a new endpoint set for every new list of addresses.
+fn follow(
+    discovery: Arc<discovery::Discovery>,
+    maker: EndpointMaker,
+    current: Arc<ArcSwap<EndpointSet>>,
+) -> Option<tokio::task::AbortHandle> {
+    let mut addresses = discovery.addresses.clone();
+    let task = async move {
+        while addresses.changed().await.is_ok() {
+            let list = addresses.borrow_and_update().clone();
+            current.store(Arc::new(maker.discovered(&discovery, &list)));
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => Some(runtime.spawn(task).abort_handle()),
+        Err(_) => {
+            tracing::warn!("no runtime to follow DNS discovery on");
+            None
+        }
+    }
 }
 
+/// A request on its way to one endpoint: counted in flight, and timed when the balancer
+/// weighs latency.
+struct Sent {
+    in_flight: Option<InFlight>,
+}
+
+impl Sent {
+    fn new(endpoint: &EndpointPool<Body>, tracked: bool, timed: bool) -> Sent {
+        Sent {
+            in_flight: tracked.then(|| {
+                endpoint.state.counters.requests.fetch_add(1, Relaxed);
+                endpoint.state.start_request(timed)
+            }),
+        }
+    }
+}
+
+/// How an attempt at one endpoint ended.
 enum Attempt {
-    Done(Result<Response<Body>, GatewayError>),
+    /// A response head (and the pooled connection it came on, if it goes back to a pool).
+    Answered(Response<Incoming>, Option<Lease<Body>>),
+    /// The request left and the exchange failed.
+    Failed(hyper::Error),
+    /// The gateway could not make the request for this endpoint.
+    Refused(GatewayError),
     /// The request never left: it may go to another endpoint.
     NotSent(Request<Body>, ConnectError),
 }
@@ -310,6 +831,7 @@ fn wrap(
     mut response: Response<Incoming>,
     lease: Option<Lease<Body>>,
     endpoint: &Arc<EndpointPool<Body>>,
+    in_flight: Option<InFlight>,
 ) -> Result<Response<Body>, GatewayError> {
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let framing = strip_hop_by_hop(response.headers_mut(), upgraded);
@@ -324,7 +846,7 @@ fn wrap(
     }
     let label = endpoint.label.clone();
     Ok(response.map(|incoming| Body::Upstream {
-        body: UpstreamBody::new(incoming, lease, label),
+        body: UpstreamBody::new(incoming, lease, label, in_flight.map(Box::new)),
     }))
 }
 
@@ -412,11 +934,13 @@ fn to_http2(
 #[derive(Clone)]
 pub(crate) struct Upstream {
     cluster: Arc<Cluster>,
+    /// The route's retries (`middleware/retry.rs`); `None` = one call to the cluster.
+    retrying: Option<Arc<Retrying>>,
 }
 
 impl Upstream {
-    pub(crate) fn new(cluster: Arc<Cluster>) -> Upstream {
-        Upstream { cluster }
+    pub(crate) fn new(cluster: Arc<Cluster>, retrying: Option<Arc<Retrying>>) -> Upstream {
+        Upstream { cluster, retrying }
     }
 }
 
@@ -430,6 +954,9 @@ impl tower_service::Service<Request<Body>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        Box::pin(self.cluster.clone().send(req))
+        match &self.retrying {
+            None => Box::pin(self.cluster.clone().send(req)),
+            Some(retrying) => Box::pin(crate::middleware::retry::tries(retrying.clone(), req)),
+        }
     }
 }

@@ -17,6 +17,8 @@
 
 use crate::config::model::{Endpoint, PoolSettings, UpstreamProtocol};
 use crate::metrics::ClusterMetrics;
+use crate::upstream::endpoint::EndpointState;
+use crate::upstream::limits::{ClusterLimits, Limit, Slot};
 use crate::upstream::tls::{UpstreamIo, UpstreamTls};
 use bytes::Bytes;
 use hyper::client::conn::{http1, http2};
@@ -52,6 +54,8 @@ pub(crate) enum ConnectError {
         #[source]
         source: hyper::Error,
     },
+    #[error("the cluster's {} limit is reached", .0.key())]
+    Overflow(Limit),
 }
 
 struct Idle<B> {
@@ -89,6 +93,12 @@ pub(crate) struct EndpointPool<B> {
     metrics: Arc<ClusterMetrics>,
     /// The cluster's TLS client and the name this endpoint is verified against.
     tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
+    /// Health, ejection and load, kept across reloads.
+    pub(crate) state: Arc<EndpointState>,
+    /// The cluster's connection and pending-request counts, and their maxima.
+    limits: Arc<ClusterLimits>,
+    max_connections: Option<u64>,
+    max_pending: Option<u64>,
 }
 
 /// One checked-out HTTP/1.1 connection. Dropping it without [`Lease::release`] closes it
@@ -117,6 +127,10 @@ pub(crate) struct PoolSetup<B> {
     pub(crate) tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
     /// The endpoint's open connections, kept from the previous runtime when possible.
     pub(crate) connections: Arc<Connections<B>>,
+    pub(crate) state: Arc<EndpointState>,
+    pub(crate) limits: Arc<ClusterLimits>,
+    pub(crate) max_connections: Option<u64>,
+    pub(crate) max_pending: Option<u64>,
 }
 
 impl<B> EndpointPool<B> {
@@ -160,6 +174,10 @@ where
             metrics,
             tls,
             connections,
+            state,
+            limits,
+            max_connections,
+            max_pending,
         } = with;
         let literal = endpoint
             .host
@@ -176,6 +194,10 @@ where
             connections,
             metrics,
             tls,
+            state,
+            limits,
+            max_connections,
+            max_pending,
         }
     }
 
@@ -211,7 +233,7 @@ where
         self: &Arc<Self>,
         upgrades: bool,
     ) -> Result<Lease<B>, ConnectError> {
-        let io = self.dial().await?;
+        let (io, slot) = self.dial().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -220,9 +242,9 @@ where
                 source,
             })?;
         if upgrades {
-            spawn_driver(self.label.clone(), conn.with_upgrades());
+            spawn_driver(self.label.clone(), conn.with_upgrades(), slot);
         } else {
-            spawn_driver(self.label.clone(), conn);
+            spawn_driver(self.label.clone(), conn, slot);
         }
         Ok(Lease {
             pool: self.clone(),
@@ -244,7 +266,7 @@ where
                 return Ok(sender.clone());
             }
         }
-        let io = self.dial().await?;
+        let (io, slot) = self.dial().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
             .await
@@ -252,7 +274,7 @@ where
                 endpoint: self.label.to_string(),
                 source,
             })?;
-        spawn_driver(self.label.clone(), conn);
+        spawn_driver(self.label.clone(), conn, slot);
         *self
             .connections
             .h2
@@ -262,8 +284,18 @@ where
     }
 
     /// TCP connect, then the TLS handshake for a TLS cluster; both within the connect
-    /// timeout.
-    async fn dial(&self) -> Result<TokioIo<UpstreamIo>, ConnectError> {
+    /// timeout. The cluster's circuit breaker counts the wait as a pending request and the
+    /// connection as open until its driver ends (the returned slot); either limit reached
+    /// fails at once.
+    pub(crate) async fn dial(&self) -> Result<(TokioIo<UpstreamIo>, Option<Slot>), ConnectError> {
+        let _pending = self
+            .limits
+            .take(Limit::PendingRequests, self.max_pending)
+            .map_err(ConnectError::Overflow)?;
+        let slot = self
+            .limits
+            .take(Limit::Connections, self.max_connections)
+            .map_err(ConnectError::Overflow)?;
         let attempt = async {
             let stream = match self.literal {
                 Some(addr) => TcpStream::connect(addr).await,
@@ -303,16 +335,18 @@ where
             }
         };
         self.metrics.connections_opened.fetch_add(1, Relaxed);
-        Ok(TokioIo::new(stream))
+        Ok((TokioIo::new(stream), slot))
     }
 }
 
-/// Run an upstream connection's driver in its own task (once per connection).
-fn spawn_driver<F>(upstream: Arc<str>, connection: F)
+/// Run an upstream connection's driver in its own task (once per connection); the
+/// connection counts against its cluster's `max_connections` until it ends.
+fn spawn_driver<F>(upstream: Arc<str>, connection: F, slot: Option<Slot>)
 where
     F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
     tokio::spawn(async move {
+        let _open = slot;
         if let Err(error) = connection.await {
             tracing::debug!(upstream = %upstream, error = %error, "upstream connection ended");
         }

@@ -1,6 +1,6 @@
-//! Round robin: each request starts one endpoint further than the one before.
+//! Round robin: each request starts one usable endpoint further than the one before.
 
-use super::{Balancer, Failover};
+use super::{Balancer, Candidates};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
@@ -8,20 +8,38 @@ pub(crate) struct RoundRobin {
     next: AtomicUsize,
 }
 
+impl RoundRobin {
+    /// The next turn, whatever the endpoints' state (for clusters that filter none).
+    pub(crate) fn next_turn(&self) -> usize {
+        self.next.fetch_add(1, Relaxed)
+    }
+}
+
 impl Balancer for RoundRobin {
-    fn order(&self, endpoints: usize) -> Failover {
-        Failover::starting_at(self.next.fetch_add(1, Relaxed), endpoints)
+    fn pick(&self, candidates: &Candidates<'_>, _key: u64) -> Option<usize> {
+        let usable = candidates.usable_count();
+        if usable == 0 {
+            return None;
+        }
+        candidates.nth_usable(self.next.fetch_add(1, Relaxed) % usable)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{spread, states};
     use super::*;
 
     #[test]
-    fn picks_take_turns_and_fail_over_to_the_rest() {
+    fn picks_take_turns() {
         let balancer = RoundRobin::default();
-        let picks: Vec<Vec<usize>> = (0..4).map(|_| balancer.order(3).collect()).collect();
-        assert_eq!(picks, [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]);
+        let states = states(3);
+        let weights = [1; 3];
+        let candidates = Candidates::all(&states, &weights);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| balancer.pick(&candidates, 0).expect("pick"))
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0]);
+        assert_eq!(spread(&balancer, &candidates, 300, |_| 0), [100, 100, 100]);
     }
 }

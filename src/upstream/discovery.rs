@@ -1,0 +1,212 @@
+//! DNS discovery: a cluster's endpoints written as names (`users.default.svc:8080`) are
+//! resolved again and again, A and AAAA, and every address becomes an endpoint — what a
+//! Kubernetes headless service needs.
+//!
+//! Off the request path: one resolver task per cluster (a reload-surviving resource, so a
+//! reload neither re-resolves nor forgets), publishing the current address list on a watch
+//! channel; each runtime's cluster follows it and swaps in a new endpoint set when it
+//! changes. Requests in flight keep the set they started with, so an endpoint that leaves
+//! finishes what it was sent. An endpoint that stays keeps its state (health, ejection,
+//! latency), its pooled connections and its health checker ([`Members`]).
+//!
+//! When to resolve again: when the answer's TTL runs out, held within `min_ttl..=max_ttl`;
+//! after a failure, `refresh` later. Failure modes of DNS: a server that does not answer or
+//! answers with an error (SERVFAIL, timeout) changes nothing — the last addresses stay in
+//! use; an authoritative "no such name" or an empty answer removes that name's addresses.
+//! Without `nameservers`, the system's resolver configuration (`/etc/resolv.conf`) is read
+//! when the task starts; if it cannot be read, nothing is discovered (logged) and the
+//! cluster has no endpoints.
+
+use crate::body::Body;
+use crate::config::model::Endpoint;
+use crate::upstream::endpoint::EndpointState;
+use crate::upstream::health::Checker;
+use crate::upstream::policy::Dns;
+use crate::upstream::pool::Connections;
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::TokioResolver;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// One discovered endpoint: the configured endpoint it came from (by index) and its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Resolved {
+    pub(crate) configured: usize,
+    pub(crate) address: SocketAddr,
+}
+
+/// What an endpoint keeps for as long as its address stays discovered.
+#[derive(Clone)]
+pub(crate) struct Member {
+    pub(crate) state: Arc<EndpointState>,
+    pub(crate) connections: Arc<Connections<Body>>,
+    pub(crate) checker: Option<Arc<Checker>>,
+}
+
+/// The members by address, shared by every runtime that follows the same discovery.
+pub(crate) type Members = Mutex<HashMap<Resolved, Member>>;
+
+/// A cluster's discovery: the resolver task, the current addresses and the members.
+pub(crate) struct Discovery {
+    pub(crate) addresses: watch::Receiver<Arc<Vec<Resolved>>>,
+    pub(crate) members: Members,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Discovery {
+    /// Start resolving `endpoints` (IP literals are passed through as they are).
+    pub(crate) fn start(cluster: &str, endpoints: &[Endpoint], settings: &Dns) -> Discovery {
+        let (publish, addresses) = watch::channel(Arc::new(Vec::new()));
+        let task = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Some(
+                runtime
+                    .spawn(resolve(
+                        cluster.to_string(),
+                        endpoints.to_vec(),
+                        settings.clone(),
+                        publish,
+                    ))
+                    .abort_handle(),
+            ),
+            Err(_) => {
+                tracing::warn!(cluster, "no runtime to resolve endpoints on");
+                None
+            }
+        };
+        Discovery {
+            addresses,
+            members: Mutex::new(HashMap::new()),
+            task,
+        }
+    }
+
+    /// The member for `resolved`, made by `make` if it is new; members whose address is
+    /// not in `current` any more are dropped (their health checkers stop).
+    pub(crate) fn members(
+        &self,
+        current: &[Resolved],
+        mut make: impl FnMut(&Resolved) -> Member,
+    ) -> Vec<Member> {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.retain(|resolved, _| current.contains(resolved));
+        current
+            .iter()
+            .map(|resolved| {
+                members
+                    .entry(*resolved)
+                    .or_insert_with(|| make(resolved))
+                    .clone()
+            })
+            .collect()
+    }
+}
+
+fn resolver(settings: &Dns) -> Result<TokioResolver, hickory_resolver::ResolveError> {
+    let mut builder = match &settings.nameservers {
+        Some(servers) => {
+            let mut group = NameServerConfigGroup::new();
+            for server in servers {
+                group.merge(NameServerConfigGroup::from_ips_clear(
+                    &[server.ip()],
+                    server.port(),
+                    true,
+                ));
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, Vec::new(), group),
+                TokioConnectionProvider::default(),
+            )
+        }
+        None => TokioResolver::builder_tokio()?,
+    };
+    let options = builder.options_mut();
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    // The TTL decides when we ask again; a cache would only answer with what we had.
+    options.cache_size = 0;
+    Ok(builder.build())
+}
+
+async fn resolve(
+    cluster: String,
+    endpoints: Vec<Endpoint>,
+    settings: Dns,
+    publish: watch::Sender<Arc<Vec<Resolved>>>,
+) {
+    let resolver = match resolver(&settings) {
+        Ok(resolver) => resolver,
+        Err(error) => {
+            tracing::error!(cluster, error = %error, "cannot read the system's DNS configuration; no endpoints are discovered");
+            return;
+        }
+    };
+    // The last good answer per configured endpoint.
+    let mut known: Vec<Vec<SocketAddr>> = vec![Vec::new(); endpoints.len()];
+    loop {
+        let mut next = settings.max_ttl;
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            if let Ok(ip) = endpoint.host.parse::<IpAddr>() {
+                known[index] = vec![SocketAddr::new(ip, endpoint.port)];
+                continue;
+            }
+            match resolver.lookup_ip(endpoint.host.as_str()).await {
+                Ok(answer) => {
+                    let mut addresses: Vec<SocketAddr> = answer
+                        .iter()
+                        .map(|ip| SocketAddr::new(ip, endpoint.port))
+                        .collect();
+                    addresses.sort_unstable();
+                    addresses.dedup();
+                    let ttl = answer
+                        .valid_until()
+                        .saturating_duration_since(std::time::Instant::now());
+                    next = next.min(ttl.clamp(settings.min_ttl, settings.max_ttl));
+                    known[index] = addresses;
+                }
+                Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
+                    tracing::warn!(cluster, name = %endpoint.host, "the name has no addresses");
+                    known[index].clear();
+                    next = next.min(settings.refresh);
+                }
+                Err(error) => {
+                    tracing::warn!(cluster, name = %endpoint.host, error = %error, "DNS lookup failed; keeping the last addresses");
+                    next = next.min(settings.refresh);
+                }
+            }
+        }
+        let resolved: Vec<Resolved> = known
+            .iter()
+            .enumerate()
+            .flat_map(|(configured, addresses)| {
+                addresses.iter().map(move |address| Resolved {
+                    configured,
+                    address: *address,
+                })
+            })
+            .collect();
+        publish.send_if_modified(|current| {
+            if **current == resolved {
+                return false;
+            }
+            tracing::info!(
+                cluster,
+                endpoints = resolved.len(),
+                "discovered endpoints changed"
+            );
+            *current = Arc::new(resolved);
+            true
+        });
+        tokio::time::sleep(next.max(Duration::from_millis(10))).await;
+    }
+}

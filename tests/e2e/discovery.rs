@@ -1,0 +1,195 @@
+//! DNS discovery end to end: a DNS server started by the test on loopback (a few lines of
+//! UDP, answering A queries from a list the test changes) and two backends on 127.0.0.1 and
+//! 127.0.0.2; endpoints come and go with the answers, and a request in flight to an
+//! endpoint that leaves still completes.
+
+use crate::balancing::Client;
+use crate::common::*;
+use http::StatusCode;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::net::UdpSocket;
+
+/// A DNS server on 127.0.0.1:0 answering every A query with `answers` (TTL 0, so the
+/// gateway asks again after its `min_ttl`), and AAAA queries with no records.
+async fn dns_server(answers: Arc<Mutex<Vec<Ipv4Addr>>>) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let query = &buf[..len];
+            if len < 12 {
+                continue;
+            }
+            // The question: labels up to the root, then type and class.
+            let mut end = 12;
+            while end < len && query[end] != 0 {
+                end += 1 + query[end] as usize;
+            }
+            let question_end = end + 5;
+            if question_end > len {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([query[end + 1], query[end + 2]]);
+            let records: Vec<Ipv4Addr> = if qtype == 1 {
+                answers.lock().expect("answers").clone()
+            } else {
+                Vec::new()
+            };
+            let mut reply = Vec::with_capacity(512);
+            reply.extend_from_slice(&query[..2]); // id
+            reply.extend_from_slice(&[0x81, 0x80]); // response, recursion available, no error
+            reply.extend_from_slice(&[0, 1]);
+            reply.extend_from_slice(&(records.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&[0, 0, 0, 0]);
+            reply.extend_from_slice(&query[12..question_end]);
+            for ip in records {
+                reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]); // the name, A, IN
+                reply.extend_from_slice(&0u32.to_be_bytes()); // TTL
+                reply.extend_from_slice(&[0, 4]);
+                reply.extend_from_slice(&ip.octets());
+            }
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    addr
+}
+
+/// A backend on `ip`:`port` (0: any) that names itself, and holds `/hold` requests until
+/// `release` has a permit (telling `held` which backend took one).
+async fn named_backend(
+    ip: Ipv4Addr,
+    port: u16,
+    name: &'static str,
+    release: Arc<tokio::sync::Semaphore>,
+    held: tokio::sync::mpsc::UnboundedSender<&'static str>,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (release, held) = (release.clone(), held.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let (release, held) = (release.clone(), held.clone());
+                    async move {
+                        if req.uri().path() == "/hold" {
+                            let _ = held.send(name);
+                            let _permit = release.acquire().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("x-backend", name)
+                                .body(full(name))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Poll `/clusters` until the cluster has `count` endpoints.
+async fn wait_endpoints(gw: &TestGateway, count: usize) {
+    within(&format!("{count} discovered endpoints"), async {
+        loop {
+            let clusters = get(gw.admin.expect("admin"), "admin", "/clusters")
+                .await
+                .json();
+            let endpoints = clusters["clusters"][0]["endpoints"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if endpoints == count {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn endpoints_follow_dns_answers_and_in_flight_requests_finish() {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (held_tx, mut held) = tokio::sync::mpsc::unbounded_channel();
+    let localhost = Ipv4Addr::new(127, 0, 0, 1);
+    let second = Ipv4Addr::new(127, 0, 0, 2);
+    let a = named_backend(localhost, 0, "a", release.clone(), held_tx.clone()).await;
+    let b = named_backend(second, a.port(), "b", release.clone(), held_tx).await;
+    assert_eq!(a.port(), b.port());
+    let answers = Arc::new(Mutex::new(vec![localhost]));
+    let dns = dns_server(answers.clone()).await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+clusters:
+  - name: discovered
+    endpoints: ["backends.test:{port}"]
+    dns: {{ nameservers: ["{dns}"], min_ttl: 20ms, refresh: 20ms }}
+routes:
+  - {{ cluster: discovered }}
+"#,
+        port = a.port()
+    )))
+    .await;
+
+    wait_endpoints(&gw, 1).await;
+    let mut client = Client::new(gw.addr).await;
+    for _ in 0..4 {
+        assert_eq!(client.get("/", &[]).await.headers["x-backend"], "a");
+    }
+
+    answers.lock().expect("answers").push(second);
+    wait_endpoints(&gw, 2).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let reply = client.get("/", &[]).await;
+        seen.insert(
+            reply.headers["x-backend"]
+                .to_str()
+                .expect("name")
+                .to_string(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "both discovered endpoints get requests");
+
+    // A request in flight to one endpoint; that endpoint leaves the answers.
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move { get(addr, "h", "/hold").await });
+    let holder = within("the held request", held.recv())
+        .await
+        .expect("a backend");
+    let stays = if holder == "a" { second } else { localhost };
+    *answers.lock().expect("answers") = vec![stays];
+    wait_endpoints(&gw, 1).await;
+    for _ in 0..4 {
+        let reply = client.get("/", &[]).await;
+        assert_ne!(
+            reply.headers["x-backend"], holder,
+            "the removed endpoint gets nothing"
+        );
+    }
+    release.add_permits(1);
+    let finished = within("the held request's answer", in_flight)
+        .await
+        .expect("task");
+    assert_eq!(finished.status, StatusCode::OK);
+    assert_eq!(finished.headers["x-backend"], holder);
+
+    // No address at all: the cluster answers at once rather than hanging.
+    answers.lock().expect("answers").clear();
+    wait_endpoints(&gw, 0).await;
+    let empty = client.get("/", &[]).await;
+    assert_eq!(empty.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(empty.error_code(), "upstream_connect_failed");
+}
