@@ -34,6 +34,9 @@ pub(crate) enum BodyError {
     Client(#[source] hyper::Error),
     #[error("error reading the response body from the upstream")]
     Upstream(#[source] hyper::Error),
+    /// A transcoded request stream the gateway could not turn into messages.
+    #[error("{0}")]
+    Transcode(#[source] Arc<crate::grpc::stream::StreamElementError>),
 }
 
 pin_project! {
@@ -45,6 +48,9 @@ pin_project! {
         Full { data: Option<Bytes> },
         Client { #[pin] body: ClientBody },
         Upstream { #[pin] body: UpstreamBody },
+        // A body the gateway makes as it goes (gRPC transcoding and gRPC-Web): boxed, so
+        // only the routes that use it pay for it.
+        Stream { body: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BodyError> + Send>> },
     }
 }
 
@@ -70,6 +76,7 @@ impl std::fmt::Debug for Body {
             Body::Full { .. } => "full",
             Body::Client { .. } => "client",
             Body::Upstream { .. } => "upstream",
+            Body::Stream { .. } => "stream",
         };
         f.debug_tuple("Body").field(&kind).finish()
     }
@@ -88,6 +95,7 @@ impl http_body::Body for Body {
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Client { body } => body.poll_frame(cx),
             BodyProj::Upstream { body } => body.poll_frame(cx),
+            BodyProj::Stream { body } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -97,6 +105,7 @@ impl http_body::Body for Body {
             Body::Full { data } => data.is_none(),
             Body::Client { body } => body.is_end_stream(),
             Body::Upstream { body } => body.is_end_stream(),
+            Body::Stream { body } => body.is_end_stream(),
         }
     }
 
@@ -108,6 +117,7 @@ impl http_body::Body for Body {
             }
             Body::Client { body } => body.size_hint(),
             Body::Upstream { body } => body.size_hint(),
+            Body::Stream { body } => body.size_hint(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::config::check::{Checker, Description, RouteCheck, RoutePolicy, Sectio
 use crate::config::deserialize::deserialize;
 use crate::config::source::{KeyPath, Seg, SourceMap};
 use crate::config::Problem;
+use crate::grpc::GrpcPolicy;
 use crate::middleware::auth::AuthPolicy;
 use crate::middleware::body_limit::BodyLimitPolicy;
 use crate::middleware::timeout::TimeoutPolicy;
@@ -104,6 +105,8 @@ route_policies! {
     transform: TransformPolicy,
     /// `timeout`.
     timeout: TimeoutPolicy,
+    /// `grpc_transcode`, `grpc_web`.
+    grpc: GrpcPolicy,
 }
 
 /// Declares [`Sections`]: a field per concern section, and the functions over all of them.
@@ -231,6 +234,7 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<AuthPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TransformPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TimeoutPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(<GrpcPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
     ];
     for value in defaults.into_iter().flatten() {

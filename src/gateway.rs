@@ -10,7 +10,7 @@
 //!        request context    connection, TLS facts, request id, caller kind,    context.rs
 //!                           for routes whose policies read it
 //!        route stack        response headers → rescue → body limit → auth      stack.rs
-//!                           → request transforms → timeout → upstream
+//!                           → request transforms → timeout → gRPC → upstream
 //!        completion         X-Request-Id, HSTS, Via on every answer; metrics,  completion.rs
 //!                           access log and the connection's idle clock once
 //!                           the last byte has gone

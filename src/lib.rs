@@ -9,7 +9,7 @@
 //!        └ gateway::handle (gateway.rs)      request id, admission + routing, forwarding
 //!           │                                headers, request context, completion
 //!           └ route stack (stack.rs)         response headers → rescue → body limit → auth
-//!              │                             → request transforms → timeout
+//!              │                             → request transforms → timeout → gRPC
 //!              └ upstream (upstream/)        balancer pick + failover, pooled connection,
 //!                                            TLS, tunnel for upgrades
 //! ```
@@ -37,6 +37,8 @@
 //!   `gateway::handle`; `stack`, `middleware/`: the route stack.
 //! - `routing/`: pure matching and path normalisation; no I/O.
 //! - `upstream/`: clusters, balancing, connection pools, upstream TLS, upgrade tunnels.
+//! - `grpc/`: descriptors compiled from `.proto` files, HTTP/JSON → gRPC transcoding,
+//!   gRPC-Web, OpenAPI — the route stack's innermost layer on gRPC routes.
 //! - `server/`: listeners, TLS termination and certificate reload, connection guard, drain;
 //!   `admin/`: the admin listener; `reload`, `runtime`, `resources`, `lifecycle`: runtimes
 //!   and their replacement.
@@ -61,6 +63,7 @@ mod error;
 pub mod explain;
 mod forwarding;
 mod gateway;
+mod grpc;
 mod lifecycle;
 mod metrics;
 mod middleware;

@@ -108,6 +108,7 @@ impl Runtime {
                     &route.name,
                     &route.policies,
                     clusters[route.cluster_index].clone(),
+                    config.clusters[route.cluster_index].grpc.as_ref(),
                 ),
                 context: route.policies.reads_context(),
             })

@@ -10,6 +10,7 @@
 
 use crate::body::Body;
 use crate::concerns::RoutePolicies;
+use crate::grpc::{Grpc, GrpcApi, GrpcLayer};
 use crate::middleware::auth::{Auth, AuthLayer};
 use crate::middleware::body_limit::{BodyLimit, BodyLimitLayer};
 use crate::middleware::rescue::{Rescue, RescueLayer};
@@ -26,13 +27,14 @@ use tower_service::Service;
 
 /// Every route's stack, outermost first (as built in [`build_route_stack`]).
 pub(crate) type RouteStack =
-    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Upstream>>>>>>;
+    ResponseHeaders<Rescue<BodyLimit<Auth<RequestTransform<Timeout<Grpc<Upstream>>>>>>>;
 
 /// Compose one route's stack over its cluster.
 pub(crate) fn build_route_stack(
     route: &str,
     policies: &RoutePolicies,
     cluster: Arc<Cluster>,
+    grpc_api: Option<&Arc<GrpcApi>>,
 ) -> RouteStack {
     let layers = (
         // Decorates every answer of the route — the upstream's and the gateway's own errors
@@ -49,8 +51,12 @@ pub(crate) fn build_route_stack(
         AuthLayer::new(&policies.auth),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
-        // Innermost, so that it measures the upstream and nothing the gateway does first.
+        // So that it measures the upstream and nothing the gateway does first.
         TimeoutLayer::new(&policies.timeout),
+        // Last, so every policy above sees the caller's request as it came and the upstream
+        // gets a gRPC call: HTTP/JSON transcoding and gRPC-Web translation (the route's
+        // timeout becomes the call's `grpc-timeout`).
+        GrpcLayer::new(&policies.grpc, &policies.timeout, grpc_api),
     );
     layers.layer(Upstream::new(cluster))
 }

@@ -9,7 +9,7 @@
 //! its own; `concerns.rs` lists them, and nothing else in `config/` needs to know them.
 
 use super::deserialize;
-use super::file::{ListenerFile, MatchFile};
+use super::file::{ClusterFile, ListenerFile, MatchFile};
 use super::problem::Problem;
 use super::source::{KeyPath, Seg, SourceMap};
 use super::units::{format_size, parse_duration, parse_size};
@@ -380,6 +380,8 @@ pub(crate) struct RouteCheck<'c, 'a> {
     path: KeyPath,
     matcher: &'c MatchFile,
     listeners: &'c [Option<ListenerFile>],
+    /// The route's cluster as written, when it names one that deserialised.
+    cluster: Option<&'c ClusterFile>,
     /// The route's policy keys as they deserialised, for the config dump.
     dump: Map<String, Value>,
 }
@@ -390,12 +392,14 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
         path: KeyPath,
         matcher: &'c MatchFile,
         listeners: &'c [Option<ListenerFile>],
+        cluster: Option<&'c ClusterFile>,
     ) -> RouteCheck<'c, 'a> {
         RouteCheck {
             checker,
             path,
             matcher,
             listeners,
+            cluster,
             dump: Map::new(),
         }
     }
@@ -413,6 +417,11 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
     /// The listeners as written (those that deserialised).
     pub(crate) fn listeners(&self) -> impl Iterator<Item = &ListenerFile> {
         self.listeners.iter().flatten()
+    }
+
+    /// The route's cluster as written (`None` when it names no cluster that deserialised).
+    pub(crate) fn cluster(&self) -> Option<&'c ClusterFile> {
+        self.cluster
     }
 
     /// Deserialise and check the keys of `raw` that policy `P` owns.

@@ -158,6 +158,8 @@ pub(crate) struct ClusterFile {
     pub(crate) pool: PoolFile,
     /// Speak TLS to the endpoints. Absent = plaintext.
     pub(crate) tls: Option<UpstreamTlsFile>,
+    /// The cluster is a gRPC service: its descriptors (for transcoding routes).
+    pub(crate) grpc: Option<crate::grpc::GrpcClusterFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

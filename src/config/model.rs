@@ -165,6 +165,8 @@ pub(crate) struct Cluster {
     pub(crate) connect_timeout: Duration,
     pub(crate) pool: PoolSettings,
     pub(crate) tls: Option<UpstreamTls>,
+    /// The descriptors of a gRPC cluster, compiled.
+    pub(crate) grpc: Option<std::sync::Arc<crate::grpc::GrpcApi>>,
 }
 
 /// TLS to a cluster's endpoints; the files are read when the cluster is built.

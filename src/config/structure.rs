@@ -346,7 +346,7 @@ routes:
                     4,
                     5,
                     "unknown key `conect_timeout`, did you mean `connect_timeout`? (expected \
-                     one of `name`, `endpoints`, `protocol`, `connect_timeout`, `pool`, `tls`)"
+                     one of `name`, `endpoints`, `protocol`, `connect_timeout`, `pool`, `tls`, `grpc`)"
                         .into()
                 ),
                 (

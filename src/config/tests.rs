@@ -42,7 +42,9 @@ fn summary(problems: &[Problem]) -> Vec<(&str, usize, usize, &str)> {
 
 #[test]
 fn the_reference_config_is_valid() {
-    let config = match load_str_with_env(REFERENCE, "reference.yaml", &no_env) {
+    // Relative files (the gRPC cluster's protos) are relative to the file's directory.
+    let base = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+    let config = match super::load_str_in(REFERENCE, "reference.yaml", &no_env, Some(base)) {
         Ok(config) => config,
         Err(err) => panic!("{err}"),
     };
@@ -54,9 +56,11 @@ fn the_reference_config_is_valid() {
             status: 308
         })
     );
-    assert_eq!(config.clusters.len(), 3);
-    assert_eq!(config.routes.len(), 5);
-    assert_eq!(config.routes[4].name, "route-4");
+    assert_eq!(config.clusters.len(), 4);
+    assert_eq!(config.routes.len(), 6);
+    assert_eq!(config.routes[5].name, "route-5");
+    assert!(config.clusters[3].grpc.is_some());
+    assert!(config.routes[4].policies.grpc.transcode.is_some());
     let auth = &config.routes[0].policies.transform.request_headers.set[0];
     assert_eq!(auth.0, "authorization");
     assert_eq!(auth.1, "Bearer dev-token");
@@ -390,6 +394,7 @@ fn all_defaults() {
                 timeout: TimeoutPolicy {
                     timeout: Duration::from_secs(15)
                 },
+                grpc: crate::grpc::GrpcPolicy::default(),
             },
         }
     );
@@ -403,6 +408,7 @@ fn all_defaults() {
             "request_headers": {"set": {}, "add": {}, "remove": []},
             "response_headers": {"set": {}, "add": {}, "remove": []},
             "require_client_cert": null,
+            "grpc_transcode": null, "grpc_web": null,
         })
     );
 }

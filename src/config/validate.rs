@@ -678,8 +678,16 @@ impl Validator<'_> {
                 None => Some(None),
                 Some(tls) => self.upstream_tls(&path.key("tls"), tls).map(Some),
             };
+            let grpc = match (&file.grpc, protocol) {
+                (Some(grpc), Some(protocol)) => {
+                    crate::grpc::descriptors::check_cluster(&mut self.check, &path, grpc, protocol)
+                        .map(Some)
+                }
+                _ => Some(None),
+            };
             let cluster = (|| {
                 Some(Cluster {
+                    grpc: grpc?,
                     tls: tls?,
                     name: name_ok.then(|| file.name.clone())?,
                     endpoints: endpoints?,
@@ -762,7 +770,14 @@ impl Validator<'_> {
             };
             let matcher = self.matcher(&path.key("match"), &file.matcher);
             // Everything else about the route belongs to the concerns.
-            let mut check = RouteCheck::new(&mut self.check, path, &file.matcher, &parts.listeners);
+            let cluster_file = cluster.and_then(|index| parts.clusters.get(index)?.as_ref());
+            let mut check = RouteCheck::new(
+                &mut self.check,
+                path,
+                &file.matcher,
+                &parts.listeners,
+                cluster_file,
+            );
             let policies = RoutePolicies::check(&file.policies, &mut check);
             let mut dump = check.into_dump();
             if let Ok(Value::Object(core)) = serde_json::to_value(file) {

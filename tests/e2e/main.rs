@@ -10,6 +10,8 @@ mod common;
 mod admission;
 mod cli;
 mod fuzz;
+mod grpc_peers;
+mod grpc_transcode;
 mod headers;
 mod hostile_connections;
 mod hostile_requests;
