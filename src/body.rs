@@ -175,6 +175,12 @@ impl ClientBody {
             progress.note(event);
         }
     }
+
+    fn fail(&self, failure: BodyFailure) {
+        if let Some(progress) = &self.progress {
+            let _ = progress.failure.set(failure);
+        }
+    }
 }
 
 enum BodyEvent {
@@ -195,6 +201,16 @@ pub(crate) struct BodyProgress {
     ended: AtomicBool,
     waiting_for_client: AtomicBool,
     waker: AtomicWaker,
+    /// Why the body stopped early, if the gateway stopped it: an HTTP/2 upstream client
+    /// only resets the stream and loses the reason, so the upstream reads it here.
+    failure: std::sync::OnceLock<BodyFailure>,
+}
+
+/// A client body the gateway cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFailure {
+    TooLarge { limit: u64 },
+    Timeout(Duration),
 }
 
 impl BodyProgress {
@@ -205,6 +221,7 @@ impl BodyProgress {
             ended: AtomicBool::new(false),
             waiting_for_client: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            failure: std::sync::OnceLock::new(),
         }
     }
 
@@ -218,6 +235,11 @@ impl BodyProgress {
                 self.waker.wake();
             }
         }
+    }
+
+    /// Why the gateway cut the body off, if it did.
+    pub(crate) fn failure(&self) -> Option<BodyFailure> {
+        self.failure.get().copied()
     }
 
     /// When the body's own budget runs out.
@@ -265,6 +287,7 @@ impl http_body::Body for ClientBody {
                     this.received += data.len() as u64;
                     if this.received > this.limit {
                         this.note(BodyEvent::Ended);
+                        this.fail(BodyFailure::TooLarge { limit: this.limit });
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
                     }
                 }
@@ -291,6 +314,7 @@ impl http_body::Body for ClientBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 ready!(timer.as_mut().poll(cx));
                 this.note(BodyEvent::Ended);
+                this.fail(BodyFailure::Timeout(this.budget));
                 Poll::Ready(Some(Err(BodyError::Timeout(this.budget))))
             }
         }

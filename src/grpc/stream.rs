@@ -210,7 +210,13 @@ pub(crate) struct RequestStream {
     ready: VecDeque<Bytes>,
     index: usize,
     done: bool,
+    failure: StreamFailure,
 }
+
+/// Where a streamed request's body records why it stopped. The body's own error reaches the
+/// upstream client, which only resets the stream; the transcoder reads the reason here to
+/// answer the caller with it.
+pub(crate) type StreamFailure = Arc<std::sync::OnceLock<Arc<StreamElementError>>>;
 
 /// Why a streamed request was cut off: carried as the body's error to the upstream client,
 /// and recovered from its error chain as the caller's answer (`error.rs`).
@@ -225,12 +231,12 @@ pub(crate) struct StreamElementError {
 impl RequestStream {
     fn fail(&mut self, error: RequestError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.done = true;
-        Poll::Ready(Some(Err(BodyError::Transcode(Arc::new(
-            StreamElementError {
-                index: self.index,
-                source: error,
-            },
-        )))))
+        let error = Arc::new(StreamElementError {
+            index: self.index,
+            source: error,
+        });
+        let _ = self.failure.set(error.clone());
+        Poll::Ready(Some(Err(BodyError::Transcode(error))))
     }
 }
 
@@ -310,7 +316,7 @@ pub(crate) fn request_stream(
     content_type: Option<&str>,
     rules: RequestRules,
     max_message: usize,
-) -> Result<Body, GatewayError> {
+) -> Result<(Body, StreamFailure), GatewayError> {
     let ndjson = content_type.is_some_and(|ct| {
         let media = ct.split(';').next().unwrap_or("").trim();
         matches!(
@@ -344,7 +350,8 @@ pub(crate) fn request_stream(
         )?;
         Ok(message.encode_to_vec())
     };
-    Ok(Body::Stream {
+    let failure = StreamFailure::default();
+    let body = Body::Stream {
         body: Box::pin(RequestStream {
             client,
             splitter: Splitter::new(ndjson),
@@ -353,8 +360,10 @@ pub(crate) fn request_stream(
             ready: VecDeque::new(),
             index: 0,
             done: false,
+            failure: failure.clone(),
         }),
-    })
+    };
+    Ok((body, failure))
 }
 
 #[cfg(test)]

@@ -338,8 +338,9 @@ where
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    let mut stream_failure = None;
     let grpc_body = if binding.method.client_streaming() {
-        super::stream::request_stream(
+        let (body, failure) = super::stream::request_stream(
             binding,
             &captures,
             parts.uri.query(),
@@ -347,7 +348,9 @@ where
             content_type,
             rules,
             settings.max_request_message,
-        )?
+        )?;
+        stream_failure = Some(failure);
+        body
     } else {
         let bytes = collect(body).await?;
         let message = build_message(
@@ -377,10 +380,25 @@ where
     );
     let server_streams = binding.method.server_streaming();
     drop(captures);
-    let response = inner.call(grpc_req).await?;
-    if server_streams {
+    // A request stream the caller broke ends the call: whatever the upstream made of that,
+    // the caller's answer is why it broke.
+    let broken = || {
+        stream_failure
+            .as_ref()
+            .and_then(|failure| failure.get().cloned())
+            .map(GatewayError::TranscodeStream)
+    };
+    let response = match inner.call(grpc_req).await {
+        Ok(response) => response,
+        Err(error) => return Err(broken().unwrap_or(error)),
+    };
+    let answer = if server_streams {
         server_streaming(response, rendering, format).await
     } else {
         unary(response, &rendering).await
+    };
+    match broken() {
+        Some(error) => Err(error),
+        None => answer,
     }
 }

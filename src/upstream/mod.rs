@@ -18,7 +18,7 @@ pub(crate) mod pool;
 pub(crate) mod tls;
 mod tunnel;
 
-use crate::body::{Body, UpstreamBody};
+use crate::body::{Body, BodyFailure, UpstreamBody};
 use crate::config::model;
 use crate::error::GatewayError;
 use crate::forwarding::{strip_hop_by_hop, Framing};
@@ -117,9 +117,23 @@ impl Cluster {
     ) -> Result<Response<Body>, GatewayError> {
         let upgrade = req.extensions_mut().remove::<DownstreamUpgrade>();
         if upgrade.is_some() || self.protocol == model::UpstreamProtocol::Http2 {
+            // An HTTP/2 upstream client resets the stream when the gateway cuts a request
+            // body off (over the size limit, too slow) and the reason is lost on the way:
+            // the body's progress keeps it.
+            let progress = match req.body_mut() {
+                Body::Client { body } => Some(body.progress()),
+                _ => None,
+            };
             // The less common paths are boxed so that their larger futures don't inflate the
             // state every HTTP/1.1 request carries (and copies).
-            return Box::pin(self.send_other(req, upgrade)).await;
+            let result = Box::pin(self.send_other(req, upgrade)).await;
+            return match progress.and_then(|progress| progress.failure()) {
+                Some(BodyFailure::TooLarge { limit }) => {
+                    Err(GatewayError::PayloadTooLarge { limit })
+                }
+                Some(BodyFailure::Timeout(budget)) => Err(GatewayError::RequestBodyTimeout(budget)),
+                None => result,
+            };
         }
         // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
         let mut req = to_http1(req, &self.host);

@@ -24,6 +24,10 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+/// Opened by a test to let the tonic server's `ListBooks` with page token `gate` go on
+/// after its first book.
+pub static GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// tests/protos, absolute.
 pub fn proto_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/protos")
@@ -188,8 +192,22 @@ async fn dispatch(
                                 Ok(book)
                             })
                             .collect();
-                    if text(&request, "page_token") == "fail" {
+                    let token = text(&request, "page_token");
+                    if token == "fail" {
                         items.push(Err(Status::not_found("the shelf ran out")));
+                    }
+                    if token == "gate" {
+                        // The first book at once; the rest once the test opens the gate, so it
+                        // can see the first one arrive on its own.
+                        let rest = items.split_off(1.min(items.len()));
+                        let first = stream::iter(items);
+                        let later = futures_util::StreamExt::flat_map(
+                            stream::once(async { GATE.notified().await }),
+                            move |()| stream::iter(rest.clone()),
+                        );
+                        let stream: BoxStream =
+                            Box::pin(futures_util::StreamExt::chain(first, later));
+                        return Ok(served(stream, "ListBooks"));
                     }
                     let stream: BoxStream = Box::pin(stream::iter(items));
                     Ok(served(stream, "ListBooks"))
