@@ -8,6 +8,8 @@
 //! - `GET /readyz`  — 200 while serving, 503 once draining (take the instance out of a pool).
 //! - `GET /metrics` — Prometheus text format.
 //! - `GET /config`  — the effective configuration as JSON, secrets redacted.
+//! - `GET /openapi.json` — the OpenAPI 3.1 document of every gRPC transcoding route, made
+//!   from the running configuration (so a reload with changed protos changes it).
 
 use crate::body::Body;
 use crate::context::Caller;
@@ -92,6 +94,13 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             let dump = &shared.runtime.load().config.redacted_dump;
             let text = serde_json::to_vec_pretty(dump).unwrap_or_default();
             json(StatusCode::OK, bytes::Bytes::from(text))
+        }
+        "/openapi.json" => {
+            let config = shared.runtime.load().config.clone();
+            json(
+                StatusCode::OK,
+                crate::grpc::openapi::admin_document(&config),
+            )
         }
         _ => GatewayError::AdminNotFound.render("", Caller::Http),
     }

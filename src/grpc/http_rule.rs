@@ -257,6 +257,20 @@ impl BindingTable {
     }
 }
 
+impl BindingTable {
+    /// Every binding: the annotated ones most specific first, then (with `auto_mapping`) the
+    /// auto-mapped ones by path.
+    pub(crate) fn bindings(&self, auto_mapping: bool) -> Vec<&Binding> {
+        let mut all: Vec<&Binding> = self.bindings.iter().collect();
+        if auto_mapping {
+            let mut auto: Vec<&Binding> = self.auto.values().collect();
+            auto.sort_by(|a, b| a.path.cmp(&b.path));
+            all.extend(auto);
+        }
+        all
+    }
+}
+
 impl Binding {
     /// The variables' raw text if `path` matches this binding's template and verb.
     fn captures<'t, 'p>(&'t self, path: &'p str) -> Option<Vec<(&'t PathVariable, &'p str)>> {

@@ -11,6 +11,7 @@ mod admission;
 mod cli;
 mod fuzz;
 mod grpc_native;
+mod grpc_openapi;
 mod grpc_peers;
 mod grpc_streaming;
 mod grpc_transcode;
