@@ -9,6 +9,7 @@ mod common;
 
 mod admission;
 mod cli;
+mod demo;
 mod fuzz;
 mod grpc_native;
 mod grpc_openapi;
