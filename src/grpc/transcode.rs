@@ -27,6 +27,7 @@ use crate::middleware::timeout::TimeoutPolicy;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, TE};
 use http::{Method, Request, Response, Uri};
+use http_body::Body as _;
 use pin_project_lite::pin_project;
 use prost::Message;
 use std::future::Future;
@@ -239,8 +240,6 @@ pub(crate) async fn collect(mut body: Body) -> Result<Bytes, GatewayError> {
     Ok(out.freeze())
 }
 
-use http_body::Body as _;
-
 /// The streaming shape a caller asked for with `Accept`, or the route's default.
 fn stream_format(req_accept: Option<&HeaderValue>, default: StreamFormat) -> StreamFormat {
     let Some(accept) = req_accept.and_then(|v| v.to_str().ok()) else {
@@ -266,7 +265,7 @@ fn grpc_request(
     binding: &Binding,
     deadline: &HeaderValue,
     body: Body,
-) -> Result<Request<Body>, GatewayError> {
+) -> Request<Body> {
     let mut req = Request::new(body);
     *req.method_mut() = Method::POST;
     *req.uri_mut() = Uri::from(binding.method.grpc_path.clone());
@@ -284,7 +283,7 @@ fn grpc_request(
             }
         }
     }
-    Ok(req)
+    req
 }
 
 async fn transcode<S>(
@@ -371,7 +370,7 @@ where
         Body::full(frame(&encoded))
     };
     let format = stream_format(parts.headers.get(ACCEPT), settings.streaming);
-    let grpc_req = grpc_request(&parts, binding, &route.deadline, grpc_body)?;
+    let grpc_req = grpc_request(&parts, binding, &route.deadline, grpc_body);
     let rendering = Rendering::new(
         binding,
         settings.print,

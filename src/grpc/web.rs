@@ -10,6 +10,8 @@
 //! HTTP/1.1 callers as well as HTTP/2 ones: the upstream side is always HTTP/2.
 
 use super::framing::{frame_with_flag, TRAILER_FLAG};
+use super::request::RequestError;
+use super::stream::{StreamElementError, StreamFailure};
 use crate::body::{Body, BodyError};
 use crate::error::GatewayError;
 use base64::Engine;
@@ -18,6 +20,7 @@ use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TE};
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
@@ -45,18 +48,29 @@ where
         .headers
         .insert(TE, HeaderValue::from_static("trailers"));
     parts.headers.remove(CONTENT_LENGTH);
+    let failure = StreamFailure::default();
     let body = if text {
         Body::Stream {
             body: Box::pin(Base64Decode {
                 inner: body,
                 pending: BytesMut::new(),
                 done: false,
+                failure: failure.clone(),
             }),
         }
     } else {
         body
     };
-    let response = inner.call(Request::from_parts(parts, body)).await?;
+    // A body that is not base64 ends the call; the caller hears why, not what the upstream
+    // made of the reset.
+    let broken = || failure.get().cloned().map(GatewayError::TranscodeStream);
+    let response = match inner.call(Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(error) => return Err(broken().unwrap_or(error)),
+    };
+    if let Some(error) = broken() {
+        return Err(error);
+    }
     let (mut parts, body) = response.into_parts();
     let grpc = parts
         .headers
@@ -98,6 +112,19 @@ struct Base64Decode {
     inner: Body,
     pending: BytesMut,
     done: bool,
+    failure: StreamFailure,
+}
+
+impl Base64Decode {
+    fn fail(&mut self) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.done = true;
+        let error = Arc::new(StreamElementError {
+            index: 0,
+            source: RequestError::NotBase64,
+        });
+        let _ = self.failure.set(error.clone());
+        Poll::Ready(Some(Err(BodyError::Transcode(error))))
+    }
 }
 
 impl http_body::Body for Base64Decode {
@@ -134,15 +161,7 @@ impl http_body::Body for Base64Decode {
                     let chunk = this.pending.split_to(whole);
                     match decode_chunks(&chunk) {
                         Some(decoded) => return Poll::Ready(Some(Ok(Frame::data(decoded)))),
-                        None => {
-                            this.done = true;
-                            return Poll::Ready(Some(Err(BodyError::Transcode(
-                                std::sync::Arc::new(super::stream::StreamElementError {
-                                    index: 0,
-                                    source: super::request::RequestError::NotBase64,
-                                }),
-                            ))));
-                        }
+                        None => return this.fail(),
                     }
                 }
                 Poll::Ready(None) => {
@@ -151,15 +170,10 @@ impl http_body::Body for Base64Decode {
                         return Poll::Ready(None);
                     }
                     let rest = this.pending.split();
-                    return Poll::Ready(match decode_chunks(&rest) {
-                        Some(decoded) => Some(Ok(Frame::data(decoded))),
-                        None => Some(Err(BodyError::Transcode(std::sync::Arc::new(
-                            super::stream::StreamElementError {
-                                index: 0,
-                                source: super::request::RequestError::NotBase64,
-                            },
-                        )))),
-                    });
+                    return match decode_chunks(&rest) {
+                        Some(decoded) => Poll::Ready(Some(Ok(Frame::data(decoded)))),
+                        None => this.fail(),
+                    };
                 }
             }
         }

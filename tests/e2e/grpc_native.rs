@@ -284,6 +284,19 @@ async fn grpc_web_calls_round_trip_with_trailers_in_the_body() {
             );
         }
 
+        // A `-text` body that is not base64: the caller hears why, as a gRPC status.
+        let req = Request::post("/library.v1.Library/GetBook")
+            .header("host", "h")
+            .header("content-type", "application/grpc-web-text")
+            .body(full("!!!!not base64"))
+            .expect("request");
+        let reply = send(gw.addr, req).await;
+        assert_eq!(reply.headers["grpc-status"], "3", "{:?}", reply.headers);
+        assert!(reply.headers["grpc-message"]
+            .to_str()
+            .unwrap_or("")
+            .contains("base64"));
+
         // A stream, and its error after the messages, in the trailer frame.
         let request = message(
             "library.v1.ListBooksRequest",

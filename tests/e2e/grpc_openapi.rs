@@ -15,6 +15,7 @@ fn library_operations() -> Vec<(&'static str, &'static str)> {
         ("delete", "/api/v1/{name}"),
         ("patch", "/api/v1/{book.name}"),
         ("get", "/api/v1/shelves/special/books/{title}"),
+        ("get", "/api/v1/{name}/title"),
         ("post", "/api/v1/{name}:publish"),
         ("post", "/api/v1/shelves/{shelf}/books"),
         ("put", "/api/v1/shelves/{shelf}/books/{book_id}"),

@@ -163,6 +163,12 @@ async fn every_template_form_reaches_its_method() {
         assert_eq!(file.headers["content-type"], "text/plain", "{server}");
         assert_eq!(file.text(), "file:a/b%2Fc/d e.txt", "{server}");
 
+        // response_body: the field alone is the answer (a default one too).
+        let title = call(&gw, "GET", "/v1/shelves/1/books/2/title?title=Dune", "").await;
+        assert_eq!(json_of(&title, server), json!("Dune"), "{server}");
+        let untitled = call(&gw, "GET", "/v1/shelves/1/books/2/title", "").await;
+        assert_eq!(json_of(&untitled, server), json!(""), "{server}");
+
         // An existing service with no package and no rules: `/Service/Method`.
         let hello = call(&gw, "POST", "/Greeter/SayHello", r#"{"name":"Ann"}"#).await;
         assert_eq!(

@@ -75,6 +75,10 @@ def serve(protos, out):
             served(context, "GetBook")
             return request
 
+        def GetBookTitle(self, request, context):
+            served(context, "GetBookTitle")
+            return request
+
         def GetSpecialBook(self, request, context):
             served(context, "GetSpecialBook")
             return request
