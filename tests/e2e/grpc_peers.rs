@@ -300,7 +300,10 @@ async fn dispatch(
                             let mut fields = std::collections::BTreeMap::new();
                             for entry in metadata.clone().into_headers().iter() {
                                 let key = entry.0.as_str();
-                                if key.starts_with("x-") || key == "authorization" {
+                                if key.starts_with("x-")
+                                    || key.starts_with("grpc-")
+                                    || key == "authorization"
+                                {
                                     fields.insert(
                                         key.to_string(),
                                         String::from_utf8_lossy(entry.1.as_bytes()).into_owned(),

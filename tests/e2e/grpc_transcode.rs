@@ -4,7 +4,7 @@
 //! gateway put into the request message and how it rendered the answer.
 
 use crate::common::*;
-use crate::grpc_peers::{both_servers, proto_dir, python_server};
+use crate::grpc_peers::{both_servers, proto_dir, python_server, tonic_server};
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -453,6 +453,30 @@ async fn metadata_travels_both_ways_and_the_route_timeout_is_the_deadline() {
     assert!(remaining > 1.0 && remaining <= 20.0, "{remaining}");
     assert_eq!(reply.headers["x-served-by"], "Metadata");
     assert_eq!(reply.headers["x-trailer"], "done");
+
+    // The tonic server sees every header of the call: of the reserved `grpc-*` names, only
+    // the gateway's deadline arrives, and it is the route's timeout.
+    let gw = library_gateway(tonic_server().await, "").await;
+    let reply = call_with(
+        &gw,
+        "GET",
+        "/v1/metadata",
+        "",
+        &[
+            ("x-tenant", "t2"),
+            ("grpc-timeout", "1n"),
+            ("grpc-encoding", "gzip"),
+            ("grpc-custom", "x"),
+        ],
+    )
+    .await;
+    let extra = json_of(&reply, "metadata (tonic)")["extra"].clone();
+    assert_eq!(extra["x-tenant"], "t2");
+    assert_eq!(extra["grpc-timeout"], "20000m", "{extra}");
+    assert!(
+        extra.get("grpc-encoding").is_none() && extra.get("grpc-custom").is_none(),
+        "{extra}"
+    );
 }
 
 #[tokio::test]
