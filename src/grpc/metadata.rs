@@ -26,20 +26,23 @@ fn is_http_only(name: &HeaderName) -> bool {
         || name == header::UPGRADE
 }
 
-/// The metadata of a transcoded call: `headers` less what does not travel. `host` stays: the
-/// upstream client turns it into `:authority`.
-pub(crate) fn request_metadata(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(headers.len() + 4);
-    for (name, value) in headers {
-        if is_http_only(name) || name.as_str().starts_with("grpc-") {
-            continue;
-        }
-        if name.as_str().ends_with("-bin") && decode_base64(value.as_bytes()).is_none() {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// The metadata of a transcoded call: the caller's `headers` less what does not travel,
+/// removed in place (usually two or three names) rather than copying the rest. `host` stays:
+/// the upstream client turns it into `:authority`.
+pub(crate) fn into_request_metadata(mut headers: HeaderMap) -> HeaderMap {
+    let unwanted: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(name, value)| {
+            is_http_only(name)
+                || name.as_str().starts_with("grpc-")
+                || (name.as_str().ends_with("-bin") && decode_base64(value.as_bytes()).is_none())
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in unwanted {
+        headers.remove(name);
     }
-    out
+    headers
 }
 
 /// Copy an answer's metadata (`from`: its headers or trailers) into the HTTP answer's
@@ -93,9 +96,10 @@ mod tests {
         ] {
             headers.append(name, HeaderValue::from_static(value));
         }
-        let metadata = request_metadata(&headers);
-        let names: Vec<&str> = metadata.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["authorization", "x-trace-bin", "host"]);
+        let metadata = into_request_metadata(headers);
+        let mut names: Vec<&str> = metadata.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["authorization", "host", "x-trace-bin"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use super::descriptors::GrpcApi;
 use super::framing::frame;
 use super::http_rule::{Binding, Lookup};
-use super::metadata::{grpc_timeout, request_metadata};
+use super::metadata::{grpc_timeout, into_request_metadata};
 use super::policy::{GrpcPolicy, StreamFormat, TranscodeSettings};
 use super::request::{build_message, MessageTarget, RequestRules};
 use super::response::{server_streaming, unary, Rendering};
@@ -261,7 +261,7 @@ fn stream_format(req_accept: Option<&HeaderValue>, default: StreamFormat) -> Str
 
 /// The gRPC request for `binding`: the caller's headers as metadata, the deadline, the body.
 fn grpc_request(
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     binding: &Binding,
     deadline: &HeaderValue,
     body: Body,
@@ -271,7 +271,7 @@ fn grpc_request(
     *req.uri_mut() = Uri::from(binding.method.grpc_path.clone());
     *req.version_mut() = parts.version;
     let headers = req.headers_mut();
-    *headers = request_metadata(&parts.headers);
+    *headers = into_request_metadata(std::mem::take(&mut parts.headers));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(TE, HeaderValue::from_static("trailers"));
     headers.insert("grpc-timeout", deadline.clone());
@@ -297,7 +297,7 @@ where
     let Some(transcoder) = route.transcoder.as_ref() else {
         return Err(GatewayError::NoRoute);
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path();
     if let (Some(document), Some(openapi_path)) =
         (&transcoder.openapi, &transcoder.settings.openapi_path)
@@ -370,7 +370,9 @@ where
         Body::full(frame(&encoded))
     };
     let format = stream_format(parts.headers.get(ACCEPT), settings.streaming);
-    let grpc_req = grpc_request(&parts, binding, &route.deadline, grpc_body);
+    // The path variables (borrowed from the request's path) have been read.
+    drop(captures);
+    let grpc_req = grpc_request(&mut parts, binding, &route.deadline, grpc_body);
     let rendering = Rendering::new(
         binding,
         settings.print,
@@ -378,7 +380,6 @@ where
         settings.max_response_message,
     );
     let server_streams = binding.method.server_streaming();
-    drop(captures);
     // A request stream the caller broke ends the call: whatever the upstream made of that,
     // the caller's answer is why it broke.
     let broken = || {
