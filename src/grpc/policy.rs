@@ -10,6 +10,7 @@
 use crate::config::check::{Description, RouteCheck, RoutePolicy};
 use crate::config::model::UpstreamProtocol;
 use crate::config::source::Seg;
+use crate::config::units::format_size;
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_MAX_MESSAGE: u64 = 4 * 1024 * 1024;
@@ -180,10 +181,10 @@ impl RoutePolicy for GrpcPolicy {
                 text.push_str(", unannotated methods as POST /package.Service/Method");
             }
             text.push_str(&format!(
-                "; streams as {}; messages ≤ {} B in, ≤ {} B out",
+                "; streams as {}; messages ≤ {} in, ≤ {} out",
                 transcode.streaming.word(),
-                transcode.max_request_message,
-                transcode.max_response_message
+                format_size(transcode.max_request_message as u64),
+                format_size(transcode.max_response_message as u64)
             ));
             out.line("grpc transcode", text);
             if let Some(path) = &transcode.openapi_path {

@@ -176,11 +176,11 @@ where
             RequestKind::GrpcWeb { text } if route.web => GrpcFuture::Boxed {
                 future: Box::pin(super::web::call(self.inner.clone(), req, text)),
             },
-            RequestKind::GrpcWeb { .. } | RequestKind::Http if route.transcoder.is_some() => {
-                GrpcFuture::Boxed {
-                    future: Box::pin(transcode(route.clone(), self.inner.clone(), req)),
-                }
-            }
+            // gRPC-Web on a route that does not translate it is not JSON either: it goes on
+            // as it came, like any request the layer does not handle.
+            RequestKind::Http if route.transcoder.is_some() => GrpcFuture::Boxed {
+                future: Box::pin(transcode(route.clone(), self.inner.clone(), req)),
+            },
             _ => GrpcFuture::Inner {
                 future: self.inner.call(req),
             },

@@ -61,3 +61,33 @@ async fn the_demos_grpc_commands_answer_as_printed() {
         .await
         .expect("joined");
 }
+
+/// `portico explain` shows a transcoding route's gRPC policy.
+#[test]
+fn explain_shows_the_grpc_policy() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["explain", "-c"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.yaml"))
+        .args(["POST", "http://api.example.com/v1/hello"])
+        .output()
+        .expect("portico explain runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("route greeter-rest -> cluster greeter-http"),
+        "{text}"
+    );
+    assert!(
+        text.contains("grpc transcode:     HTTP/JSON → gRPC from the cluster's descriptors"),
+        "{text}"
+    );
+    assert!(text.contains("messages ≤ 4MiB in, ≤ 4MiB out"), "{text}");
+    assert!(
+        text.contains("openapi:            GET /v1/hello/openapi.json"),
+        "{text}"
+    );
+}
