@@ -395,7 +395,10 @@ fn descriptor_set(checker: &mut Checker<'_>, path: &KeyPath, text: &str) -> Opti
         }
     };
     match DescriptorPool::decode(bytes.as_slice()) {
-        Ok(pool) => Some(pool),
+        Ok(mut pool) => {
+            add_status_types(&mut pool);
+            Some(pool)
+        }
         Err(error) => {
             let message = format!(
                 "{} is not a usable descriptor set: {error} (make it with `protoc \
@@ -404,6 +407,30 @@ fn descriptor_set(checker: &mut Checker<'_>, path: &KeyPath, text: &str) -> Opti
             );
             checker.report(path, message);
             None
+        }
+    }
+}
+
+/// A descriptor set made elsewhere holds what its service imports; status details are
+/// rendered through `google.rpc.*` and `HttpBody` is recognised by name, so the embedded
+/// files it lacks are added (those it has are its own and stay).
+fn add_status_types(pool: &mut DescriptorPool) {
+    let resolver = SourceResolver {
+        includes: Vec::new(),
+        google: GoogleFileResolver::new(),
+        read: Rc::new(RefCell::new(Vec::new())),
+    };
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    for name in ALWAYS {
+        // The embedded files compile: a unit test says so.
+        if compiler.open_file(name).is_err() {
+            return;
+        }
+    }
+    for file in compiler.descriptor_pool().files() {
+        if pool.get_file_by_name(file.name()).is_none() {
+            let _ = pool.add_file_descriptor_proto(file.file_descriptor_proto().clone());
         }
     }
 }
@@ -481,6 +508,20 @@ fn report_rule(checker: &mut Checker<'_>, path: &KeyPath, problem: RuleProblem) 
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    #[test]
+    fn the_embedded_files_compile_and_fill_in_a_bare_pool() {
+        let mut pool = prost_reflect::DescriptorPool::new();
+        super::add_status_types(&mut pool);
+        for name in [
+            "google.rpc.Status",
+            "google.rpc.BadRequest",
+            "google.api.HttpBody",
+        ] {
+            assert!(pool.get_message_by_name(name).is_some(), "{name}");
+        }
+        assert!(pool.get_extension_by_name("google.api.http").is_some());
+    }
     use std::path::Path;
     use std::sync::Arc;
 

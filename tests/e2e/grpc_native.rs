@@ -49,6 +49,7 @@ fn expected_native_lines() -> Vec<String> {
         "STREAM 3 shelves/s1/books/2 NOT_FOUND",
         "CLIENT_STREAM 2 ['a', 'b']",
         "GREETER Hello, native",
+        "GETBOOK OK",
     ]
     .map(str::to_string)
     .to_vec()
@@ -98,24 +99,32 @@ async fn native_grpc_over_tls_with_alpn_h2() {
     let ca_path = write("ca.pem", ca.pem());
     let cert = write("server.pem", server.pem());
     let key = write("server-key.pem", server_key.serialize_pem());
+    // Clients may present a certificate; GetBook's route requires one, which the Python
+    // client does not have: the gateway refuses it with its own status, 16 UNAUTHENTICATED.
     let gw = TestGateway::start(&format!(
         "access_log: {{ enabled: false }}
 listeners:
   - name: secure
     address: 127.0.0.1:0
-    tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}
+    tls:
+      certificates: [{{ cert: \"{}\", key: \"{}\" }}]
+      client_auth: {{ mode: optional, ca: \"{}\" }}
 clusters:
   - {{ name: g, endpoints: [\"{backend}\"], protocol: http2 }}
 routes:
+  - {{ match: {{ path_prefix: /library.v1.Library/GetBook }}, cluster: g, require_client_cert: true }}
   - {{ cluster: g }}
 ",
         cert.display(),
-        key.display()
+        key.display(),
+        ca_path.display()
     ))
     .await;
+    let mut expected = expected_native_lines();
+    *expected.last_mut().expect("lines") = String::from("GETBOOK UNAUTHENTICATED");
     assert_eq!(
         python_client(&gw.addr.to_string(), Some(&ca_path)).await,
-        expected_native_lines()
+        expected
     );
 }
 

@@ -244,7 +244,13 @@ async fn dispatch(
                     let request = req.into_inner();
                     let code = status_code(number(&request, "code"));
                     let message = text(&request, "message");
-                    let status = if flag(&request, "with_details") {
+                    let status = if flag(&request, "unknown_detail") {
+                        Status::with_details(
+                            code,
+                            message.clone(),
+                            unknown_detail(number(&request, "code"), &message),
+                        )
+                    } else if flag(&request, "with_details") {
                         Status::with_details(
                             code,
                             message.clone(),
@@ -322,6 +328,23 @@ async fn dispatch(
             grpc.unary(handler, req).await
         }
     }
+}
+
+/// An encoded `google.rpc.Status` whose one detail is of a type no descriptor knows, written
+/// field by field: `code` (1), `message` (2), `details` (3: an `Any`, type_url 1, value 2).
+fn unknown_detail(code: i64, message: &str) -> Bytes {
+    fn field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+        out.push(tag);
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut any = Vec::new();
+    field(&mut any, 0x0a, b"type.example.com/unknown.Detail");
+    field(&mut any, 0x12, &[0x08, 0x01]);
+    let mut status = vec![0x08, code as u8];
+    field(&mut status, 0x12, message.as_bytes());
+    field(&mut status, 0x1a, &any);
+    Bytes::from(status)
 }
 
 /// An encoded `google.rpc.Status` with one `BadRequest` detail.

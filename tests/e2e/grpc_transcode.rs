@@ -395,6 +395,15 @@ async fn grpc_statuses_become_http_statuses_with_google_rpc_status_bodies() {
                 "trailing metadata as headers"
             );
         }
+        // A detail of a type the descriptors do not know: code and message only.
+        let body = json!({"code": 9, "message": "not yet", "unknown_detail": true});
+        let reply = call(&gw, "POST", "/v1/fail", &body.to_string()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{server}");
+        assert_eq!(
+            reply.json(),
+            json!({"code": 9, "message": "not yet", "details": []}),
+            "{server}"
+        );
     }
 }
 
@@ -664,4 +673,72 @@ fn descriptor_problems_are_config_problems_at_their_keys() {
             .to_string();
         assert!(error.contains(expected), "{expected}\n{error}");
     }
+}
+
+#[tokio::test]
+async fn a_descriptor_set_made_by_protoc_serves_like_the_protos() {
+    let addr = python_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set = dir.path().join("library.pb");
+    // protoc itself (grpcio-tools), with the official google/api files: the rules must be
+    // read from a descriptor set nobody of ours made.
+    let script = r#"
+import os, sys
+from grpc_tools import protoc
+import grpc_tools, google.api.annotations_pb2 as annotations
+well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+googleapis = os.path.dirname(os.path.dirname(os.path.dirname(annotations.__file__)))
+sys.exit(protoc.main(["protoc", "-I" + sys.argv[1], "-I" + well_known, "-I" + googleapis,
+    "--include_imports", "--descriptor_set_out=" + sys.argv[2],
+    "library/v1/library.proto", "greeter.proto"]))
+"#;
+    let output = within(
+        "protoc",
+        tokio::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(proto_dir())
+            .arg(&set)
+            .output(),
+    )
+    .await
+    .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let gw = TestGateway::start(&config(&format!(
+        r#"clusters:
+  - name: library
+    endpoints: ["{addr}"]
+    protocol: http2
+    grpc: {{ descriptor_set: "{}", services: [library.v1.Library, Greeter] }}
+routes:
+  - {{ cluster: library, grpc_transcode: {{}} }}
+"#,
+        set.display()
+    )))
+    .await;
+    let book = call(&gw, "GET", "/v1/shelves/1/books/2", "").await;
+    assert_eq!(
+        json_of(&book, "descriptor set"),
+        json!({"name": "shelves/1/books/2"})
+    );
+    let hello = call(&gw, "POST", "/Greeter/SayHello", r#"{"name":"set"}"#).await;
+    assert_eq!(
+        json_of(&hello, "descriptor set"),
+        json!({"message": "Hello, set"})
+    );
+    let details = call(
+        &gw,
+        "POST",
+        "/v1/fail",
+        r#"{"code":3,"message":"m","with_details":true}"#,
+    )
+    .await;
+    assert_eq!(
+        details.json()["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.BadRequest",
+        "google.rpc details resolve with a set that does not contain them"
+    );
 }

@@ -115,6 +115,10 @@ def serve(protos, out):
             if request.after_headers:
                 served(context, "Fail")
             trailing = [("x-trailer", "failed")]
+            if request.unknown_detail:
+                detail = any_pb2.Any(type_url="type.example.com/unknown.Detail", value=b"\x08\x01")
+                status = status_pb2.Status(code=request.code, message=request.message, details=[detail])
+                trailing.append(("grpc-status-details-bin", status.SerializeToString()))
             if request.with_details:
                 detail = any_pb2.Any()
                 detail.Pack(
@@ -220,6 +224,13 @@ def client(protos, out, target, root_ca=None):
 
     greeter = greeter_pb2_grpc.GreeterStub(channel)
     print("GREETER " + greeter.SayHello(greeter_pb2.HelloRequest(name="native"), timeout=20).message)
+
+    # A route may refuse the call (the gateway's own answer, as a gRPC status).
+    try:
+        library.GetBook(pb.Book(name="shelves/1/books/1"), timeout=20)
+        print("GETBOOK OK")
+    except grpc.RpcError as error:
+        print(f"GETBOOK {error.code().name}")
 
 
 if __name__ == "__main__":
