@@ -39,6 +39,9 @@ pub(crate) enum BodyError {
     /// A compressed request body that does not decode, or a coder that failed.
     #[error("the body could not be decoded or encoded")]
     Coding(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A transcoded request stream the gateway could not turn into messages.
+    #[error("{0}")]
+    Transcode(#[source] Arc<crate::grpc::stream::StreamElementError>),
 }
 
 impl BodyError {
@@ -75,6 +78,9 @@ pin_project! {
         // A body a coding layer made (compression, request decompression): boxed, so only
         // the routes that use one pay for it.
         Boxed { body: UnsyncBoxBody<Bytes, BodyError> },
+        // A body the gateway makes as it goes (gRPC transcoding and gRPC-Web): boxed, so
+        // only the routes that use it pay for it.
+        Stream { body: Pin<Box<dyn http_body::Body<Data = Bytes, Error = BodyError> + Send>> },
     }
 }
 
@@ -115,6 +121,7 @@ impl std::fmt::Debug for Body {
             Body::Client { .. } => "client",
             Body::Upstream { .. } => "upstream",
             Body::Boxed { .. } => "boxed",
+            Body::Stream { .. } => "stream",
         };
         f.debug_tuple("Body").field(&kind).finish()
     }
@@ -134,6 +141,7 @@ impl http_body::Body for Body {
             BodyProj::Client { body } => body.poll_frame(cx),
             BodyProj::Upstream { body } => body.poll_frame(cx),
             BodyProj::Boxed { body } => Pin::new(body).poll_frame(cx),
+            BodyProj::Stream { body } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -144,6 +152,7 @@ impl http_body::Body for Body {
             Body::Client { body } => body.is_end_stream(),
             Body::Upstream { body } => body.is_end_stream(),
             Body::Boxed { body } => body.is_end_stream(),
+            Body::Stream { body } => body.is_end_stream(),
         }
     }
 
@@ -156,6 +165,7 @@ impl http_body::Body for Body {
             Body::Client { body } => body.size_hint(),
             Body::Upstream { body } => body.size_hint(),
             Body::Boxed { body } => body.size_hint(),
+            Body::Stream { body } => body.size_hint(),
         }
     }
 }
@@ -213,6 +223,12 @@ impl ClientBody {
             progress.note(event);
         }
     }
+
+    fn fail(&self, failure: BodyFailure) {
+        if let Some(progress) = &self.progress {
+            let _ = progress.failure.set(failure);
+        }
+    }
 }
 
 enum BodyEvent {
@@ -233,6 +249,16 @@ pub(crate) struct BodyProgress {
     ended: AtomicBool,
     waiting_for_client: AtomicBool,
     waker: AtomicWaker,
+    /// Why the body stopped early, if the gateway stopped it: an HTTP/2 upstream client
+    /// only resets the stream and loses the reason, so the upstream reads it here.
+    failure: std::sync::OnceLock<BodyFailure>,
+}
+
+/// A client body the gateway cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFailure {
+    TooLarge { limit: u64 },
+    Timeout(Duration),
 }
 
 impl BodyProgress {
@@ -243,6 +269,7 @@ impl BodyProgress {
             ended: AtomicBool::new(false),
             waiting_for_client: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            failure: std::sync::OnceLock::new(),
         }
     }
 
@@ -256,6 +283,11 @@ impl BodyProgress {
                 self.waker.wake();
             }
         }
+    }
+
+    /// Why the gateway cut the body off, if it did.
+    pub(crate) fn failure(&self) -> Option<BodyFailure> {
+        self.failure.get().copied()
     }
 
     /// When the body's own budget runs out.
@@ -303,6 +335,7 @@ impl http_body::Body for ClientBody {
                     this.received += data.len() as u64;
                     if this.received > this.limit {
                         this.note(BodyEvent::Ended);
+                        this.fail(BodyFailure::TooLarge { limit: this.limit });
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
                     }
                 }
@@ -329,6 +362,7 @@ impl http_body::Body for ClientBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 ready!(timer.as_mut().poll(cx));
                 this.note(BodyEvent::Ended);
+                this.fail(BodyFailure::Timeout(this.budget));
                 Poll::Ready(Some(Err(BodyError::Timeout(this.budget))))
             }
         }

@@ -20,6 +20,7 @@ use crate::config::check::{Checker, Description, RouteCheck, RoutePolicy, Sectio
 use crate::config::deserialize::deserialize;
 use crate::config::source::{KeyPath, Seg, SourceMap};
 use crate::config::Problem;
+use crate::grpc::GrpcPolicy;
 use crate::middleware::auth::consumers::ConsumersSection;
 use crate::middleware::auth::providers::AuthProviders;
 use crate::middleware::auth::AuthPolicy;
@@ -147,6 +148,8 @@ route_policies! {
     timeout: TimeoutPolicy,
     /// `retry`.
     retry: RetryPolicy,
+    /// `grpc_transcode`, `grpc_web`.
+    grpc: GrpcPolicy,
 }
 
 /// Declares [`Sections`]: a field per concern section, and the functions over all of them.
@@ -293,6 +296,7 @@ pub(crate) fn documented_keys() -> Vec<String> {
         serde_json::to_value(<TransformPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<TimeoutPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<RetryPolicy as RoutePolicy>::File::default()),
+        serde_json::to_value(<GrpcPolicy as RoutePolicy>::File::default()),
         serde_json::to_value(<AccessLogSettings as Section>::File::default()),
         serde_json::to_value(<AuthProviders as Section>::File::default()),
         serde_json::to_value(<CorsPolicy as RoutePolicy>::File::default()),

@@ -59,6 +59,7 @@ pub(crate) enum Level {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GrpcCode {
     Cancelled,
+    InvalidArgument,
     DeadlineExceeded,
     PermissionDenied,
     ResourceExhausted,
@@ -73,6 +74,7 @@ impl GrpcCode {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             GrpcCode::Cancelled => "1",
+            GrpcCode::InvalidArgument => "3",
             GrpcCode::DeadlineExceeded => "4",
             GrpcCode::PermissionDenied => "7",
             GrpcCode::ResourceExhausted => "8",
@@ -216,6 +218,16 @@ pub(crate) enum GatewayError {
     },
     #[error("the admin API is read-only")]
     AdminReadOnly,
+    /// An HTTP/JSON request a transcoding route cannot turn into a gRPC request message.
+    #[error("{0}")]
+    TranscodeRequest(#[source] crate::grpc::request::RequestError),
+    /// A streamed request (client streaming, gRPC-Web text) that stopped making sense.
+    #[error("{0}")]
+    TranscodeStream(#[source] std::sync::Arc<crate::grpc::stream::StreamElementError>),
+    #[error("the request message is larger than the {limit}-byte limit of this route")]
+    RequestMessageTooLarge { limit: usize },
+    #[error("the upstream's response message is larger than the {limit}-byte limit of this route")]
+    ResponseMessageTooLarge { limit: usize },
     #[error("unknown admin endpoint")]
     AdminNotFound,
 }
@@ -529,6 +541,43 @@ impl GatewayError {
                 Client,
                 Debug,
             ),
+            TranscodeRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                G::InvalidArgument,
+                Client,
+                Debug,
+            ),
+            TranscodeStream(error) => match error.source {
+                crate::grpc::request::RequestError::MessageTooLarge { .. } => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "message_too_large",
+                    G::ResourceExhausted,
+                    Client,
+                    Info,
+                ),
+                _ => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    G::InvalidArgument,
+                    Client,
+                    Debug,
+                ),
+            },
+            RequestMessageTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                G::ResourceExhausted,
+                Client,
+                Info,
+            ),
+            ResponseMessageTooLarge { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "response_message_too_large",
+                G::ResourceExhausted,
+                Upstream,
+                Warn,
+            ),
         };
         Class {
             status,
@@ -699,13 +748,15 @@ impl GatewayError {
             }
             Some(BodyError::Client(_)) => GatewayError::ClientBodyAborted(err),
             Some(BodyError::Coding(_)) => GatewayError::BadContentEncoding(Box::new(err)),
+            Some(BodyError::Transcode(error)) => GatewayError::TranscodeStream(error.clone()),
             Some(BodyError::Upstream(_)) | None => GatewayError::UpstreamProtocol(err),
         }
     }
 }
 
 impl GatewayError {
-    /// The error for a request body that could not be read whole (to keep it for retries).
+    /// The error for a body that could not be read whole (to keep it for retries, to
+    /// transcode it).
     pub(crate) fn from_request_body(error: BodyError) -> GatewayError {
         match error {
             BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
@@ -716,6 +767,7 @@ impl GatewayError {
             BodyError::Client(cause) => GatewayError::ClientBodyAborted(cause),
             BodyError::Coding(cause) => GatewayError::BadContentEncoding(cause),
             BodyError::Upstream(cause) => GatewayError::UpstreamProtocol(cause),
+            BodyError::Transcode(cause) => GatewayError::TranscodeStream(cause),
         }
     }
 }

@@ -10,9 +10,9 @@
 //!        request context    connection, TLS facts, request id, caller kind,    context.rs
 //!                           for routes whose policies read it
 //!        route stack        CORS → response headers → compression → rescue   stack.rs
-//!                           → IP rules → body limit → auth → direct answers → faults
-//!                           → request transforms → timeout
-//!                           → request decompression → mirror → upstream
+//!                           → IP rules → body limit → auth → rate limits → direct
+//!                           answers → faults → request transforms → timeout → request
+//!                           decompression → gRPC → mirror → upstream
 //!        completion         X-Request-Id, HSTS, Via on every answer; metrics,  completion.rs
 //!                           access log and the connection's idle clock once
 //!                           the last byte has gone

@@ -12,7 +12,7 @@
 //!              │                             rescue → IP rules → body limit → auth → rate
 //!              │                             limit → concurrency limit → direct answers →
 //!              │                             faults → request transforms → timeout →
-//!              │                             request decompression → mirror
+//!              │                             request decompression → gRPC → mirror
 //!              └ upstream (upstream/)        the route's retries, circuit breaker,
 //!                                            balancer pick among usable
 //!                                            endpoints + failover, pooled connection, TLS,
@@ -43,6 +43,8 @@
 //!   `gateway::handle`; `stack`, `middleware/`: the route stack.
 //! - `routing/`: pure matching and path normalisation; no I/O.
 //! - `upstream/`: clusters, balancing, connection pools, upstream TLS, upgrade tunnels.
+//! - `grpc/`: descriptors compiled from `.proto` files, HTTP/JSON → gRPC transcoding,
+//!   gRPC-Web, OpenAPI — the route stack's innermost layer on gRPC routes.
 //! - `server/`: listeners, TLS termination and certificate reload, connection guard, drain;
 //!   `admin/`: the admin listener; `reload`, `runtime`, `resources`, `lifecycle`: runtimes
 //!   and their replacement.
@@ -70,6 +72,7 @@ mod error;
 pub mod explain;
 mod forwarding;
 mod gateway;
+mod grpc;
 pub mod keys;
 mod lifecycle;
 mod metrics;

@@ -1,4 +1,5 @@
-//! The `portico` command line: `run`, `validate`, `explain`, `certs`, `keys` and `demo`. Thin: it parses
+//! The `portico` command line: `run`, `validate`, `explain`, `certs`, `keys`, `demo` and
+//! `grpc-hello` (the demo's native gRPC client). Thin: it parses
 //! arguments, sets up logging and the async runtime, and calls into the library.
 
 use anyhow::Context as _;
@@ -57,6 +58,15 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Call the demo's helloworld.Greeter/SayHello as a native gRPC client (h2c), e.g.
+    /// through the gateway.
+    GrpcHello {
+        /// Where to call.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        to: std::net::SocketAddr,
+        /// The name to greet.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +107,7 @@ fn main() -> ExitCode {
         Command::Certs { dir } => certs(&dir),
         Command::Keys { command } => keys(command),
         Command::Demo { workers } => demo(workers),
+        Command::GrpcHello { to, name } => grpc_hello(to, &name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -260,6 +271,13 @@ fn demo_certs() -> anyhow::Result<portico::dev_certs::DevCerts> {
     }
     let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
     portico::dev_certs::generate(&dir).context("cannot make the demo's certificates")
+}
+
+fn grpc_hello(to: std::net::SocketAddr, name: &str) -> anyhow::Result<()> {
+    let rt = runtime(Some(1))?;
+    let greeting = rt.block_on(portico::demo::grpc_hello(to, name))?;
+    println!("{greeting} (grpc-status 0)");
+    Ok(())
 }
 
 fn demo(workers: Option<usize>) -> anyhow::Result<()> {

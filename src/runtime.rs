@@ -180,6 +180,9 @@ impl Runtime {
                     },
                     &clusters,
                     &services,
+                    route
+                        .cluster_index
+                        .and_then(|index| config.clusters[index].grpc.as_ref()),
                 ),
                 context: route.policies.reads_context(),
                 answers_preflight: route.policies.cors.settings.is_some(),

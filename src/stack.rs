@@ -12,6 +12,7 @@
 
 use crate::body::Body;
 use crate::concerns::{RoutePolicies, Sections};
+use crate::grpc::{Grpc, GrpcApi, GrpcLayer};
 use crate::metrics::Metrics;
 use crate::middleware::auth::providers::AuthServices;
 use crate::middleware::auth::{Auth, AuthLayer};
@@ -51,7 +52,7 @@ pub(crate) type RouteStack = Cors<
                                     Direct<
                                         Fault<
                                             RequestTransform<
-                                                Timeout<Decompress<Mirror<Destination>>>,
+                                                Timeout<Decompress<Grpc<Mirror<Destination>>>>,
                                             >,
                                         >,
                                     >,
@@ -81,6 +82,7 @@ pub(crate) fn build_route_stack(
     cluster: Arc<Cluster>,
     clusters: &[Arc<Cluster>],
     services: &Services,
+    grpc_api: Option<&Arc<GrpcApi>>,
 ) -> RouteStack {
     let layers = (
         // Outermost: a browser's preflight is answered before anything asks it for
@@ -120,13 +122,17 @@ pub(crate) fn build_route_stack(
         FaultLayer::new(route, &policies.fault, &services.metrics),
         // Rewrites apply only to requests that were admitted.
         RequestTransformLayer::new(&policies.transform),
-        // Only the upstream side below it (decoding, mirroring, sending), so that it
-        // measures the upstream and nothing the gateway does first — all of a retrying
+        // Only the upstream side below it (decoding, translating, mirroring, sending), so
+        // that it measures the upstream and nothing the gateway does first — all of a retrying
         // route's tries together.
         TimeoutLayer::new(&policies.timeout),
         // Below the timeout, which still sees the client's own body arrive; decoded sizes
         // are counted on the way to the backend.
         DecompressLayer::new(&policies.compression),
+        // Once every policy above has seen the caller's request as it came, the upstream gets
+        // a gRPC call: HTTP/JSON transcoding and gRPC-Web translation (the route's timeout
+        // becomes the call's `grpc-timeout`).
+        GrpcLayer::new(&policies.grpc, &policies.timeout, grpc_api),
         // Last, so the shadow sees the request exactly as the primary does.
         MirrorLayer::new(route, &policies.mirror, clusters, &services.metrics),
     );

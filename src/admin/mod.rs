@@ -10,6 +10,8 @@
 //! - `GET /config`  — the effective configuration as JSON, secrets redacted.
 //! - `GET /clusters` — each cluster's endpoints and their live state (health, ejection,
 //!   load, counters) as JSON.
+//! - `GET /openapi.json` — the OpenAPI 3.1 document of every gRPC transcoding route, made
+//!   from the running configuration (so a reload with changed protos changes it).
 
 use crate::body::Body;
 use crate::context::Caller;
@@ -104,6 +106,13 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             let text = serde_json::to_vec_pretty(&serde_json::json!({ "clusters": clusters }))
                 .unwrap_or_default();
             json(StatusCode::OK, bytes::Bytes::from(text))
+        }
+        "/openapi.json" => {
+            let config = shared.runtime.load().config.clone();
+            json(
+                StatusCode::OK,
+                crate::grpc::openapi::admin_document(&config),
+            )
         }
         _ => GatewayError::AdminNotFound.render("", Caller::Http),
     }

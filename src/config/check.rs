@@ -421,6 +421,8 @@ pub(crate) struct RouteCheck<'c, 'a> {
     /// `None` when a section did not check out (its problems are reported already).
     sections: Option<&'c dyn SectionLookup>,
     clusters: &'c [Option<ClusterFile>],
+    /// The route's cluster as written, when it names one that deserialised.
+    route_cluster: Option<&'c ClusterFile>,
     /// The route's policy keys as they deserialised, for the config dump.
     dump: Map<String, Value>,
 }
@@ -433,6 +435,7 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
         listeners: &'c [Option<ListenerFile>],
         sections: Option<&'c dyn SectionLookup>,
         clusters: &'c [Option<ClusterFile>],
+        route_cluster: Option<&'c ClusterFile>,
     ) -> RouteCheck<'c, 'a> {
         RouteCheck {
             checker,
@@ -441,6 +444,7 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
             listeners,
             sections,
             clusters,
+            route_cluster,
             dump: Map::new(),
         }
     }
@@ -496,6 +500,11 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
             self.checker.report(path, message);
         }
         None
+    }
+
+    /// The route's cluster as written (`None` when it names no cluster that deserialised).
+    pub(crate) fn route_cluster(&self) -> Option<&'c ClusterFile> {
+        self.route_cluster
     }
 
     /// Deserialise and check the keys of `raw` that policy `P` owns.

@@ -170,6 +170,8 @@ pub(crate) struct ClusterFile {
     pub(crate) circuit_breaker: Option<CircuitBreakerFile>,
     pub(crate) retry_budget: Option<RetryBudgetFile>,
     pub(crate) dns: Option<DnsFile>,
+    /// The cluster is a gRPC service: its descriptors (for transcoding routes).
+    pub(crate) grpc: Option<crate::grpc::GrpcClusterFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

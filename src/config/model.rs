@@ -165,6 +165,8 @@ pub(crate) struct Cluster {
     pub(crate) connect_timeout: Duration,
     pub(crate) pool: PoolSettings,
     pub(crate) tls: Option<UpstreamTls>,
+    /// The descriptors of a gRPC cluster, compiled.
+    pub(crate) grpc: Option<std::sync::Arc<crate::grpc::GrpcApi>>,
     /// Balancing, health, ejection and limits (`upstream/policy.rs`).
     pub(crate) policy: crate::upstream::policy::ClusterPolicy,
 }
@@ -179,6 +181,7 @@ impl Cluster {
             connect_timeout: Duration::from_secs(1),
             pool: PoolSettings::default(),
             tls: None,
+            grpc: None,
             policy: crate::upstream::policy::ClusterPolicy::plain(),
         }
     }

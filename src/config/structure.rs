@@ -361,7 +361,7 @@ routes:
                     "unknown key `conect_timeout`, did you mean `connect_timeout`? (expected \
                      one of `name`, `endpoints`, `protocol`, `connect_timeout`, `pool`, `tls`, \
                      `load_balancing`, `health_check`, `outlier_detection`, `panic_threshold`, \
-                     `circuit_breaker`, `retry_budget`, `dns`)"
+                     `circuit_breaker`, `retry_budget`, `dns`, `grpc`)"
                         .into()
                 ),
                 (

@@ -42,7 +42,9 @@ fn summary(problems: &[Problem]) -> Vec<(&str, usize, usize, &str)> {
 
 #[test]
 fn the_reference_config_is_valid() {
-    let config = match load_str_with_env(REFERENCE, "reference.yaml", &no_env) {
+    // Relative files (the gRPC cluster's protos) are relative to the file's directory.
+    let base = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+    let config = match super::load_str_in(REFERENCE, "reference.yaml", &no_env, Some(base)) {
         Ok(config) => config,
         Err(err) => panic!("{err}"),
     };
@@ -54,13 +56,16 @@ fn the_reference_config_is_valid() {
             status: 308
         })
     );
-    assert_eq!(config.clusters.len(), 3);
-    assert_eq!(config.routes.len(), 10);
-    assert_eq!(config.routes[4].name, "route-4");
+    assert_eq!(config.clusters.len(), 4);
+    assert_eq!(config.routes.len(), 11);
+    assert_eq!(config.routes[5].name, "route-5");
+    // The gRPC cluster and its transcoding route.
+    assert!(config.clusters[3].grpc.is_some());
+    assert!(config.routes[4].policies.grpc.transcode.is_some());
     // A split names its clusters; routes that answer by themselves have none.
-    assert_eq!(config.routes[6].cluster_index, None);
-    assert_eq!(config.routes[8].cluster_index, None);
+    assert_eq!(config.routes[7].cluster_index, None);
     assert_eq!(config.routes[9].cluster_index, None);
+    assert_eq!(config.routes[10].cluster_index, None);
     let auth = &config.routes[0].policies.transform.request_headers.set[0];
     assert_eq!(auth.0, "authorization");
     assert_eq!(auth.1, "Bearer dev-token");
@@ -404,6 +409,7 @@ fn all_defaults() {
                     timeout: Duration::from_secs(15)
                 },
                 retry: crate::middleware::retry::RetryPolicy { retry: None },
+                grpc: crate::grpc::GrpcPolicy::default(),
             },
         }
     );
@@ -425,6 +431,7 @@ fn all_defaults() {
             "traffic_split": null, "mirror": null,
             "path_rewrite": null, "regex_rewrite": null,
             "query_params": {"set": {}, "add": {}, "remove": []},
+            "grpc_transcode": null, "grpc_web": null,
         })
     );
 }

@@ -687,6 +687,13 @@ impl Validator<'_> {
                 None => Some(None),
                 Some(tls) => self.upstream_tls(&path.key("tls"), tls).map(Some),
             };
+            let grpc = match (&file.grpc, protocol) {
+                (Some(grpc), Some(protocol)) => {
+                    crate::grpc::descriptors::check_cluster(&mut self.check, &path, grpc, protocol)
+                        .map(Some)
+                }
+                _ => Some(None),
+            };
             let policy = crate::upstream::policy::check(
                 &crate::upstream::policy::PolicyFiles {
                     load_balancing: file.load_balancing.as_ref(),
@@ -705,6 +712,7 @@ impl Validator<'_> {
             let cluster = (|| {
                 Some(Cluster {
                     policy: policy?,
+                    grpc: grpc?,
                     tls: tls?,
                     name: name_ok.then(|| file.name.clone())?,
                     endpoints: endpoints?,
@@ -795,6 +803,9 @@ impl Validator<'_> {
             };
             let matcher = self.matcher(&path.key("match"), &file.matcher);
             // Everything else about the route belongs to the concerns.
+            let cluster_file = cluster
+                .flatten()
+                .and_then(|index| parts.clusters.get(index)?.as_ref());
             let mut check = RouteCheck::new(
                 &mut self.check,
                 path.clone(),
@@ -802,6 +813,7 @@ impl Validator<'_> {
                 &parts.listeners,
                 sections,
                 &parts.clusters,
+                cluster_file,
             );
             let policies = RoutePolicies::check(&file.policies, &mut check);
             let cluster = match (cluster, &policies) {

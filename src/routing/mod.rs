@@ -24,4 +24,4 @@ mod template;
 
 pub(crate) use normalize::{normalize_path, PathError};
 pub(crate) use router::{Lookup, Outcome, RequestView, Router};
-pub(crate) use template::PathTemplate;
+pub(crate) use template::{Element, PathTemplate};

@@ -33,7 +33,7 @@ pub(crate) mod report;
 pub(crate) mod tls;
 mod tunnel;
 
-use crate::body::{Body, UpstreamBody};
+use crate::body::{Body, BodyFailure, UpstreamBody};
 use crate::config::model;
 use crate::error::GatewayError;
 use crate::forwarding::{strip_hop_by_hop, Framing};
@@ -519,9 +519,23 @@ impl Cluster {
         let upgrade = req.extensions_mut().remove::<DownstreamUpgrade>();
         let tried = req.extensions_mut().remove::<TriedEndpoints>();
         if upgrade.is_some() || self.protocol == model::UpstreamProtocol::Http2 {
+            // An HTTP/2 upstream client resets the stream when the gateway cuts a request
+            // body off (over the size limit, too slow) and the reason is lost on the way:
+            // the body's progress keeps it.
+            let progress = match req.body_mut() {
+                Body::Client { body } => Some(body.progress()),
+                _ => None,
+            };
             // The less common paths are boxed so that their larger futures don't inflate the
             // state every HTTP/1.1 request carries (and copies).
-            return Box::pin(self.send_other(req, upgrade, tried)).await;
+            let result = Box::pin(self.send_other(req, upgrade, tried)).await;
+            return match progress.and_then(|progress| progress.failure()) {
+                Some(BodyFailure::TooLarge { limit }) => {
+                    Err(GatewayError::PayloadTooLarge { limit })
+                }
+                Some(BodyFailure::Timeout(budget)) => Err(GatewayError::RequestBodyTimeout(budget)),
+                None => result,
+            };
         }
         // HTTP/1.1 over a warm pooled connection: the hot path, all in this one future.
         let admitted = self.admit()?;
