@@ -13,7 +13,7 @@ use crate::context::ClientConnection;
 use crate::error::LocalAnswer;
 use crate::forwarding::via_value;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::middleware::auth::identity::Identity;
+use crate::middleware::auth::identity::IdentityNote;
 use crate::middleware::retry::AttemptCount;
 use crate::request_id::X_REQUEST_ID;
 use bytes::Bytes;
@@ -51,6 +51,8 @@ struct LogFacts {
     bytes_in: u64,
     /// Tries of a retrying route's request (`None`: one).
     attempts: Option<AttemptCount>,
+    /// Who the caller was, once the route's auth has said (`None`: no auth on the route).
+    identity: Option<IdentityNote>,
 }
 
 impl RequestRecord {
@@ -73,6 +75,7 @@ impl RequestRecord {
                     version: req.version(),
                     bytes_in: declared_length(req.headers()),
                     attempts: None,
+                    identity: None,
                 })
             }),
         }
@@ -86,6 +89,17 @@ impl RequestRecord {
             facts
                 .attempts
                 .get_or_insert_with(AttemptCount::default)
+                .clone(),
+        )
+    }
+
+    /// Where the route's auth notes the caller, when there is an access log to put it in.
+    pub(crate) fn identity_note(&mut self) -> Option<IdentityNote> {
+        let facts = self.log.as_mut()?;
+        Some(
+            facts
+                .identity
+                .get_or_insert_with(IdentityNote::default)
                 .clone(),
         )
     }
@@ -115,8 +129,12 @@ impl RequestRecord {
         if listener.config.via {
             headers.append(header::VIA, via_value(Version::HTTP_11));
         }
-        let identity = response.extensions().get::<Arc<Identity>>();
         let log = self.log.map(|facts| {
+            let identity = facts.identity.as_ref().and_then(IdentityNote::identity);
+            let consumer = identity
+                .and_then(|identity| identity.consumer.as_ref())
+                .map(|c| c.id.clone());
+            let auth = local.and_then(|l| l.auth).or(identity.map(|_| "ok"));
             Box::new(PendingLog {
                 facts: *facts,
                 request_id: self.request_id,
@@ -127,10 +145,8 @@ impl RequestRecord {
                     _ => None,
                 },
                 error_code: local.map(|l| l.code),
-                auth: local.and_then(|l| l.auth).or(identity.map(|_| "ok")),
-                consumer: identity
-                    .and_then(|identity| identity.consumer.as_ref())
-                    .map(|c| c.id.clone()),
+                auth,
+                consumer,
             })
         });
         let completion = Completion {

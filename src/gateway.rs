@@ -98,6 +98,11 @@ pub(crate) async fn handle(
                     req.extensions_mut().insert(attempts);
                 }
             }
+            if entry.authenticates {
+                if let Some(note) = record.identity_note() {
+                    req.extensions_mut().insert(note);
+                }
+            }
             if entry.context {
                 let caller = Caller::of(req.headers());
                 req.extensions_mut().insert(RequestContext {

@@ -90,6 +90,8 @@ pub(crate) struct RouteEntry {
     pub(crate) answers_preflight: bool,
     /// The route retries (its access log lines count the tries).
     pub(crate) retries: bool,
+    /// The route authenticates callers (its access log lines name them).
+    pub(crate) authenticates: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +189,7 @@ impl Runtime {
                 context: route.policies.reads_context(),
                 answers_preflight: route.policies.cors.settings.is_some(),
                 retries: route.policies.retry.retry.is_some(),
+                authenticates: route.policies.auth.rules.is_some(),
             })
             .collect();
         let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();

@@ -12,7 +12,7 @@ use super::consumers::{ClientLookup, Consumer, ConsumerDirectory};
 use super::failure::AuthOutcome;
 use http::{HeaderName, HeaderValue, Request};
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// An authenticated caller.
 #[derive(Debug)]
@@ -125,6 +125,23 @@ pub(crate) fn token_scopes(claims: &Map<String, Value>) -> Vec<Arc<str>> {
         }
     }
     scopes
+}
+
+/// Where the auth layer notes who the caller is, for the access log: put in a request's
+/// extensions by the gateway only when there is an access log to write it to, so a route
+/// pays for carrying the identity back only when someone reads it.
+#[derive(Clone, Default)]
+pub(crate) struct IdentityNote(Arc<OnceLock<Arc<Identity>>>);
+
+impl IdentityNote {
+    pub(crate) fn note(&self, identity: &Arc<Identity>) {
+        // Set once per request: a request is authenticated once.
+        let _ = self.0.set(identity.clone());
+    }
+
+    pub(crate) fn identity(&self) -> Option<&Arc<Identity>> {
+        self.0.get()
+    }
 }
 
 /// What a route sends upstream about the caller, as headers. Every name configured here on

@@ -19,7 +19,7 @@
 
 use super::credentials::{CredentialSource, Found};
 use super::failure::{AuthCounters, AuthOutcome, AuthRefusal, Scheme};
-use super::identity::Identity;
+use super::identity::{Identity, IdentityNote};
 use super::policy::{AuthPolicy, AuthRules};
 use super::providers::{AuthServices, Check, Provider};
 use crate::body::Body;
@@ -130,7 +130,6 @@ where
         let Some(auth) = &self.auth else {
             return AuthFuture::Admitted {
                 future: self.inner.call(req),
-                identity: None,
             };
         };
         if auth.client_certificate {
@@ -146,14 +145,12 @@ where
             auth.counters.count(AuthOutcome::Ok);
             return AuthFuture::Admitted {
                 future: self.inner.call(req),
-                identity: None,
             };
         };
         match check.authenticate_now(&req) {
             Some(Ok((identity, source))) => match auth.admit(check, &identity, &mut req, source) {
                 Ok(()) => AuthFuture::Admitted {
                     future: self.inner.call(req),
-                    identity: Some(identity),
                 },
                 Err(error) => AuthFuture::refused(error),
             },
@@ -187,9 +184,7 @@ where
                         match check.authenticate(owned).await {
                             Ok((identity, source)) => {
                                 auth.admit(check, &identity, &mut req, source)?;
-                                let mut response = inner.call(req).await?;
-                                response.extensions_mut().insert(identity);
-                                Ok(response)
+                                inner.call(req).await
                             }
                             Err(error) => {
                                 auth.counters.count(outcome_of(&error));
@@ -266,6 +261,9 @@ impl RouteAuth {
             }
         }
         rules.forward.apply(identity, req);
+        if let Some(note) = req.extensions().get::<IdentityNote>() {
+            note.note(identity);
+        }
         req.extensions_mut().insert(identity.clone());
         self.counters.count(AuthOutcome::Ok);
         Ok(())
@@ -437,7 +435,6 @@ pin_project! {
         Admitted {
             #[pin]
             future: F,
-            identity: Option<Arc<Identity>>,
         },
         Waiting { future: Waiting },
     }
@@ -460,13 +457,7 @@ where
             AuthFutureProj::Refused { error } => {
                 Poll::Ready(Err(error.take().unwrap_or(GatewayError::AccessDenied)))
             }
-            AuthFutureProj::Admitted { future, identity } => {
-                let mut response = std::task::ready!(future.poll(cx))?;
-                if let Some(identity) = identity.take() {
-                    response.extensions_mut().insert(identity);
-                }
-                Poll::Ready(Ok(response))
-            }
+            AuthFutureProj::Admitted { future } => future.poll(cx),
             AuthFutureProj::Waiting { future } => future.as_mut().poll(cx),
         }
     }
