@@ -154,6 +154,37 @@ async fn small_binary_streaming_and_encoded_answers_are_left_alone() {
     }
 }
 
+#[tokio::test]
+async fn a_client_that_accepts_no_coding_gets_the_answer_uncompressed_not_a_406() {
+    let gw = gateway().await;
+    for accept in [
+        "identity;q=0",
+        "*;q=0",
+        "*;q=0, identity;q=0",
+        "gzip;q=0, br;q=0, zstd;q=0, identity;q=0",
+        "deflate, identity;q=0",
+    ] {
+        let reply = get_encoded(gw.addr, "/c/text", accept).await;
+        assert_eq!(reply.status, StatusCode::OK, "{accept}: {}", reply.text());
+        assert!(
+            reply.headers.get("content-encoding").is_none(),
+            "{accept}: {:?}",
+            reply.headers
+        );
+        assert_eq!(reply.text(), text(), "{accept}");
+        let vary: Vec<_> = reply.headers.get_all("vary").iter().collect();
+        assert!(
+            vary.iter()
+                .any(|v| v.to_str().unwrap().contains("accept-encoding")),
+            "{accept}: {vary:?}"
+        );
+    }
+    // Without compression on the route the same request is forwarded as it is, too.
+    let reply = get_encoded(gw.addr, "/plain/text", "identity;q=0").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), text());
+}
+
 /// `data` gzip-compressed by Python's gzip module (not our code).
 fn gzip(data_expr: &str) -> Vec<u8> {
     let output = std::process::Command::new("python3")
