@@ -140,3 +140,35 @@ fn rewrites_and_redirects_that_cannot_make_a_valid_target_are_config_problems() 
         assert!(error.contains(says), "{keys}: {error}");
     }
 }
+
+#[tokio::test]
+async fn a_body_file_is_served_as_it_was_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Not text, and with a byte of every value: served exactly as stored.
+    let mut page = b"<!doctype html><h1>Back soon</h1>\n".to_vec();
+    page.extend(0..=255u8);
+    std::fs::write(dir.path().join("maintenance.html"), &page).expect("write page");
+    let path = dir.path().join("portico.yaml");
+    std::fs::write(
+        &path,
+        config(
+            r#"routes:
+  - match: { path_prefix: /down }
+    direct_response:
+      status: 503
+      headers: { content-type: text/html }
+      body_file: maintenance.html
+"#,
+        ),
+    )
+    .expect("write config");
+    let gw = TestGateway::start_file(path).await;
+    let reply = get(gw.addr, "h", "/down/anything").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers["content-type"], "text/html");
+    assert_eq!(
+        reply.headers["content-length"],
+        page.len().to_string().as_str()
+    );
+    assert_eq!(reply.body, page);
+}
