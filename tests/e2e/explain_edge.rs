@@ -120,3 +120,43 @@ fn explain_shows_each_edge_policy_a_request_meets() {
         "upstream path: /modern/orders"
     );
 }
+
+/// There are no listener-wide defaults for edge policies: a YAML anchor writes one policy
+/// once for many routes (what the reference config advises).
+#[test]
+fn a_policy_written_once_is_shared_through_a_yaml_anchor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("anchors.yaml");
+    std::fs::write(
+        &config,
+        r#"listeners: [{ name: public, address: "127.0.0.1:0" }]
+clusters:
+  - { name: users, endpoints: ["127.0.0.1:9001"] }
+routes:
+  - match: { path_prefix: /a }
+    cluster: users
+    cors: &browser { allow_origins: ["https://app.example"], max_age: 10m }
+    compression: &compressed { encodings: [gzip], min_size: 2KiB }
+  - match: { path_prefix: /b }
+    cluster: users
+    cors: *browser
+    compression: *compressed
+"#,
+    )
+    .expect("write config");
+    let lines = |path: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["explain", "-c", config.to_str().expect("utf8"), "GET"])
+            .arg(format!("http://api.test{path}"))
+            .output()
+            .expect("run portico");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (line(&text, "cors"), line(&text, "compression"))
+    };
+    let (cors, compression) = lines("/a");
+    assert!(cors.contains("https://app.example"), "{cors}");
+    assert!(compression.contains("gzip"), "{compression}");
+    assert!(compression.contains("2048"), "{compression}");
+    assert_eq!(lines("/b"), (cors, compression));
+}
