@@ -206,6 +206,13 @@ pub(crate) enum GatewayError {
     IpNotAllowed(Option<std::net::IpAddr>),
     #[error("fault injected by this route's fault policy")]
     FaultInjected { status: StatusCode },
+    /// 500: the route's path rewrite made something that is not a request target; the
+    /// request is not forwarded (neither rewritten nor as it came).
+    #[error("this route's path rewrite did not make a valid request target")]
+    PathRewriteFailed,
+    /// 500: the route's redirect made something that is not a valid `Location`.
+    #[error("this route's redirect did not make a valid Location")]
+    RedirectFailed,
     #[error("plain HTTP was sent to a TLS port; use https://")]
     PlainHttpToTlsPort,
     #[error("the upstream request could not be built: {0}")]
@@ -512,6 +519,20 @@ impl GatewayError {
             FaultInjected { status } => {
                 (*status, "fault_injected", G::Unavailable, Internal, Debug)
             }
+            PathRewriteFailed => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "path_rewrite_failed",
+                G::Internal,
+                Internal,
+                Error,
+            ),
+            RedirectFailed => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "redirect_failed",
+                G::Internal,
+                Internal,
+                Error,
+            ),
             PlainHttpToTlsPort => (
                 StatusCode::BAD_REQUEST,
                 "plain_http_to_tls_port",

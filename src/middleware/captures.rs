@@ -112,10 +112,20 @@ impl CaptureTemplate {
         Some(out)
     }
 
-    /// Whether any placeholder is filled from the path.
-    #[allow(dead_code)]
-    pub(crate) fn has_captures(&self) -> bool {
-        self.template.is_some()
+    /// The text without its placeholders.
+    pub(crate) fn literal_text(&self) -> String {
+        self.expand_with("")
+    }
+
+    /// The text with `stand_in` for every placeholder (to check what it makes).
+    pub(crate) fn expand_with(&self, stand_in: &str) -> String {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Text(text) => text.as_str(),
+                Piece::Capture(_) => stand_in,
+            })
+            .collect()
     }
 }
 

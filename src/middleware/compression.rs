@@ -384,9 +384,15 @@ impl Predicate for ShouldCompress {
 
 type TowerCompressionLayer = CompressionLayer<ShouldCompress>;
 
+/// A compressing route's coders and the codings it offers.
+pub(crate) struct RouteCompression {
+    tower: TowerCompressionLayer,
+    codings: Offered,
+}
+
 #[derive(Clone)]
 pub(crate) struct CompressLayer {
-    tower: Option<Arc<TowerCompressionLayer>>,
+    tower: Option<Arc<RouteCompression>>,
 }
 
 impl CompressLayer {
@@ -406,7 +412,14 @@ impl CompressLayer {
                         Level::Best => CompressionLevel::Best,
                     })
                     .compress_when(ShouldCompress(settings.clone()));
-                Arc::new(layer)
+                Arc::new(RouteCompression {
+                    tower: layer,
+                    codings: Offered {
+                        gzip: has(Coding::Gzip),
+                        br: has(Coding::Br),
+                        zstd: has(Coding::Zstd),
+                    },
+                })
             }),
         }
     }
@@ -428,7 +441,7 @@ impl<S> Layer<S> for CompressLayer {
 #[derive(Clone)]
 pub(crate) struct Compress<S> {
     inner: S,
-    tower: Option<Arc<TowerCompressionLayer>>,
+    tower: Option<Arc<RouteCompression>>,
 }
 
 impl<S> Service<Request<Body>> for Compress<S>
@@ -448,17 +461,130 @@ where
             None => CompressFuture::Off {
                 future: self.inner.call(req),
             },
-            Some(layer) => CompressFuture::On {
-                future: Box::pin(layer.layer(self.inner.clone()).call(req)),
+            // A client that refuses every coding, identity included (`identity;q=0`,
+            // `*;q=0`), gets the answer as it is: tower-http would call the backend and then
+            // turn its answer into a bare 406 — the request done, its answer lost — where
+            // an uncompressed answer is one the client can still use.
+            Some(route) if accepts_no_coding(req.headers(), route.codings) => {
+                CompressFuture::Uncompressed {
+                    future: self.inner.call(req),
+                }
+            }
+            Some(route) => CompressFuture::On {
+                future: Box::pin(route.tower.layer(self.inner.clone()).call(req)),
             },
         }
     }
+}
+
+/// The codings a route offers, as tower-http's negotiation sees them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Offered {
+    gzip: bool,
+    br: bool,
+    zstd: bool,
+}
+
+/// Whether `Accept-Encoding` leaves no coding this route offers acceptable, identity
+/// included — exactly when tower-http's negotiation finds none (and would answer 406).
+/// Read as tower-http reads it: q-values `q=0` to `q=1` with at most three decimals, an
+/// entry with another q-value ignored, the first `*` entry's q-value for codings not named.
+fn accepts_no_coding(headers: &http::HeaderMap, offered: Offered) -> bool {
+    #[derive(PartialEq, Clone, Copy)]
+    enum Named {
+        Identity,
+        Gzip,
+        Br,
+        Zstd,
+    }
+    let entries = || {
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .filter_map(|entry| {
+                let mut parts = entry.splitn(2, ';');
+                let name = parts.next().unwrap_or_default().trim();
+                let q = match parts.next() {
+                    Some(q) => q_value(q.trim())?,
+                    None => 1000,
+                };
+                Some((name, q))
+            })
+    };
+    let named = |name: &str| {
+        let is = |coding: &str| name.eq_ignore_ascii_case(coding);
+        if (is("gzip") || is("x-gzip")) && offered.gzip {
+            Some(Named::Gzip)
+        } else if is("br") && offered.br {
+            Some(Named::Br)
+        } else if is("zstd") && offered.zstd {
+            Some(Named::Zstd)
+        } else if is("identity") {
+            Some(Named::Identity)
+        } else {
+            None
+        }
+    };
+    let explicit = || entries().filter_map(|(name, q)| Some((named(name)?, q)));
+    match entries().find(|(name, _)| *name == "*").map(|(_, q)| q) {
+        // Only what is named counts; identity is acceptable unless refused by name.
+        None => {
+            !explicit().any(|(_, q)| q > 0)
+                && explicit().any(|(named, q)| named == Named::Identity && q == 0)
+        }
+        // Every offered coding (identity included) at its own q-value, else the wildcard's.
+        Some(wildcard) => {
+            let candidates = [
+                (Named::Identity, true),
+                (Named::Gzip, offered.gzip),
+                (Named::Br, offered.br),
+                (Named::Zstd, offered.zstd),
+            ];
+            !candidates
+                .into_iter()
+                .filter(|(_, on)| *on)
+                .any(|(coding, _)| {
+                    explicit()
+                        .find(|(named, _)| *named == coding)
+                        .map_or(wildcard, |(_, q)| q)
+                        > 0
+                })
+        }
+    }
+}
+
+/// A q-value (`q=0.5`) in thousandths; `None` when it is not one.
+fn q_value(text: &str) -> Option<u16> {
+    let rest = text
+        .strip_prefix("q=")
+        .or_else(|| text.strip_prefix("Q="))?;
+    let (whole, fraction) = match rest.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (rest, ""),
+    };
+    let whole: u16 = match whole {
+        "0" => 0,
+        "1" => 1000,
+        _ => return None,
+    };
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut value = whole;
+    for (digit, factor) in fraction.bytes().zip([100, 10, 1]) {
+        value += u16::from(digit - b'0') * factor;
+    }
+    (value <= 1000).then_some(value)
 }
 
 pin_project! {
     #[project = CompressFutureProj]
     pub(crate) enum CompressFuture<F> {
         Off { #[pin] future: F },
+        // A compressing route's answer to a client that accepts no coding: as it is.
+        Uncompressed { #[pin] future: F },
         // Boxed: only routes that compress pay for its size.
         On { future: Pin<Box<tower_http::compression::ResponseFuture<F, ShouldCompress>>> },
     }
@@ -473,6 +599,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             CompressFutureProj::Off { future } => future.poll(cx),
+            CompressFutureProj::Uncompressed { future } => {
+                let mut response = ready!(future.poll(cx))?;
+                // Another Accept-Encoding may get another answer: caches must know.
+                let varies = response.headers().get_all(header::VARY).iter().any(|v| {
+                    v.to_str().is_ok_and(|v| {
+                        v.split(',')
+                            .any(|name| name.trim().eq_ignore_ascii_case("accept-encoding"))
+                    })
+                });
+                if !varies {
+                    response
+                        .headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+                }
+                Poll::Ready(Ok(response))
+            }
             CompressFutureProj::On { future } => {
                 let response = ready!(future.as_mut().poll(cx))?;
                 Poll::Ready(Ok(response.map(Body::boxed)))
@@ -725,6 +867,63 @@ mod tests {
         assert!(!p.should_compress(&response("text/event-stream", 5000)));
         assert!(!p.should_compress(&response("application/grpc", 5000)));
         assert!(!p.should_compress(&Response::new(Body::full(vec![0u8; 5000]))));
+    }
+
+    #[test]
+    fn a_client_that_refuses_every_coding_is_recognised_as_tower_http_would() {
+        let all = Offered {
+            gzip: true,
+            br: true,
+            zstd: true,
+        };
+        let gzip_only = Offered {
+            gzip: true,
+            br: false,
+            zstd: false,
+        };
+        let refuses = |value: &str, offered| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("value"),
+            );
+            accepts_no_coding(&headers, offered)
+        };
+        for value in [
+            "identity;q=0",
+            "*;q=0",
+            "*;q=0, identity;q=0",
+            "identity;q=0, deflate",
+            "gzip;q=0, identity;q=0",
+            "gzip;q=0.000, identity;Q=0",
+            "br;q=1.5, identity;q=0",
+            "gzip;q=abc, identity;q=0",
+        ] {
+            assert!(refuses(value, all), "{value}");
+        }
+        assert!(refuses("br, identity;q=0", gzip_only));
+        assert!(refuses("*;q=0, br", gzip_only));
+        for value in [
+            "",
+            "gzip",
+            "identity;q=0, gzip",
+            "identity;q=0, x-gzip;q=0.001",
+            "*;q=0, identity",
+            "*;q=0, zstd;q=0.5",
+            "*",
+            "identity;q=0, *;q=0.1",
+            "deflate",
+            "gzip;q=0",
+        ] {
+            assert!(!refuses(value, all), "{value:?}");
+        }
+        assert!(!refuses("x-gzip, identity;q=0", gzip_only));
+        assert!(!accepts_no_coding(&http::HeaderMap::new(), all));
+        assert_eq!(q_value("q=0.25"), Some(250));
+        assert_eq!(q_value("q=1.000"), Some(1000));
+        assert_eq!(q_value("q=1.001"), None);
+        assert_eq!(q_value("q=0.1234"), None);
+        assert_eq!(q_value("q=.5"), None);
     }
 
     #[test]

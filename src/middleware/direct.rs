@@ -255,11 +255,48 @@ fn check_redirect(
             return None;
         }
     };
+    // Captures are pieces of a valid path, so what the text is made of decides whether
+    // every Location the redirect makes is valid: refused here, not sent without one.
+    if let Err(message) = check_location_text(&location) {
+        route.report(&item, message);
+        return None;
+    }
     Some(DirectAnswer::Redirect {
         status: status?,
         location,
         keep_query: file.keep_query.unwrap_or(true),
     })
+}
+
+/// A redirect target is a path (`/v2/...`) or an absolute URL (`https://host/...`) made
+/// only of characters a URI may hold as they are (others must be percent-encoded).
+fn check_location_text(location: &CaptureTemplate) -> Result<(), String> {
+    let literal = location.literal_text();
+    if let Some(bad) = literal.chars().find(|c| !is_uri_char(*c)) {
+        return Err(format!(
+            "{bad:?} cannot be written as is in a URL (percent-encode it)"
+        ));
+    }
+    // The literal text with a capture standing for each placeholder.
+    let sample = location.expand_with("x");
+    let valid = match http::Uri::try_from(sample.as_str()) {
+        Ok(_) if sample.starts_with('/') => true,
+        Ok(uri) => uri.scheme().is_some() && uri.host().is_some_and(|host| !host.is_empty()),
+        Err(_) => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{sample:?} is neither a path (starting with `/`) nor an absolute URL \
+             (`https://host/...`)"
+        ))
+    }
+}
+
+/// RFC 3986's characters: unreserved, reserved and `%` for escapes.
+fn is_uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
 }
 
 #[derive(Clone)]
@@ -296,14 +333,20 @@ pub(crate) struct Direct<S> {
 /// without one do not carry its size), or the inner service's.
 pub(crate) type DirectFuture<F> = futures_either::Either<Answered, F>;
 
-/// A declared answer, ready at the first poll.
+/// A declared answer, ready at the first poll; `None` for a redirect that could not make
+/// its Location (500 `redirect_failed`, never a redirect without one).
 pub(crate) struct Answered(Option<Box<Response<Body>>>);
 
 impl std::future::Future for Answered {
     type Output = Result<Response<Body>, GatewayError>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(self.0.take().map(|r| *r).unwrap_or_default()))
+        Poll::Ready(
+            self.0
+                .take()
+                .map(|r| *r)
+                .ok_or(GatewayError::RedirectFailed),
+        )
     }
 }
 
@@ -325,13 +368,14 @@ where
                 future: self.inner.call(req),
             },
             Some(answer) => futures_either::Either::Left {
-                future: Answered(Some(Box::new(respond(answer, &req)))),
+                future: Answered(respond(answer, &req).map(Box::new)),
             },
         }
     }
 }
 
-fn respond(answer: &DirectAnswer, req: &Request<Body>) -> Response<Body> {
+/// The declared answer; `None` when a redirect cannot make a valid Location.
+fn respond(answer: &DirectAnswer, req: &Request<Body>) -> Option<Response<Body>> {
     match answer {
         DirectAnswer::Response {
             status,
@@ -341,26 +385,34 @@ fn respond(answer: &DirectAnswer, req: &Request<Body>) -> Response<Body> {
             let mut response = Response::new(Body::full(body.clone()));
             *response.status_mut() = *status;
             *response.headers_mut() = headers.clone();
-            response
+            Some(response)
         }
         DirectAnswer::Redirect {
             status,
             location,
             keep_query,
         } => {
-            let mut target = location.expand(req.uri().path()).unwrap_or_default();
-            if let (true, Some(query)) = (*keep_query, req.uri().query()) {
-                target.push(if target.contains('?') { '&' } else { '?' });
-                target.push_str(query);
-            }
+            let target = location.expand(req.uri().path())?;
+            let query = req.uri().query().filter(|_| *keep_query);
+            let value = HeaderValue::try_from(with_query(target, query)).ok()?;
             let mut response = Response::new(Body::empty());
             *response.status_mut() = *status;
-            if let Ok(value) = HeaderValue::from_str(&target) {
-                response.headers_mut().insert(header::LOCATION, value);
-            }
-            response
+            response.headers_mut().insert(header::LOCATION, value);
+            Some(response)
         }
     }
+}
+
+/// `target` with the request's query added to its own (before any `#fragment`).
+fn with_query(mut target: String, query: Option<&str>) -> String {
+    let Some(query) = query else {
+        return target;
+    };
+    let fragment = target.find('#').map(|at| target.split_off(at));
+    target.push(if target.contains('?') { '&' } else { '?' });
+    target.push_str(query);
+    target.extend(fragment);
+    target
 }
 
 /// A two-way future, without a dependency for it.
@@ -413,6 +465,74 @@ mod tests {
         assert!(p.iter().any(|p| p.contains("no path_template")), "{p:?}");
         let p = route_problems("direct_response: { body_file: /nonexistent/page.html }");
         assert!(p[0].contains("cannot read"), "{p:?}");
+    }
+
+    #[test]
+    fn a_location_that_cannot_be_valid_is_refused_at_its_key() {
+        for good in [
+            "/v2/users",
+            "https://api.example/v2/?x=1#top",
+            "http://[::1]:8080/x",
+        ] {
+            let p = route_problems(&format!("redirect: {{ location: \"{good}\" }}"));
+            assert!(p.is_empty(), "{good}: {p:?}");
+        }
+        for (bad, says) in [
+            ("/café", "'é' cannot be written"),
+            ("/a<b>", "'<' cannot be written"),
+            ("relative/path", "neither a path"),
+            ("https://", "neither a path"),
+            ("mailto:someone", "neither a path"),
+        ] {
+            let p = route_problems(&format!("redirect: {{ location: \"{bad}\" }}"));
+            assert!(
+                p.len() == 1 && p[0].contains("redirect.location") && p[0].contains(says),
+                "{bad}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_redirect_without_a_location_is_an_error_not_an_answer() {
+        use super::{respond, Answered, DirectAnswer};
+        use crate::body::Body;
+        use crate::error::GatewayError;
+        use crate::middleware::captures::CaptureTemplate;
+        use std::future::Future;
+        let answer = DirectAnswer::Redirect {
+            status: http::StatusCode::PERMANENT_REDIRECT,
+            location: CaptureTemplate::parse("/v2/{id}", Some("/v1/{id}")).expect("parses"),
+            keep_query: true,
+        };
+        let request = |path: &str| {
+            http::Request::get(path)
+                .body(Body::empty())
+                .expect("request")
+        };
+        let moved = respond(&answer, &request("/v1/7?a=1")).expect("a location");
+        assert_eq!(moved.headers()[http::header::LOCATION], "/v2/7?a=1");
+        // A path the template does not capture from makes no location.
+        let missing = respond(&answer, &request("/elsewhere"));
+        assert!(missing.is_none());
+        let mut answered = std::pin::pin!(Answered(missing.map(Box::new)));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = answered.as_mut().poll(&mut cx);
+        assert!(matches!(
+            polled,
+            std::task::Poll::Ready(Err(GatewayError::RedirectFailed))
+        ));
+    }
+
+    #[test]
+    fn the_query_joins_the_targets_own_before_its_fragment() {
+        use super::with_query;
+        assert_eq!(with_query("/v2".into(), None), "/v2");
+        assert_eq!(with_query("/v2".into(), Some("a=1")), "/v2?a=1");
+        assert_eq!(with_query("/v2?b=2".into(), Some("a=1")), "/v2?b=2&a=1");
+        assert_eq!(
+            with_query("/v2?b=2#top".into(), Some("a=1")),
+            "/v2?b=2&a=1#top"
+        );
     }
 
     #[test]

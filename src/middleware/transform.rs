@@ -68,20 +68,86 @@ impl PartialEq for RegexText {
     }
 }
 
+/// What a path rewrite made of a request's path.
+#[derive(Debug, PartialEq)]
+enum Rewritten {
+    /// Forward with this path.
+    To(String),
+    /// A `regex_rewrite` whose pattern does not match: the path stays.
+    Unchanged,
+    /// Nothing that may be forwarded: the request is answered 500 `path_rewrite_failed`,
+    /// never sent on with its old path.
+    Failed,
+}
+
 impl PathRewrite {
-    /// The new path for `path`; `None` leaves it as it is.
-    fn apply(&self, path: &str) -> Option<String> {
-        match self {
+    /// The new path for `path`.
+    fn apply(&self, path: &str) -> Rewritten {
+        let made = match self {
+            // The route's template matched this path, so it always expands; if it ever did
+            // not, the request must not go on as if it had been rewritten.
             PathRewrite::Template(template) => template.expand(path),
             PathRewrite::Regex {
                 pattern,
                 substitution,
-            } => pattern
-                .0
-                .is_match(path)
-                .then(|| pattern.0.replace(path, substitution.as_str()).into_owned()),
+            } => {
+                if !pattern.0.is_match(path) {
+                    return Rewritten::Unchanged;
+                }
+                Some(pattern.0.replace(path, substitution.as_str()).into_owned())
+            }
+        };
+        match made {
+            // Literal text is checked when the config loads and captures are pieces of a
+            // valid path, but a substitution that starts with a group can still lose the `/`.
+            Some(made) if made.starts_with('/') && !made.contains(['?', '#']) => {
+                Rewritten::To(made)
+            }
+            _ => Rewritten::Failed,
         }
     }
+}
+
+/// Whether a character may be written as is in a URL path (RFC 3986 `pchar` or `/`);
+/// anything else has to be percent-encoded in the config.
+pub(crate) fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@%/".contains(c)
+}
+
+/// The literal text of a regex substitution: `$$` is a `$`, and `$name` / `${name}` are
+/// groups, filled from the path (which is valid path text) — left out.
+fn substitution_literals(substitution: &str) -> String {
+    let mut out = String::new();
+    let mut chars = substitution.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('$') => {
+                chars.next();
+                out.push('$');
+            }
+            Some('{') => {
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        break;
+                    }
+                }
+            }
+            Some(c) if c.is_ascii_alphanumeric() || *c == '_' => {
+                while chars
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+                {
+                    chars.next();
+                }
+            }
+            _ => out.push('$'),
+        }
+    }
+    out
 }
 
 /// Query parameter operations: remove (by decoded name), then set, then add.
@@ -304,9 +370,13 @@ impl RoutePolicy for TransformPolicy {
             (Some(prefix), _) => strip_path_prefix(request_path, prefix)
                 .unwrap_or(request_path)
                 .to_string(),
-            (None, Some(rewrite)) => rewrite
-                .apply(request_path)
-                .unwrap_or_else(|| request_path.to_string()),
+            (None, Some(rewrite)) => match rewrite.apply(request_path) {
+                Rewritten::To(path) => path,
+                Rewritten::Unchanged => request_path.to_string(),
+                Rewritten::Failed => {
+                    "none: the rewrite makes no valid path (500 path_rewrite_failed)".to_string()
+                }
+            },
             (None, None) => request_path.to_string(),
         };
         out.line("upstream path", forwarded);
@@ -373,6 +443,29 @@ fn check_path_rewrite(
             );
             return None;
         }
+        // Placeholders aside (they are checked below), only path text; `{{` and `}}` are
+        // literal braces (marked with characters the text cannot have: no control ones).
+        let literal = text.replace("{{", "\u{1}").replace("}}", "\u{2}");
+        if let Some(bad) = literal
+            .split(['{', '}'])
+            .step_by(2)
+            .flat_map(str::chars)
+            .map(|c| match c {
+                '\u{1}' => '{',
+                '\u{2}' => '}',
+                c => c,
+            })
+            .find(|c| !is_path_char(*c))
+        {
+            route.report(
+                &path,
+                format!(
+                    "{text:?}: {bad:?} cannot be written as is in a URL path \
+                     (percent-encode it)"
+                ),
+            );
+            return None;
+        }
         let template = route.matcher().path_template.clone();
         return match CaptureTemplate::parse(text, template.as_deref()) {
             Ok(template) => Some(Some(PathRewrite::Template(template))),
@@ -398,6 +491,19 @@ fn check_path_rewrite(
             route.report(
                 &path.key("substitution"),
                 "should start with `/` (or a group that does)",
+            );
+            return None;
+        }
+        if let Some(bad) = substitution_literals(&regex.substitution)
+            .chars()
+            .find(|c| !is_path_char(*c))
+        {
+            route.report(
+                &path.key("substitution"),
+                format!(
+                    "{bad:?} cannot be written as is in a URL path (percent-encode it; \
+                     use query_params for the query)"
+                ),
             );
             return None;
         }
@@ -634,7 +740,7 @@ where
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = S::Future;
+    type Future = TransformFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         self.inner.poll_ready(cx)
@@ -648,28 +754,33 @@ where
                 }
             }
             if t.path_rewrite.is_some() || !t.query_params.is_empty() {
-                let path = t
-                    .path_rewrite
-                    .as_ref()
-                    .and_then(|rewrite| rewrite.apply(req.uri().path()));
+                let rewritten = match &t.path_rewrite {
+                    None => Rewritten::Unchanged,
+                    Some(rewrite) => rewrite.apply(req.uri().path()),
+                };
+                let path = match &rewritten {
+                    Rewritten::To(path) => path.as_str(),
+                    Rewritten::Unchanged => req.uri().path(),
+                    Rewritten::Failed => return TransformFuture::Failed { failed: true },
+                };
                 let query = if t.query_params.is_empty() {
                     req.uri().query().map(str::to_string)
                 } else {
                     t.query_params.apply(req.uri().query())
                 };
-                let path = path.as_deref().unwrap_or(req.uri().path());
                 let target = match query {
                     Some(query) => format!("{path}?{query}"),
                     None => path.to_string(),
                 };
-                // A rewritten target that is not a valid one (a regex substitution can make
-                // anything) leaves the request as it was rather than failing it.
-                if let Ok(pq) = PathAndQuery::try_from(target) {
+                // Never forwarded with its old target once it was meant to change.
+                let rewritten_uri = PathAndQuery::try_from(target).ok().and_then(|pq| {
                     let mut parts = req.uri().clone().into_parts();
                     parts.path_and_query = Some(pq);
-                    if let Ok(uri) = Uri::from_parts(parts) {
-                        *req.uri_mut() = uri;
-                    }
+                    Uri::from_parts(parts).ok()
+                });
+                match rewritten_uri {
+                    Some(uri) => *req.uri_mut() = uri,
+                    None => return TransformFuture::Failed { failed: true },
                 }
             }
             if let Some(host) = &t.host_rewrite {
@@ -677,7 +788,32 @@ where
             }
             t.headers.apply(req.headers_mut());
         }
-        self.inner.call(req)
+        TransformFuture::Forwarded {
+            future: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    #[project = TransformFutureProj]
+    pub(crate) enum TransformFuture<F> {
+        Forwarded { #[pin] future: F },
+        // A rewrite that made no valid target: answered 500, nothing forwarded.
+        Failed { failed: bool },
+    }
+}
+
+impl<F> Future for TransformFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, GatewayError>>,
+{
+    type Output = Result<Response<Body>, GatewayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TransformFutureProj::Forwarded { future } => future.poll(cx),
+            TransformFutureProj::Failed { .. } => Poll::Ready(Err(GatewayError::PathRewriteFailed)),
+        }
     }
 }
 
@@ -811,6 +947,47 @@ mod tests {
         );
         let p = route_problems("strip_prefix: /api, path_rewrite: /x");
         assert!(p[0].contains("at most one"), "{p:?}");
+        let p = route_problems("path_rewrite: \"/a<b>\"");
+        assert!(
+            p[0].contains("routes[0].path_rewrite") && p[0].contains("'<' cannot be written"),
+            "{p:?}"
+        );
+        let p = route_problems(
+            "regex_rewrite: { pattern: \"^/api/(.*)$\", substitution: \"/x/$1?y=1\" }",
+        );
+        assert!(
+            p[0].contains("regex_rewrite.substitution") && p[0].contains("'?' cannot be written"),
+            "{p:?}"
+        );
+        let p = route_problems(
+            "regex_rewrite: { pattern: \"^/api/(.*)$\", substitution: \"/x y/$1\" }",
+        );
+        assert!(p[0].contains("' ' cannot be written"), "{p:?}");
+        assert!(route_problems(
+            "regex_rewrite: { pattern: \"^/api/(?P<rest>.*)$\", substitution: \"/$$$$/$${rest}/$rest/%20\" }"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_rewrite_that_makes_no_valid_path_fails_instead_of_forwarding_the_old_one() {
+        let regex = |pattern: &str, substitution: &str| PathRewrite::Regex {
+            pattern: RegexText(regex_lite::Regex::new(pattern).expect("regex")),
+            substitution: substitution.to_string(),
+        };
+        let leading_group = regex("^/raw/(.*)$", "$1");
+        assert_eq!(leading_group.apply("/raw//x"), Rewritten::To("/x".into()));
+        assert_eq!(leading_group.apply("/raw/x"), Rewritten::Failed);
+        assert_eq!(leading_group.apply("/raw/"), Rewritten::Failed);
+        assert_eq!(leading_group.apply("/other"), Rewritten::Unchanged);
+        assert_eq!(
+            regex("^/api/", "/v2/").apply("/api/x"),
+            Rewritten::To("/v2/x".into())
+        );
+        assert_eq!(
+            substitution_literals("/a/$1/${name}/$$/$/x$"),
+            "/a///$/$/x$"
+        );
     }
 
     #[test]

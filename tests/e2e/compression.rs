@@ -154,6 +154,37 @@ async fn small_binary_streaming_and_encoded_answers_are_left_alone() {
     }
 }
 
+#[tokio::test]
+async fn a_client_that_accepts_no_coding_gets_the_answer_uncompressed_not_a_406() {
+    let gw = gateway().await;
+    for accept in [
+        "identity;q=0",
+        "*;q=0",
+        "*;q=0, identity;q=0",
+        "gzip;q=0, br;q=0, zstd;q=0, identity;q=0",
+        "deflate, identity;q=0",
+    ] {
+        let reply = get_encoded(gw.addr, "/c/text", accept).await;
+        assert_eq!(reply.status, StatusCode::OK, "{accept}: {}", reply.text());
+        assert!(
+            reply.headers.get("content-encoding").is_none(),
+            "{accept}: {:?}",
+            reply.headers
+        );
+        assert_eq!(reply.text(), text(), "{accept}");
+        let vary: Vec<_> = reply.headers.get_all("vary").iter().collect();
+        assert!(
+            vary.iter()
+                .any(|v| v.to_str().unwrap().contains("accept-encoding")),
+            "{accept}: {vary:?}"
+        );
+    }
+    // Without compression on the route the same request is forwarded as it is, too.
+    let reply = get_encoded(gw.addr, "/plain/text", "identity;q=0").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), text());
+}
+
 /// `data` gzip-compressed by Python's gzip module (not our code).
 fn gzip(data_expr: &str) -> Vec<u8> {
     let output = std::process::Command::new("python3")
@@ -205,5 +236,146 @@ async fn request_bodies_are_decoded_and_a_bomb_is_refused() {
         let reply = send(gw.addr, upload(b"x".to_vec(), coding)).await;
         assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{coding}");
         assert_eq!(reply.error_code(), "unsupported_content_encoding");
+    }
+}
+
+/// `len` bytes of pseudo-random hex digits: half of it compresses away, never all of it, so
+/// a coder has output to give as its input arrives.
+fn noisy_text(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            b"0123456789abcdef"[(state >> 60) as usize]
+        })
+        .collect()
+}
+
+/// A backend whose one streamed answer the test feeds through `chunks`; it ends when the
+/// sender is dropped.
+async fn fed_backend(chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> SocketAddr {
+    use http_body_util::BodyExt;
+    let chunks = std::sync::Mutex::new(Some(chunks));
+    backend(move |_req: Request<Incoming>| {
+        let rx = chunks.lock().expect("lock").take().expect("one request");
+        async move {
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| {
+                    (
+                        Ok::<_, std::convert::Infallible>(http_body::Frame::data(chunk)),
+                        rx,
+                    )
+                })
+            });
+            http::Response::builder()
+                .header("content-type", "text/plain")
+                .body(
+                    http_body_util::StreamBody::new(stream)
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+                .expect("response")
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_compressed_answer_streams_while_the_backend_is_still_sending() {
+    use http_body_util::BodyExt;
+    for coding in ["gzip", "br", "zstd"] {
+        let (feed, chunks) = tokio::sync::mpsc::channel(1);
+        let backend = fed_backend(chunks).await;
+        let gw = TestGateway::start(&single_route(
+            backend,
+            &format!(", compression: {{ encodings: [{coding}] }}"),
+        ))
+        .await;
+        // 1 MiB the backend sends at once; the end only when the test says so.
+        let head: Vec<u8> = noisy_text(1024 * 1024, 7);
+        let tail = noisy_text(4096, 11);
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        {
+            let (head, tail) = (head.clone(), tail.clone());
+            tokio::spawn(async move {
+                for chunk in head.chunks(64 * 1024) {
+                    if feed
+                        .send(bytes::Bytes::copy_from_slice(chunk))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                // The answer ends only once the test has seen compressed bytes.
+                if released.await.is_ok() {
+                    let _ = feed.send(bytes::Bytes::from(tail)).await;
+                }
+            });
+        }
+        let mut sender = h1_connection(gw.addr).await;
+        let response = within(
+            "the response head",
+            sender.send_request(
+                Request::get("/")
+                    .header("host", "h")
+                    .header("accept-encoding", coding)
+                    .body(full(""))
+                    .expect("request"),
+            ),
+        )
+        .await
+        .expect("response");
+        assert_eq!(response.headers()["content-encoding"], coding);
+        let mut body = response.into_body();
+        let mut compressed = Vec::new();
+        // The backend's answer cannot end before `release`: compressed bytes that arrive
+        // now were streamed, not held until the end.
+        while compressed.is_empty() {
+            let frame = within(
+                "compressed bytes while the backend is still sending",
+                body.frame(),
+            )
+            .await
+            .expect("a frame before the end")
+            .expect("a good frame");
+            if let Ok(data) = frame.into_data() {
+                compressed.extend_from_slice(&data);
+            }
+        }
+        release.send(()).expect("the backend is still sending");
+        let rest = within("the rest", body.collect())
+            .await
+            .expect("the rest")
+            .to_bytes();
+        compressed.extend_from_slice(&rest);
+        if coding == "gzip" {
+            // Python's gzip (not our code) decodes it to what the backend sent.
+            let mut python = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 runs");
+            {
+                use std::io::Write;
+                python
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(&compressed)
+                    .expect("write");
+            }
+            let output = python.wait_with_output().expect("python3");
+            assert!(output.status.success(), "{output:?}");
+            let mut original = head.clone();
+            original.extend_from_slice(&tail);
+            assert!(output.stdout == original, "gzip decodes to the original");
+        }
     }
 }

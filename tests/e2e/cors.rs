@@ -363,3 +363,102 @@ async fn a_browser_reads_answers_for_an_allowed_origin_and_is_refused_for_anothe
     // protects what the page may read, not what the server receives).
     assert_eq!(seen.load(Ordering::SeqCst), forwarded + 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Every refusal of a CORS route, now that auth and rate limits sit inside it.
+
+const REFUSAL_KEY: &str = "pk_test_cors_0123456789";
+
+/// CORS routes that each refuse in their own way: `/auth` without credentials (401),
+/// `/scoped` with a key that lacks the scope (403), `/ip` from a denied address (403),
+/// `/limited` after its one request an hour (429), `/small` over its 16-byte body limit
+/// (413) and `/silent` in front of a backend that never answers (504).
+async fn refusing_gateway() -> TestGateway {
+    let (backend, _) = counting_backend().await;
+    let silent = crate::common::backend(|_req: Request<Incoming>| async {
+        std::future::pending::<()>().await;
+        http::Response::new(full(""))
+    })
+    .await;
+    let cors = format!(
+        "{{ allow_origins: [\"{ALLOWED}\"], allow_credentials: true, \
+         allow_headers: [content-type, x-token], expose_headers: [www-authenticate, retry-after] }}"
+    );
+    TestGateway::start(&config(&format!(
+        r#"consumers:
+  - {{ id: reader, scopes: [orders:read], api_keys: ["{key}"] }}
+auth_providers:
+  - {{ name: keys, api_key: {{ header: x-api-key }} }}
+clusters:
+  - {{ name: b, endpoints: ["{backend}"] }}
+  - {{ name: silent, endpoints: ["{silent}"] }}
+routes:
+  - {{ match: {{ path_prefix: /auth }}, cluster: b, cors: {cors}, auth: {{ providers: [keys] }} }}
+  - {{ match: {{ path_prefix: /scoped }}, cluster: b, cors: {cors}, auth: {{ providers: [keys], scopes: [orders:write] }} }}
+  - {{ match: {{ path_prefix: /ip }}, cluster: b, cors: {cors}, ip_rules: {{ deny: [127.0.0.0/8] }} }}
+  - {{ match: {{ path_prefix: /limited }}, cluster: b, cors: {cors}, rate_limit: {{ key: route, limits: [{{ rate: 1/h }}] }} }}
+  - {{ match: {{ path_prefix: /small }}, cluster: b, cors: {cors}, max_body_size: 16 }}
+  - {{ match: {{ path_prefix: /silent }}, cluster: silent, cors: {cors}, timeout: 200ms }}
+"#,
+        key = portico::keys::digest(REFUSAL_KEY),
+    )))
+    .await
+}
+
+fn refused_request(path: &str, origin: &str) -> Request<BoxBody> {
+    let req = Request::put(path)
+        .header("host", "api.test")
+        .header("origin", origin);
+    match path {
+        "/scoped" => req.header("x-api-key", REFUSAL_KEY).body(full("")),
+        "/small" => req.body(full(vec![b'x'; 64])),
+        _ => req.body(full("")),
+    }
+    .expect("request")
+}
+
+#[tokio::test]
+async fn every_refusal_on_a_cors_route_carries_the_cors_headers_for_an_allowed_origin_only() {
+    let gw = refusing_gateway().await;
+    // The limited route's one request of the hour.
+    let first = send(gw.addr, refused_request("/limited", ALLOWED)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+
+    let refusals = [
+        ("/auth", StatusCode::UNAUTHORIZED, "missing_credentials"),
+        ("/scoped", StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("/ip", StatusCode::FORBIDDEN, "ip_not_allowed"),
+        ("/limited", StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        ("/small", StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        ("/silent", StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+    ];
+    for (path, status, code) in refusals {
+        let reply = send(gw.addr, refused_request(path, ALLOWED)).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+        assert_eq!(reply.error_code(), code, "{path}");
+        let h = &reply.headers;
+        assert_eq!(h["access-control-allow-origin"], ALLOWED, "{path}");
+        assert_eq!(h["access-control-allow-credentials"], "true", "{path}");
+        assert_eq!(
+            h["access-control-expose-headers"], "www-authenticate,retry-after",
+            "{path}"
+        );
+        assert_eq!(h["vary"], "origin", "{path}");
+
+        let reply = send(gw.addr, refused_request(path, "https://evil.example")).await;
+        assert_eq!(reply.status, status, "{path}, another origin");
+        assert_eq!(reply.error_code(), code, "{path}, another origin");
+        assert!(
+            access_control_headers(&reply).is_empty(),
+            "{path}, another origin: {:?}",
+            reply.headers
+        );
+        assert_eq!(reply.headers["vary"], "origin", "{path}, another origin");
+    }
+
+    // The browser's preflight comes before auth: no credentials needed to be told.
+    let reply = send(gw.addr, preflight("/auth/items", Some(ALLOWED))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.headers["access-control-allow-origin"], ALLOWED);
+    assert_eq!(reply.headers["access-control-allow-methods"], "PUT");
+}

@@ -1,8 +1,10 @@
 //! Fault injection: a declared share of requests aborted or delayed, within statistical
-//! tolerance over a bounded number of requests, or on request by header; counted in metrics.
+//! tolerance over a bounded number of requests, or on request by header; counted in metrics;
+//! a delayed request held back from the backend while others pass.
 
 use crate::common::*;
 use http::{Request, StatusCode};
+use std::future::Future;
 
 async fn gateway() -> TestGateway {
     let echo = echo_backend("echo").await;
@@ -112,4 +114,53 @@ async fn a_header_asks_for_the_faults_and_never_reaches_the_backend() {
         1,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_delayed_request_is_held_back_from_the_backend_while_others_pass() {
+    let (backend, recorder) = recording_backend().await;
+    let gw = TestGateway::start(&format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\n{}",
+        config(&format!(
+            r#"clusters:
+  - {{ name: b, endpoints: ["{backend}"] }}
+routes:
+  - name: held
+    match: {{ path_prefix: /held }}
+    cluster: b
+    fault: {{ delay: {{ duration: 1h }}, header: x-fault }}
+"#
+        ))
+    ))
+    .await;
+    // An hour's delay, asked for: the request is counted, then held.
+    let mut sender = h1_connection(gw.addr).await;
+    let mut delayed = Box::pin(
+        sender.send_request(
+            Request::get("/held/first")
+                .header("host", "h")
+                .header("x-fault", "delay")
+                .body(full(""))
+                .expect("request"),
+        ),
+    );
+    gw.wait_metric(
+        "portico_faults_injected_total{route=\"held\",fault=\"delay\"}",
+        1,
+    )
+    .await;
+    // Sent after the delayed one was counted, and answered: without the delay the first
+    // would have reached the backend before it.
+    let passed = get(gw.addr, "h", "/held/second").await;
+    assert_eq!(passed.status, StatusCode::OK);
+    let seen = recorder.text();
+    assert!(seen.contains("GET /held/second "), "{seen}");
+    assert!(
+        !seen.contains("/held/first"),
+        "the delayed request reached the backend: {seen}"
+    );
+    let answered =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(delayed.as_mut().poll(cx).is_ready()))
+            .await;
+    assert!(!answered, "the delayed request was answered");
 }

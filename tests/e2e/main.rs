@@ -18,6 +18,7 @@ mod compression;
 mod cors;
 mod demo;
 mod discovery;
+mod explain_edge;
 mod fault;
 mod fuzz;
 mod grpc_native;
