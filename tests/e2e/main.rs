@@ -23,6 +23,7 @@ mod fuzz;
 mod grpc_native;
 mod grpc_openapi;
 mod grpc_peers;
+mod grpc_refusals;
 mod grpc_streaming;
 mod grpc_transcode;
 mod headers;
