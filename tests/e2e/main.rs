@@ -26,6 +26,7 @@ mod grpc_peers;
 mod grpc_refusals;
 mod grpc_streaming;
 mod grpc_transcode;
+mod grpc_witnesses;
 mod headers;
 mod hostile_connections;
 mod hostile_requests;
