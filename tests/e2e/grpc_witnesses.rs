@@ -222,3 +222,33 @@ async fn grpc_web_round_trips_with_a_client_we_did_not_write() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_bidirectional_method_is_transcoded_from_a_json_array_to_a_json_array() {
+    // `Chat` has no HTTP rule: auto-mapping makes it callable; each book in the body is one
+    // request message and each answer one element of the answer.
+    let gw = library_gateway(python_server().await, "").await;
+    let reply = call(
+        &gw,
+        "POST",
+        "/library.v1.Library/Chat",
+        r#"[{"title":"a"}, {"title":"b"}]"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.headers["x-served-by"], "Chat");
+    assert_eq!(
+        reply.json(),
+        json!([{"name": "a!", "title": "a"}, {"name": "b!", "title": "b"}])
+    );
+    let reply = crate::grpc_transcode::call_with(
+        &gw,
+        "POST",
+        "/library.v1.Library/Chat",
+        r#"[{"title":"c"}]"#,
+        &[("accept", "application/x-ndjson")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "{\"name\":\"c!\",\"title\":\"c\"}\n");
+}

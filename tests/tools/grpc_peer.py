@@ -168,6 +168,11 @@ def serve(protos, out, cert=None, key=None):
             served(context, "Unannotated")
             return request
 
+        def Chat(self, request_iterator, context):
+            served(context, "Chat")
+            for book in request_iterator:
+                yield pb.Book(name=book.title + "!", title=book.title)
+
     class Greeter(greeter_pb2_grpc.GreeterServicer):
         def SayHello(self, request, context):
             return greeter_pb2.HelloReply(message="Hello, " + request.name)
@@ -229,6 +234,28 @@ def client(protos, out, target, root_ca=None):
     # Client streaming.
     reply = library.AddBooks(iter([pb.Book(title="a"), pb.Book(title="b")]), timeout=20)
     print(f"CLIENT_STREAM {reply.next_page_token} {[b.title for b in reply.books]}")
+
+    # Bidirectional: the second book is sent only once the answer to the first has come
+    # back, so a gateway that waited for the whole request stream would hang here.
+    import queue
+
+    outgoing = queue.Queue()
+
+    def books():
+        while True:
+            book = outgoing.get()
+            if book is None:
+                return
+            yield book
+
+    answers = library.Chat(books(), timeout=20)
+    outgoing.put(pb.Book(title="one"))
+    first = next(answers)
+    outgoing.put(pb.Book(title="two"))
+    second = next(answers)
+    outgoing.put(None)
+    rest = list(answers)
+    print(f"BIDI {first.name} {second.name} {len(rest)} {answers.code().name}")
 
     greeter = greeter_pb2_grpc.GreeterStub(channel)
     print("GREETER " + greeter.SayHello(greeter_pb2.HelloRequest(name="native"), timeout=20).message)
