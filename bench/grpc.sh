@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scenario (g): what transcoding costs. One Portico, one run, three kinds of request:
+# Scenario (g): what transcoding costs. One Portico, one run, four kinds of request:
 #
 #   g-json   a unary HTTP/JSON call transcoded to gRPC   POST /Greeter/SayHello {"name":"bench"}
 #   g-grpc   the same call as native gRPC, passed through (h2c, content-type application/grpc)
@@ -19,8 +19,9 @@
 #                                            interleaved in each round: for a quiet machine
 #
 # Portico runs with one worker and the access log off. Needs valgrind (callgrind mode), h2load,
-# nginx, curl, python3 with grpcio and grpcio-tools (.ci/run installs those). Loopback only;
-# every process started here is stopped on exit.
+# nginx, curl (with HTTP/2), python3 with grpcio and grpcio-tools (.ci/run installs the Python
+# packages and curl; valgrind, h2load and nginx are the bench machine's). Loopback only; every
+# process started here is stopped on exit.
 
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -121,6 +122,11 @@ load() { # kind requests
 check_answers() {
   curl -sf -X POST -H content-type:application/json -d '{"name":"bench"}' "$URL/Greeter/SayHello" \
     | grep -q '"message":"Hello, bench"' || { echo "g-json: wrong answer" >&2; exit 1; }
+  # The native call must succeed as gRPC, not only as HTTP: grpc-status 0 in its trailers
+  # (curl writes HTTP/2 trailers with the headers).
+  curl -sf --http2-prior-knowledge -o /dev/null -D - -H content-type:application/grpc \
+    -H te:trailers --data-binary "@$WORK/hello.grpc" "$URL/Greeter/SayHello" \
+    | grep -qi '^grpc-status: *0' || { echo "g-grpc: no grpc-status 0" >&2; exit 1; }
 }
 
 if [ "$MODE" = callgrind ]; then

@@ -110,7 +110,9 @@ pub(crate) enum Lookup<'t, 'p> {
 /// A problem with a method's HTTP rule, found when the descriptors are loaded.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RuleProblem {
-    /// `file.proto: pkg.Service.Method`.
+    /// `file.proto:line:column: pkg.Service.Method` (the position of the method's rule, when
+    /// the descriptors kept their source positions: compiled from `.proto` files, not from a
+    /// descriptor set).
     pub(crate) method: String,
     pub(crate) message: String,
 }
@@ -118,6 +120,40 @@ pub(crate) struct RuleProblem {
 impl std::fmt::Display for RuleProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: google.api.http: {}", self.method, self.message)
+    }
+}
+
+/// The field number of the `google.api.http` extension of `MethodOptions`.
+const HTTP_RULE_FIELD: i32 = 72_295_728;
+/// The field number of `options` in `MethodDescriptorProto`.
+const METHOD_OPTIONS_FIELD: i32 = 4;
+
+/// `file.proto:line:column` of the method's `google.api.http` option, or of the method when
+/// the option has no position of its own; just `file.proto` when the descriptors carry no
+/// source positions (a descriptor set made without them).
+fn rule_location(method: &MethodDescriptor) -> String {
+    let file = method.parent_file();
+    let name = file.name().to_string();
+    let Some(info) = file.file_descriptor_proto().source_code_info.as_ref() else {
+        return name;
+    };
+    let method_path = method.path();
+    let mut option_path = method_path.to_vec();
+    option_path.extend([METHOD_OPTIONS_FIELD, HTTP_RULE_FIELD]);
+    let span = info
+        .location
+        .iter()
+        .find(|location| location.path == option_path)
+        .or_else(|| {
+            info.location
+                .iter()
+                .find(|location| location.path == method_path)
+        })
+        .map(|location| location.span.as_slice());
+    match span {
+        // Spans are zero-based: [line, column, …].
+        Some([line, column, ..]) => format!("{name}:{}:{}", line + 1, column + 1),
+        _ => name,
     }
 }
 
@@ -141,7 +177,7 @@ impl BindingTable {
         let mut problems = Vec::new();
         for service in services {
             for method in service.methods() {
-                let where_ = format!("{}: {}", method.parent_file().name(), method.full_name());
+                let where_ = format!("{}: {}", rule_location(&method), method.full_name());
                 let Some(info) = MethodInfo::new(method.clone()) else {
                     problems.push(RuleProblem {
                         method: where_,
@@ -197,7 +233,7 @@ impl BindingTable {
                 problems.push(RuleProblem {
                     method: format!(
                         "{}: {}",
-                        later.method.desc.parent_file().name(),
+                        rule_location(&later.method.desc),
                         later.method.desc.full_name()
                     ),
                     message: format!(

@@ -109,7 +109,8 @@ pub(crate) struct TranscodeFile {
     json: Option<JsonPrintFile>,
     /// `json_array` (default), `ndjson` or `sse`: server streaming's default shape.
     streaming: Option<String>,
-    /// Largest request message (encoded); 413 above. Default `4MiB`.
+    /// Largest request body as read and request message once encoded; 413 above. Default
+    /// `4MiB`.
     max_request_message: Option<String>,
     /// Largest response message; 502 above. Default `4MiB`.
     max_response_message: Option<String>,

@@ -453,7 +453,11 @@ fn check_message(
     message: &MessageDescriptor,
     path: &mut String,
 ) -> Result<(), (String, String)> {
-    // Well-known types have JSON forms of their own, which prost-reflect checks.
+    if message.full_name() == "google.protobuf.Any" {
+        return check_any(value, message, path);
+    }
+    // The other well-known types have JSON forms of their own, which prost-reflect checks,
+    // and hold no enums.
     if message.full_name().starts_with("google.protobuf.") {
         return Ok(());
     }
@@ -494,6 +498,33 @@ fn check_message(
         path.truncate(length);
     }
     Ok(())
+}
+
+/// An `Any` is checked as the message its `@type` names: its fields beside `@type`, or its
+/// `value` when that type is a well-known type with a JSON form of its own. A type the
+/// descriptors do not know is left to prost-reflect, which refuses it.
+fn check_any(
+    value: &Json,
+    any: &MessageDescriptor,
+    path: &mut String,
+) -> Result<(), (String, String)> {
+    let Json::Object(fields) = value else {
+        return Ok(());
+    };
+    let Some(Json::String(type_url)) = fields.get("@type") else {
+        return Ok(());
+    };
+    let name = type_url.rsplit('/').next().unwrap_or(type_url);
+    let Some(packed) = any.parent_pool().get_message_by_name(name) else {
+        return Ok(());
+    };
+    if packed.full_name().starts_with("google.protobuf.") {
+        return match fields.get("value") {
+            Some(inner) => check_message(inner, &packed, path),
+            None => Ok(()),
+        };
+    }
+    check_message(value, &packed, path)
 }
 
 fn map_value_kind(kind: &Kind) -> Option<Kind> {

@@ -165,18 +165,28 @@ fn http_body(message: &DynamicMessage) -> (Bytes, Option<HeaderValue>) {
     (data, content_type)
 }
 
-/// The checks every gRPC response head gets: HTTP 200 with a gRPC content type.
-fn check_head(response: &Response<Body>) -> Result<(), GatewayError> {
+/// The checks every gRPC response head gets: HTTP 200 with a gRPC content type. An answer
+/// with another HTTP status (a proxy in front of the server, a server that is not gRPC) is
+/// the call's status by gRPC's HTTP-to-gRPC table, answered like a status the upstream sent.
+fn check_head(response: &Response<Body>) -> Result<Option<GrpcStatus>, GatewayError> {
+    let status = response.status();
+    if status != StatusCode::OK {
+        let code = GrpcStatus::code_of_http_status(status);
+        return Ok(Some(GrpcStatus::new(
+            code,
+            format!("the upstream answered HTTP {}", status.as_u16()),
+        )));
+    }
     let grpc = response
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if response.status() != StatusCode::OK || !grpc {
+    if !grpc {
         return Err(GatewayError::UpstreamBadResponse(
             "the upstream's answer is not a gRPC response",
         ));
     }
-    Ok(())
+    Ok(None)
 }
 
 fn frame_error(error: FrameError, limit: usize) -> GatewayError {
@@ -230,7 +240,9 @@ pub(crate) async fn unary(
     response: Response<Body>,
     rendering: &Rendering,
 ) -> Result<Response<Body>, GatewayError> {
-    check_head(&response)?;
+    if let Some(status) = check_head(&response)? {
+        return Ok(error_answer(&status, rendering, &[]));
+    }
     let (parts, mut body) = response.into_parts();
     if let Some(status) = GrpcStatus::from_headers(&parts.headers) {
         // Trailers-only: the status is all there is.
@@ -317,7 +329,9 @@ pub(crate) async fn server_streaming(
     rendering: Rendering,
     format: StreamFormat,
 ) -> Result<Response<Body>, GatewayError> {
-    check_head(&response)?;
+    if let Some(status) = check_head(&response)? {
+        return Ok(error_answer(&status, &rendering, &[]));
+    }
     let (parts, body) = response.into_parts();
     if let Some(status) = GrpcStatus::from_headers(&parts.headers) {
         if !status.is_ok() {

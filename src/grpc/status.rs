@@ -68,6 +68,25 @@ impl GrpcStatus {
         }
     }
 
+    /// The code of a call whose answer came with HTTP status `status` instead of 200
+    /// (gRPC's "HTTP to gRPC status code mapping").
+    pub(crate) fn code_of_http_status(status: StatusCode) -> i32 {
+        match status.as_u16() {
+            // INTERNAL
+            400 => 13,
+            // UNAUTHENTICATED
+            401 => 16,
+            // PERMISSION_DENIED
+            403 => 7,
+            // UNIMPLEMENTED
+            404 => 12,
+            // UNAVAILABLE
+            429 | 502 | 503 | 504 => 14,
+            // UNKNOWN
+            _ => 2,
+        }
+    }
+
     /// The HTTP status for this code.
     pub(crate) fn http_status(&self) -> StatusCode {
         http_status(self.code)
@@ -191,6 +210,25 @@ mod tests {
             (99, 500),
         ] {
             assert_eq!(http_status(code).as_u16(), status, "code {code}");
+        }
+    }
+
+    #[test]
+    fn http_statuses_map_to_codes_by_grpcs_table() {
+        for (status, code) in [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (429, 14),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (500, 2),
+            (301, 2),
+        ] {
+            let status = StatusCode::from_u16(status).expect("status");
+            assert_eq!(GrpcStatus::code_of_http_status(status), code, "{status}");
         }
     }
 

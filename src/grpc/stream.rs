@@ -37,6 +37,22 @@ pub(crate) struct Splitter {
     /// JSON array: `[` seen; `]` seen.
     opened: bool,
     closed: bool,
+    /// JSON array, between elements: what may come next.
+    expect: Expect,
+    /// Bytes looked at, for the tests that check each byte is looked at once.
+    #[cfg(test)]
+    examined: usize,
+}
+
+/// Between the elements of a JSON array, what the grammar allows next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Just after `[`: an element or `]`.
+    First,
+    /// After an element: `,` or `]`.
+    Separator,
+    /// After `,`: an element.
+    Element,
 }
 
 /// A body that is not a stream of JSON values.
@@ -64,6 +80,9 @@ impl Splitter {
             escaped: false,
             opened: false,
             closed: false,
+            expect: Expect::First,
+            #[cfg(test)]
+            examined: 0,
         }
     }
 
@@ -87,6 +106,13 @@ impl Splitter {
                     self.escaped = true;
                 } else if byte == b'"' {
                     self.in_string = false;
+                    // A string element ends at its closing quote.
+                    if let Some(start) = self.start.filter(|_| self.depth == 0) {
+                        if self.buffer[start] == b'"' {
+                            self.expect = Expect::Separator;
+                            return Ok(Some(self.take(start, self.scanned)));
+                        }
+                    }
                 }
                 continue;
             }
@@ -105,8 +131,14 @@ impl Splitter {
                 }
             }
             match (self.start, byte) {
-                (None, b' ' | b'\t' | b'\r' | b'\n' | b',') => {}
-                (None, b']') => self.closed = true,
+                (None, b' ' | b'\t' | b'\r' | b'\n') => {}
+                (None, b',') if self.expect == Expect::Separator => self.expect = Expect::Element,
+                (None, b']') if self.expect != Expect::Element => self.closed = true,
+                (None, b',' | b']') => return Err(SplitError::Unexpected(char::from(byte))),
+                (None, _) if self.expect == Expect::Separator => {
+                    // `[{} {}]`: a JSON array separates its elements with commas.
+                    return Err(SplitError::Unexpected(char::from(byte)));
+                }
                 (None, _) => {
                     self.start = Some(at);
                     match byte {
@@ -120,6 +152,7 @@ impl Splitter {
                     b'}' | b']' if self.depth > 0 => {
                         self.depth -= 1;
                         if self.depth == 0 {
+                            self.expect = Expect::Separator;
                             return Ok(Some(self.take(start, self.scanned)));
                         }
                     }
@@ -129,6 +162,8 @@ impl Splitter {
                         let element = self.take(start, at);
                         if byte == b']' {
                             self.closed = true;
+                        } else {
+                            self.expect = Expect::Element;
                         }
                         return Ok(Some(element));
                     }
@@ -165,13 +200,23 @@ impl Splitter {
 
     fn next_line(&mut self, limit: usize) -> Result<Option<Bytes>, SplitError> {
         loop {
-            let Some(end) = self.buffer.iter().position(|b| *b == b'\n') else {
+            // Only the bytes that came since the last look: a long line sent in small
+            // chunks is scanned once, not once per chunk.
+            let fresh = &self.buffer[self.scanned..];
+            let found = fresh.iter().position(|b| *b == b'\n');
+            #[cfg(test)]
+            {
+                self.examined += found.map_or(fresh.len(), |end| end + 1);
+            }
+            let Some(end) = found else {
+                self.scanned = self.buffer.len();
                 if self.buffer.len() > limit {
                     return Err(SplitError::TooLong(limit));
                 }
                 return Ok(None);
             };
-            let line = self.buffer.split_to(end + 1);
+            let line = self.buffer.split_to(self.scanned + end + 1);
+            self.scanned = 0;
             let trimmed = line.trim_ascii();
             if !trimmed.is_empty() {
                 return Ok(Some(Bytes::copy_from_slice(trimmed)));
@@ -421,5 +466,50 @@ mod tests {
             split_all(false, &[b"  "]).expect("empty"),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn array_elements_must_be_separated_by_commas() {
+        for (body, unexpected) in [
+            (&b"[{} {}]"[..], '{'),
+            (br#"[{"a":1} {"a":2}]"#, '{'),
+            (br#"["x" "y"]"#, '"'),
+            (b"[,{}]", ','),
+            (b"[{},]", ']'),
+            (b"[{},,{}]", ','),
+        ] {
+            let whole = split_all(false, &[body]);
+            assert_eq!(
+                whole,
+                Err(SplitError::Unexpected(unexpected)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let bytes: Vec<&[u8]> = body.chunks(1).collect();
+            assert_eq!(split_all(false, &bytes), whole);
+        }
+        assert_eq!(
+            split_all(false, &[b"[ {} , {} ]"]).expect("splits"),
+            ["{}", "{}"]
+        );
+        assert_eq!(
+            split_all(false, &[b"[]"]).expect("empty"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_long_ndjson_line_in_small_chunks_is_looked_at_once() {
+        let mut splitter = Splitter::new(true);
+        let line = format!("{{\"title\":\"{}\"}}\n", "x".repeat(100_000));
+        for chunk in line.as_bytes().chunks(16) {
+            splitter.push(chunk);
+            if let Some(element) = splitter.next(1 << 20).expect("within the limit") {
+                assert_eq!(element.len(), line.len() - 1);
+            }
+        }
+        // Every byte once, not once per chunk that came after it.
+        assert_eq!(splitter.examined, line.len());
+        assert_eq!(splitter.finish().expect("finishes"), None);
     }
 }

@@ -210,9 +210,15 @@ where
     }
 }
 
-/// Read a request body whole. Its size is bounded by the route's body limit, enforced by the
-/// body itself.
-pub(crate) async fn collect(mut body: Body) -> Result<Bytes, GatewayError> {
+/// Read a request body whole, refusing it (413) as soon as it holds more than `limit` bytes:
+/// a body too large for one message is never held whole. (The route's body limit, enforced
+/// by the body itself, applies as well.)
+async fn collect_within(mut body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let too_large = || GatewayError::RequestMessageTooLarge { limit };
+    let announced = body.size_hint().upper();
+    if announced.is_some_and(|size| size > limit as u64) {
+        return Err(too_large());
+    }
     let mut out = BytesMut::new();
     loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -221,6 +227,9 @@ pub(crate) async fn collect(mut body: Body) -> Result<Bytes, GatewayError> {
             Some(Err(error)) => return Err(GatewayError::from_request_body(error)),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    if data.len() > limit - out.len() {
+                        return Err(too_large());
+                    }
                     out.extend_from_slice(&data);
                 }
             }
@@ -340,7 +349,9 @@ where
         stream_failure = Some(failure);
         body
     } else {
-        let bytes = collect(body).await?;
+        // The caller's body (JSON text, or an HttpBody's bytes) is held to the message limit
+        // as it is read; the encoded message is checked again below.
+        let bytes = collect_within(body, settings.max_request_message).await?;
         let message = build_message(
             &MessageTarget::of(binding),
             &captures,

@@ -48,6 +48,7 @@ fn expected_native_lines() -> Vec<String> {
         "FAIL NOT_FOUND | no such book ✓ | trailer=failed details=True",
         "STREAM 3 shelves/s1/books/2 NOT_FOUND",
         "CLIENT_STREAM 2 ['a', 'b']",
+        "BIDI one! two! 0 OK",
         "GREETER Hello, native",
         "GETBOOK OK",
     ]

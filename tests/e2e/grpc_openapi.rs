@@ -30,6 +30,7 @@ fn library_operations() -> Vec<(&'static str, &'static str)> {
         ("post", "/api/v1/books:batchAdd"),
         ("get", "/api/v1/metadata"),
         ("post", "/api/library.v1.Library/Unannotated"),
+        ("post", "/api/library.v1.Library/Chat"),
         ("post", "/api/Greeter/SayHello"),
     ]
 }

@@ -675,6 +675,39 @@ fn descriptor_problems_are_config_problems_at_their_keys() {
     }
 }
 
+#[test]
+fn a_bad_http_rule_is_reported_at_its_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proto = dir.path().join("bad.proto");
+    std::fs::write(
+        &proto,
+        r#"syntax = "proto3";
+package bad;
+import "google/api/annotations.proto";
+message Book { string name = 1; }
+service Shelf {
+  rpc GetBook(Book) returns (Book) {
+    option (google.api.http) = { get: "/v1/{nope}" };
+  }
+}
+"#,
+    )
+    .expect("write proto");
+    let text = config(&format!(
+        "clusters:\n  - {{ name: g, endpoints: [\"127.0.0.1:1\"], protocol: http2, grpc: {{ protos: [\"{}\"] }} }}\nroutes:\n  - {{ cluster: g, grpc_transcode: {{}} }}\n",
+        proto.display()
+    ));
+    let error = portico::config::load_str(&text, "test.yaml")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("clusters[0].grpc.protos")
+            && error.contains("bad.proto:7:5: bad.Shelf.GetBook: google.api.http")
+            && error.contains("nope"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_descriptor_set_made_by_protoc_serves_like_the_protos() {
     let addr = python_server().await;

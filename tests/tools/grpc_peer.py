@@ -5,11 +5,14 @@ code, so a misunderstanding shared by the gateway and the tests' Rust server can
 
     grpc_peer.py server PROTOS OUT          serve the library and greeter services on
                                             127.0.0.1, print "PORT <n>", run until stdin closes
+    grpc_peer.py server PROTOS OUT CERT KEY the same over TLS (ALPN h2) with that certificate
     grpc_peer.py client PROTOS OUT TARGET [ROOT_CA]
                                             call through TARGET (the gateway) as a native gRPC
                                             client and print one line per check
+    grpc_peer.py web PROTOS OUT URL         call through URL (the gateway) as a gRPC-Web client
+                                            (sonora's, not ours) and print one line per check
 
-`.ci/run` installs grpcio, grpcio-tools and grpcio-status.
+`.ci/run` installs grpcio, grpcio-tools, grpcio-status and sonora.
 """
 
 import base64
@@ -57,7 +60,7 @@ def status_code(number):
     return grpc.StatusCode.UNKNOWN
 
 
-def serve(protos, out):
+def serve(protos, out, cert=None, key=None):
     generate(protos, out)
     from library.v1 import library_pb2 as pb
     from library.v1 import library_pb2_grpc as pbg
@@ -165,6 +168,11 @@ def serve(protos, out):
             served(context, "Unannotated")
             return request
 
+        def Chat(self, request_iterator, context):
+            served(context, "Chat")
+            for book in request_iterator:
+                yield pb.Book(name=book.title + "!", title=book.title)
+
     class Greeter(greeter_pb2_grpc.GreeterServicer):
         def SayHello(self, request, context):
             return greeter_pb2.HelloReply(message="Hello, " + request.name)
@@ -172,7 +180,12 @@ def serve(protos, out):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     pbg.add_LibraryServicer_to_server(Library(), server)
     greeter_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if cert:
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"PORT {port}", flush=True)
     # The test process holds our stdin: when it ends, so do we.
@@ -222,6 +235,28 @@ def client(protos, out, target, root_ca=None):
     reply = library.AddBooks(iter([pb.Book(title="a"), pb.Book(title="b")]), timeout=20)
     print(f"CLIENT_STREAM {reply.next_page_token} {[b.title for b in reply.books]}")
 
+    # Bidirectional: the second book is sent only once the answer to the first has come
+    # back, so a gateway that waited for the whole request stream would hang here.
+    import queue
+
+    outgoing = queue.Queue()
+
+    def books():
+        while True:
+            book = outgoing.get()
+            if book is None:
+                return
+            yield book
+
+    answers = library.Chat(books(), timeout=20)
+    outgoing.put(pb.Book(title="one"))
+    first = next(answers)
+    outgoing.put(pb.Book(title="two"))
+    second = next(answers)
+    outgoing.put(None)
+    rest = list(answers)
+    print(f"BIDI {first.name} {second.name} {len(rest)} {answers.code().name}")
+
     greeter = greeter_pb2_grpc.GreeterStub(channel)
     print("GREETER " + greeter.SayHello(greeter_pb2.HelloRequest(name="native"), timeout=20).message)
 
@@ -233,10 +268,48 @@ def client(protos, out, target, root_ca=None):
         print(f"GETBOOK {error.code().name}")
 
 
+def web(protos, out, url):
+    generate(protos, out)
+    from library.v1 import library_pb2 as pb
+    import sonora.client
+
+    channel = sonora.client.insecure_web_channel(url)
+
+    def method(name, request_type, response_type, stream=False):
+        make = channel.unary_stream if stream else channel.unary_unary
+        return make(
+            f"/library.v1.Library/{name}",
+            request_serializer=request_type.SerializeToString,
+            response_deserializer=response_type.FromString,
+        )
+
+    echo = method("Echo", pb.Everything, pb.Everything)
+    reply, call = echo.with_call(pb.Everything(text="web", big=1 << 60), timeout=20)
+    initial = {key.lower(): value for key, value in call.initial_metadata()}
+    print(f"WEB_UNARY text={reply.text} big={reply.big} served_by={initial.get('x-served-by')}")
+
+    try:
+        method("Fail", pb.FailRequest, pb.Everything)(pb.FailRequest(code=5, message="no such book"), timeout=20)
+        print("WEB_FAIL no error")
+    except grpc.RpcError as error:
+        print(f"WEB_FAIL {error.code().name} | {error.details()}")
+
+    books = []
+    try:
+        stream = method("ListBooks", pb.ListBooksRequest, pb.Book, stream=True)
+        for book in stream(pb.ListBooksRequest(shelf="s1", page_size=3, page_token="fail"), timeout=20):
+            books.append(book.name)
+        print(f"WEB_STREAM {len(books)} no error")
+    except grpc.RpcError as error:
+        print(f"WEB_STREAM {len(books)} {books[-1] if books else ''} {error.code().name}")
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "server":
-        serve(sys.argv[2], sys.argv[3])
+        serve(*sys.argv[2:])
+    elif mode == "web":
+        web(*sys.argv[2:])
     elif mode == "client":
         client(*sys.argv[2:])
     else:
