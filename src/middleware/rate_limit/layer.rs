@@ -294,9 +294,11 @@ fn render(style: HeaderStyle, readings: &[Reading]) -> Vec<(HeaderName, HeaderVa
             let Some(closest) = readings.iter().min_by_key(|r| r.remaining) else {
                 return Vec::new();
             };
-            let (quota, _) = closest.limit.quota_and_window();
             vec![
-                (X_RATELIMIT_LIMIT.clone(), HeaderValue::from(quota)),
+                (
+                    X_RATELIMIT_LIMIT.clone(),
+                    HeaderValue::from(closest.limit.count()),
+                ),
                 (
                     X_RATELIMIT_REMAINING.clone(),
                     HeaderValue::from(closest.remaining),
@@ -360,12 +362,22 @@ mod tests {
     use super::*;
 
     fn reading(name: &str, count: u32, remaining: u64, reset_ms: u64) -> Reading {
+        reading_per(name, count, Duration::from_secs(1), remaining, reset_ms)
+    }
+
+    fn reading_per(
+        name: &str,
+        count: u32,
+        period: Duration,
+        remaining: u64,
+        reset_ms: u64,
+    ) -> Reading {
         Reading {
             limit: Arc::new(Limit {
                 name: name.into(),
                 kind: LimitKind::Rate {
                     count,
-                    period: Duration::from_secs(1),
+                    period,
                     burst: count,
                 },
             }),
@@ -408,5 +420,22 @@ mod tests {
         assert_eq!(classic[1].1, "2");
         assert_eq!(classic[2].1, "2");
         assert!(render(HeaderStyle::None, &readings).is_empty());
+    }
+
+    #[test]
+    fn a_sub_second_rate_is_advertised_over_a_whole_second_window_at_the_same_rate() {
+        let readings = [
+            reading_per("fast", 5, Duration::from_millis(500), 4, 100),
+            reading_per("odd", 2, Duration::from_millis(1500), 1, 700),
+            reading_per("steady", 3, Duration::from_secs(60), 2, 20_000),
+        ];
+        let ietf = render(HeaderStyle::Ietf, &readings);
+        assert_eq!(
+            ietf[0].1,
+            "\"fast\";q=10;w=1, \"odd\";q=4;w=3, \"steady\";q=3;w=60"
+        );
+        // The classic trio has no window: its limit is the count of the limit's own period.
+        let classic = render(HeaderStyle::Classic, &readings[..1]);
+        assert_eq!(classic[0].1, "5");
     }
 }
