@@ -6,6 +6,7 @@
 //! plan whose limits did not change keeps its counts across a reload; one whose limits
 //! changed starts afresh. The Redis connection is carried the same way.
 
+use super::layer::policy_header;
 use super::limits::Limit;
 use super::local::{LimiterClock, LocalLimiter, StoreCounters};
 use super::policy::{Plan, RouteLimits, Store};
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, RATE_LIMIT_DECISIONS, RATE_LIMIT_REFUSALS};
 use crate::middleware::auth::consumers::{ConsumerDirectory, ConsumerGuard};
 use crate::resources::ResourceCarry;
+use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub(crate) struct RouteLimiter {
     pub(crate) redis: Option<Arc<RedisBackend>>,
     pub(crate) trusted: Arc<TrustedProxies>,
     pub(crate) counters: DecisionCounters,
+    /// `RateLimit-Policy` for the route's own limits, made once.
+    pub(crate) policy_header: Option<HeaderValue>,
 }
 
 /// `portico_rate_limit_decisions_total{route,outcome}` and the refusals by limit.
@@ -166,6 +170,8 @@ impl RateLimitServices {
             if settings.plan {
                 applied_plans = Some(plans.clone());
             }
+            let policy_header =
+                policy_header(&limiter.limits().iter().map(|l| &**l).collect::<Vec<_>>());
             let uses_redis = settings.store == Store::Redis
                 || (settings.plan && plans.values().any(|p| p.plan.store == Store::Redis));
             routes.insert(
@@ -181,6 +187,7 @@ impl RateLimitServices {
                     },
                     redis: if uses_redis { redis.clone() } else { None },
                     trusted: trusted.clone(),
+                    policy_header,
                     counters: DecisionCounters {
                         allowed: decision("allowed"),
                         refused: decision("refused"),
