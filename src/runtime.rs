@@ -150,6 +150,9 @@ impl Runtime {
             rate_limit: RateLimitServices::build(&config, &mut carry, metrics)?,
             metrics: metrics.clone(),
         };
+        if let Some(guard) = services.rate_limit.consumer_guard() {
+            services.auth.consumers.guard_with(guard);
+        }
         // Below the stack of a route that answers by itself: never called, and counted in a
         // registry of its own so that it shows in no metric.
         let no_cluster = Arc::new(

@@ -425,6 +425,8 @@ pub(crate) struct RouteCheck<'c, 'a> {
     route_cluster: Option<&'c ClusterFile>,
     /// The route's policy keys as they deserialised, for the config dump.
     dump: Map<String, Value>,
+    /// The policy keys the route writes (not null), for a policy that depends on another.
+    written: Vec<String>,
 }
 
 impl<'c, 'a> RouteCheck<'c, 'a> {
@@ -446,6 +448,7 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
             clusters,
             route_cluster,
             dump: Map::new(),
+            written: Vec::new(),
         }
     }
 
@@ -507,8 +510,23 @@ impl<'c, 'a> RouteCheck<'c, 'a> {
         self.route_cluster
     }
 
+    /// Whether the route writes policy key `key` (with a value other than null): how a
+    /// policy finds out that another one it depends on is there (a rate limit keyed by
+    /// consumer needs `auth`).
+    pub(crate) fn writes(&self, key: &str) -> bool {
+        self.written.iter().any(|written| written == key)
+    }
+
     /// Deserialise and check the keys of `raw` that policy `P` owns.
     pub(crate) fn policy<P: RoutePolicy>(&mut self, raw: &Map<String, Value>) -> Option<P> {
+        if self.written.is_empty() {
+            // Every policy is given the same keys: note them once.
+            self.written = raw
+                .iter()
+                .filter(|(_, value)| !value.is_null())
+                .map(|(key, _)| key.clone())
+                .collect();
+        }
         let own: Map<String, Value> = P::KEYS
             .iter()
             .filter_map(|key| Some((key.to_string(), raw.get(*key)?.clone())))

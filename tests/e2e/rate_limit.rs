@@ -159,7 +159,7 @@ clusters:
 routes:
   - {{ match: {{ path_prefix: /a }}, cluster: b, auth: {{ providers: [keys] }}, rate_limit: {{ plan: true }} }}
   - {{ match: {{ path_prefix: /b }}, cluster: b, auth: {{ providers: [keys] }}, rate_limit: {{ plan: true }} }}
-  - {{ match: {{ path_prefix: /open }}, cluster: b, rate_limit: {{ key: consumer, fallback_key: ip, limits: [{{ rate: 2/min }}] }} }}
+  - {{ match: {{ path_prefix: /open }}, cluster: b, rate_limit: {{ limits: [{{ rate: 2/min }}] }} }}
 "#,
         gold = portico::keys::digest(GOLD_KEY),
         free = portico::keys::digest(FREE_KEY),
@@ -185,15 +185,96 @@ routes:
         call(gw.addr, "/a", &free).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    // No consumer on an open route: counted by address.
+    // No consumer on an open route (the default key, consumer): counted by address.
     assert_eq!(call(gw.addr, "/open", &[]).await.status, StatusCode::OK);
     assert_eq!(call(gw.addr, "/open", &[]).await.status, StatusCode::OK);
     assert_eq!(
         call(gw.addr, "/open", &[]).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    let admin_less = gw.admin.is_none();
-    assert!(admin_less);
+}
+
+#[tokio::test]
+async fn a_reloaded_consumers_file_naming_an_undeclared_plan_is_refused_whole() {
+    let backend = echo_backend("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let consumers = dir.path().join("consumers.json");
+    let write_consumers = |list: &[(&str, &str, &str)]| {
+        let list: Vec<serde_json::Value> = list
+            .iter()
+            .map(|(id, plan, key)| {
+                serde_json::json!({"id": id, "plan": plan, "api_keys": [portico::keys::digest(key)]})
+            })
+            .collect();
+        std::fs::write(&consumers, serde_json::to_string(&list).unwrap()).unwrap();
+    };
+    const ACME: &str = "pk_test_acme_0123456789";
+    const BETA: &str = "pk_test_beta_0123456789";
+    const GAMMA: &str = "pk_test_gamma_012345678";
+    write_consumers(&[("acme", "gold", ACME)]);
+    let config_path = dir.path().join("portico.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"runtime: {{ watch_interval: 20ms }}
+access_log: {{ enabled: false }}
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: public, address: "127.0.0.1:0" }}
+consumers: {{ file: consumers.json }}
+auth_providers:
+  - {{ name: keys, api_key: {{ header: x-api-key }} }}
+rate_limiting:
+  plans:
+    - {{ name: gold, limits: [{{ name: daily, quota: 1/day }}] }}
+clusters:
+  - {{ name: b, endpoints: ["{backend}"] }}
+routes:
+  - {{ cluster: b, auth: {{ providers: [keys] }}, rate_limit: {{ plan: true }} }}
+"#
+        ),
+    )
+    .unwrap();
+    let gw = TestGateway::start_file(config_path).await;
+    assert_eq!(
+        call(gw.addr, "/", &[("x-api-key", ACME)]).await.status,
+        StatusCode::OK
+    );
+
+    // A consumer added with a declared plan: reloaded, and limited by it.
+    write_consumers(&[("acme", "gold", ACME), ("beta", "gold", BETA)]);
+    gw.wait_metric(r#"portico_consumer_reloads_total{outcome="success"}"#, 1)
+        .await;
+    assert_eq!(
+        call(gw.addr, "/", &[("x-api-key", BETA)]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(gw.addr, "/", &[("x-api-key", BETA)]).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // A plan that no one declared: the whole file is refused, the consumers before stay.
+    write_consumers(&[
+        ("acme", "platinum", ACME),
+        ("beta", "gold", BETA),
+        ("gamma", "platinum", GAMMA),
+    ]);
+    gw.wait_metric(r#"portico_consumer_reloads_total{outcome="failure"}"#, 1)
+        .await;
+    assert_eq!(
+        call(gw.addr, "/", &[("x-api-key", GAMMA)]).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the refused file's new consumer is unknown"
+    );
+    let acme = call(gw.addr, "/", &[("x-api-key", ACME)]).await;
+    assert_eq!(
+        acme.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "acme keeps its gold plan and its spent quota"
+    );
+    assert!(header(&acme, "ratelimit-policy").starts_with("\"gold/daily\""));
+    assert_eq!(gw.reload.subscribe().borrow().attempts, 0);
 }
 
 #[tokio::test]

@@ -336,7 +336,27 @@ async fn redis_killed_mid_run_each_gateway_does_what_it_declared_and_recovers() 
         }
     })
     .await;
-    assert_eq!(call(open.addr, "/shared").await.status, StatusCode::OK);
+    // The fail-open gateway reconnects on its own schedule; until it has, its local safety
+    // net (spent above) answers 429. Its first answer from Redis is the shared limit's
+    // second request: admitted.
+    let ok_calls = r#"portico_rate_limit_redis_calls_total{outcome="ok"}"#;
+    let before = open.metric(ok_calls).await;
+    within("the fail-open gateway to use Redis again", async {
+        loop {
+            let reply = call(open.addr, "/shared").await;
+            if reply.status == StatusCode::OK {
+                return;
+            }
+            assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(
+        open.metric(ok_calls).await,
+        before + 1,
+        "admitted by Redis, not by the safety net"
+    );
     assert_eq!(
         call(closed.addr, "/shared").await.status,
         StatusCode::TOO_MANY_REQUESTS,
@@ -346,4 +366,144 @@ async fn redis_killed_mid_run_each_gateway_does_what_it_declared_and_recovers() 
         .command(&["GET", "portico:{r=shared}:r:shared:global"])
         .await;
     assert_ne!(held, "(nil)", "the count is Redis's again");
+}
+
+/// The one key of the current calendar window of the quota whose keys start with `prefix`.
+async fn window_key(redis: &RedisServer, prefix: &str) -> String {
+    let found = redis.command(&["KEYS", &format!("{prefix}:w*")]).await;
+    assert_eq!(found.lines().count(), 1, "one window key: {found:?}");
+    found
+}
+
+/// Microseconds that the theoretical arrival time Redis holds at `key` is ahead of its clock.
+async fn ahead_us(redis: &RedisServer, key: &str) -> u64 {
+    let tat: u64 = redis.command(&["GET", key]).await.parse().unwrap();
+    let now = redis.command(&["TIME"]).await;
+    let mut parts = now.lines().map(|p| p.parse::<u64>().unwrap());
+    let now_us = parts.next().unwrap() * 1_000_000 + parts.next().unwrap();
+    tat.saturating_sub(now_us)
+}
+
+#[tokio::test]
+async fn several_limits_are_decided_in_one_script_and_a_refusal_spends_none_of_them() {
+    const ACME: &str = "pk_test_acme_0123456789";
+    let redis = RedisServer::start().await;
+    let backend = echo_backend("b").await;
+    let url = redis.url();
+    let gw = TestGateway::start(&format!(
+        "admin: {{ address: 127.0.0.1:0 }}\n{}",
+        config(&format!(
+            r#"consumers:
+  - {{ id: acme, plan: gold, api_keys: ["{acme}"] }}
+auth_providers:
+  - {{ name: keys, api_key: {{ header: x-api-key }} }}
+rate_limiting:
+  redis: {{ url: "{url}", timeout: 500ms, on_error: refuse }}
+  plans:
+    - {{ name: gold, store: redis, limits: [{{ name: daily, quota: 1/day }}] }}
+clusters:
+  - {{ name: b, endpoints: ["{backend}"] }}
+routes:
+  - name: quota-refuses
+    match: {{ path_prefix: /quota-refuses }}
+    cluster: b
+    rate_limit: {{ key: route, store: redis, limits: [{{ name: hourly, rate: 5/h }}, {{ name: daily, quota: 2/day }}] }}
+  - name: rate-refuses
+    match: {{ path_prefix: /rate-refuses }}
+    cluster: b
+    rate_limit: {{ key: route, store: redis, limits: [{{ name: hourly, rate: 2/h }}, {{ name: daily, quota: 10/day }}] }}
+  - name: plan
+    match: {{ path_prefix: /plan }}
+    cluster: b
+    auth: {{ providers: [keys] }}
+    rate_limit: {{ key: route, store: redis, plan: true, limits: [{{ name: hourly, rate: 10/h }}] }}
+"#,
+            acme = portico::keys::digest(ACME),
+        ))
+    ))
+    .await;
+    let key_of = |route: &str, limit: &str| format!("portico:{{r={route}}}:r:{route}:{limit}");
+    // A quota through the script: two a day, the third refused with its headers.
+    for remaining in [1, 0] {
+        let reply = call(gw.addr, "/quota-refuses").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.headers["ratelimit-policy"],
+            "\"hourly\";q=5;w=3600, \"daily\";q=2;w=86400"
+        );
+        let state = reply.headers["ratelimit"].to_str().unwrap();
+        assert!(
+            state.contains(&format!("\"daily\";r={remaining};t=")),
+            "{state}"
+        );
+    }
+    let refused = call(gw.addr, "/quota-refuses").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("daily"));
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=86_400).contains(&retry),
+        "until the UTC day ends: {retry}"
+    );
+    // Redis holds the window's count, expiring after the window, and the rate's arrival
+    // time of two requests (720 s each), not three: the refused one spent nothing.
+    let window = window_key(&redis, &key_of("quota-refuses", "daily")).await;
+    assert_eq!(redis.command(&["GET", &window]).await, "2");
+    let ttl: u64 = redis
+        .command(&["TTL", &window])
+        .await
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!((1..=86_400 + 60).contains(&ttl), "{ttl}");
+    let ahead = ahead_us(&redis, &key_of("quota-refuses", "hourly")).await;
+    assert!((720_000_000..=1_440_000_000).contains(&ahead), "{ahead}");
+
+    // The other way round: the rate refuses the third, and the quota counted two.
+    for _ in 0..2 {
+        assert_eq!(call(gw.addr, "/rate-refuses").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        call(gw.addr, "/rate-refuses").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let window = window_key(&redis, &key_of("rate-refuses", "daily")).await;
+    assert_eq!(redis.command(&["GET", &window]).await, "2");
+
+    // A route's limit and the caller's plan, both in Redis, in one call: the plan refuses
+    // the second request and the route's rate is spent once.
+    let plan_call = || {
+        let req = Request::get("/plan")
+            .header("host", "api.test")
+            .header("x-api-key", ACME);
+        send(gw.addr, req.body(full("")).unwrap())
+    };
+    assert_eq!(plan_call().await.status, StatusCode::OK);
+    let refused = plan_call().await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("gold/daily"));
+    let window = window_key(&redis, "portico:{c=acme}:p:gold:gold/daily").await;
+    assert_eq!(redis.command(&["GET", &window]).await, "1");
+    let ahead = ahead_us(&redis, &key_of("plan", "hourly")).await;
+    assert!(
+        (1..=360_000_000).contains(&ahead),
+        "one request of 360 s: {ahead}"
+    );
+    let calls = gw
+        .metric(r#"portico_rate_limit_redis_calls_total{outcome="ok"}"#)
+        .await;
+    assert_eq!(
+        calls, 8,
+        "one Redis call per request, whatever the number of limits"
+    );
 }

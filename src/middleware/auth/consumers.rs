@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// The prefix of a digest as written in the config.
 const DIGEST_PREFIX: &str = "sha256:";
@@ -491,6 +491,11 @@ impl Section for ConsumersSection {
     }
 }
 
+/// A check another concern makes of every consumers file reloaded on its own (a rate-limit
+/// plan must be declared, for instance): the problems that refuse the file, or `Ok`.
+pub(crate) type ConsumerGuard =
+    Box<dyn Fn(&ConsumerDirectory) -> Result<(), Vec<String>> + Send + Sync>;
+
 /// The consumers a runtime authenticates against. A consumers file is reloaded into it on
 /// its own ([`ConsumerStore::refresh`]), without rebuilding the runtime; requests read the
 /// directory that is current when they look.
@@ -500,6 +505,9 @@ pub(crate) struct ConsumerStore {
     /// The digest of the file's contents last loaded (or refused), so an unchanged file is
     /// not parsed again.
     seen: Mutex<Option<Digest>>,
+    /// What the config load checks of consumers beyond this file's own rules (set once, by
+    /// the runtime that owns the store), checked again on each refresh.
+    guard: OnceLock<ConsumerGuard>,
 }
 
 impl ConsumerStore {
@@ -508,7 +516,13 @@ impl ConsumerStore {
             directory: ArcSwap::new(section.directory.clone()),
             file: section.file.clone(),
             seen: Mutex::new(section.file_digest),
+            guard: OnceLock::new(),
         }
+    }
+
+    /// Check every reloaded file with `guard` too (only the first guard given is kept).
+    pub(crate) fn guard_with(&self, guard: ConsumerGuard) {
+        let _ = self.guard.set(guard);
     }
 
     /// The directory now.
@@ -536,6 +550,14 @@ impl ConsumerStore {
         let text = String::from_utf8(bytes)
             .map_err(|_| vec![format!("{} is not UTF-8 text", path.display())])?;
         let directory = load_consumers(&text, &path.display().to_string())?;
+        if let Some(guard) = self.guard.get() {
+            guard(&directory).map_err(|problems| {
+                problems
+                    .into_iter()
+                    .map(|problem| format!("{}: {problem}", path.display()))
+                    .collect::<Vec<_>>()
+            })?;
+        }
         let count = directory.consumers.len();
         self.directory.store(Arc::new(directory));
         Ok(Some(count))

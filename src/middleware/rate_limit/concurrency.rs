@@ -7,7 +7,7 @@
 //! `concurrency_limited` by default, or 429 — never queued.
 
 use super::key::{KeyPart, KeySpec};
-use super::policy::{check_key, KeyFile};
+use super::policy::{check_key, check_key_has_identity, KeyFile};
 use crate::body::{Body, BodyError};
 use crate::client_ip::TrustedProxies;
 use crate::config::check::{Description, RouteCheck, RoutePolicy};
@@ -100,6 +100,9 @@ impl RoutePolicy for ConcurrencyPolicy {
             }
         };
         let (max, key, fallback, status) = (max?, key?, fallback?, status?);
+        if file.key.is_some() {
+            check_key_has_identity(&key, &path.key("key"), route)?;
+        }
         if let Some(part) = fallback.parts.iter().find(|part| !part.always_present()) {
             route.report(
                 &path.key("fallback_key"),
@@ -364,9 +367,7 @@ mod tests {
 
     #[test]
     fn concurrency_limits_are_checked() {
-        assert!(
-            route_problems("concurrency_limit: { max: 10, key: consumer, status: 429 }").is_empty()
-        );
+        assert!(route_problems("concurrency_limit: { max: 10, key: ip, status: 429 }").is_empty());
         assert!(route_problems("concurrency_limit: { key: ip }")[0].contains("needs `max`"));
         assert!(
             route_problems("concurrency_limit: { max: 1, status: 500 }")[0].contains("503 or 429")

@@ -118,7 +118,8 @@ impl KeySpec {
                 KeyPart::ClientIp => {
                     let context = RequestContext::of(req)?;
                     let ip = client_ip(context.connection.peer.ip(), req.headers(), trusted);
-                    let _ = write!(key, "ip={ip}");
+                    key.push_str("ip=");
+                    push_ip(&mut key, ip);
                 }
                 KeyPart::Route => {
                     key.push_str("r=");
@@ -141,6 +142,30 @@ impl KeySpec {
             }
         }
         Some(bounded(key))
+    }
+}
+
+/// `ip` as text; an IPv4 address without the formatting machinery (every request of a
+/// route keyed by address makes one).
+fn push_ip(key: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    key.push('.');
+                }
+                if octet >= 100 {
+                    key.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    key.push(char::from(b'0' + octet / 10 % 10));
+                }
+                key.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(_) => {
+            let _ = write!(key, "{ip}");
+        }
     }
 }
 
@@ -185,6 +210,22 @@ mod tests {
                 .iter()
                 .map(|p| KeyPart::parse(p).expect("part"))
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_their_usual_text() {
+        for ip in [
+            "0.0.0.0",
+            "192.0.2.9",
+            "10.20.100.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let mut key = String::new();
+            push_ip(&mut key, ip.parse().unwrap());
+            assert_eq!(key, ip);
         }
     }
 

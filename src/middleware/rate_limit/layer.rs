@@ -14,6 +14,7 @@
 //! draft-ietf-httpapi-ratelimit-headers; `classic` — the `X-RateLimit-Limit`, `-Remaining`
 //! and `-Reset` trio for the limit closest to refusing; `none`.
 
+use super::limits::Limit;
 use super::local::{Reading, Verdict};
 use super::policy::{HeaderStyle, OnRedisError, Store};
 use super::redis::RedisLimit;
@@ -229,7 +230,7 @@ fn decided(
     match verdict.refused {
         None => {
             limiter.counters.allowed.fetch_add(1, Relaxed);
-            Ok(render(style, &verdict.readings))
+            Ok(render(style, &verdict.readings, Some(limiter)))
         }
         Some(wait) => {
             limiter.counters.refused.fetch_add(1, Relaxed);
@@ -243,7 +244,7 @@ fn decided(
                 counter.fetch_add(1, Relaxed);
             }
             let retry_after = seconds(wait).max(1);
-            let mut headers = render(style, &verdict.readings);
+            let mut headers = render(style, &verdict.readings, Some(limiter));
             headers.push((RETRY_AFTER, HeaderValue::from(retry_after)));
             Err(GatewayError::RateLimited(Box::new(RateLimitRefusal {
                 limit: refusing.map_or_else(|| Arc::from("rate_limit"), |r| r.limit.name.clone()),
@@ -259,32 +260,53 @@ fn seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
-/// The rate-limit headers for `readings`.
-fn render(style: HeaderStyle, readings: &[Reading]) -> Vec<(HeaderName, HeaderValue)> {
+/// The rate-limit headers for `readings`. `RateLimit-Policy` is the same on every answer
+/// that reports exactly the route's own limits: `limiter` holds it made once.
+fn render(
+    style: HeaderStyle,
+    readings: &[Reading],
+    limiter: Option<&RouteLimiter>,
+) -> Vec<(HeaderName, HeaderValue)> {
     if readings.is_empty() {
         return Vec::new();
     }
     match style {
         HeaderStyle::None => Vec::new(),
         HeaderStyle::Ietf => {
-            let (mut policy, mut state) = (String::new(), String::new());
-            for reading in readings {
-                let separator = if policy.is_empty() { "" } else { ", " };
-                let (quota, window) = reading.limit.quota_and_window();
-                let name = &reading.limit.name;
-                let _ = write!(policy, "{separator}\"{name}\";q={quota};w={window}");
-                let _ = write!(
-                    state,
-                    "{separator}\"{name}\";r={};t={}",
-                    reading.remaining,
-                    seconds(reading.reset)
-                );
-            }
             let mut out = Vec::with_capacity(2);
-            if let Ok(value) = HeaderValue::from_str(&policy) {
-                out.push((RATELIMIT_POLICY.clone(), value));
+            let made = limiter
+                .and_then(|limiter| limiter.policy_header.as_ref())
+                .filter(|_| {
+                    let own = limiter.map_or(&[][..], |limiter| limiter.local.limits());
+                    own.len() == readings.len()
+                        && own
+                            .iter()
+                            .zip(readings)
+                            .all(|(limit, reading)| Arc::ptr_eq(limit, &reading.limit))
+                });
+            match made {
+                Some(value) => out.push((RATELIMIT_POLICY.clone(), value.clone())),
+                None => {
+                    let limits: Vec<&Limit> = readings.iter().map(|r| &*r.limit).collect();
+                    if let Some(value) = policy_header(&limits) {
+                        out.push((RATELIMIT_POLICY.clone(), value));
+                    }
+                }
             }
-            if let Ok(value) = HeaderValue::from_str(&state) {
+            // Written digit by digit: this runs for every admitted request.
+            let mut state = Vec::with_capacity(readings.len() * 32);
+            for reading in readings {
+                if !state.is_empty() {
+                    state.extend_from_slice(b", ");
+                }
+                state.push(b'"');
+                state.extend_from_slice(reading.limit.name.as_bytes());
+                state.extend_from_slice(b"\";r=");
+                push_decimal(&mut state, reading.remaining);
+                state.extend_from_slice(b";t=");
+                push_decimal(&mut state, seconds(reading.reset));
+            }
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(state)) {
                 out.push((RATELIMIT.clone(), value));
             }
             out
@@ -294,9 +316,11 @@ fn render(style: HeaderStyle, readings: &[Reading]) -> Vec<(HeaderName, HeaderVa
             let Some(closest) = readings.iter().min_by_key(|r| r.remaining) else {
                 return Vec::new();
             };
-            let (quota, _) = closest.limit.quota_and_window();
             vec![
-                (X_RATELIMIT_LIMIT.clone(), HeaderValue::from(quota)),
+                (
+                    X_RATELIMIT_LIMIT.clone(),
+                    HeaderValue::from(closest.limit.count()),
+                ),
                 (
                     X_RATELIMIT_REMAINING.clone(),
                     HeaderValue::from(closest.remaining),
@@ -308,6 +332,33 @@ fn render(style: HeaderStyle, readings: &[Reading]) -> Vec<(HeaderName, HeaderVa
             ]
         }
     }
+}
+
+/// `RateLimit-Policy` for `limits`: `"name";q=<count>;w=<seconds>, …`.
+pub(crate) fn policy_header(limits: &[&Limit]) -> Option<HeaderValue> {
+    let mut policy = String::new();
+    for limit in limits {
+        let separator = if policy.is_empty() { "" } else { ", " };
+        let (quota, window) = limit.quota_and_window();
+        let name = &limit.name;
+        let _ = write!(policy, "{separator}\"{name}\";q={quota};w={window}");
+    }
+    HeaderValue::from_str(&policy).ok()
+}
+
+/// `value` in decimal, appended.
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn add_headers(response: &mut Response<Body>, headers: Vec<(HeaderName, HeaderValue)>) {
@@ -356,16 +407,26 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::super::limits::{Limit, LimitKind};
+    use super::super::limits::LimitKind;
     use super::*;
 
     fn reading(name: &str, count: u32, remaining: u64, reset_ms: u64) -> Reading {
+        reading_per(name, count, Duration::from_secs(1), remaining, reset_ms)
+    }
+
+    fn reading_per(
+        name: &str,
+        count: u32,
+        period: Duration,
+        remaining: u64,
+        reset_ms: u64,
+    ) -> Reading {
         Reading {
             limit: Arc::new(Limit {
                 name: name.into(),
                 kind: LimitKind::Rate {
                     count,
-                    period: Duration::from_secs(1),
+                    period,
                     burst: count,
                 },
             }),
@@ -397,16 +458,33 @@ mod tests {
     #[test]
     fn headers_in_both_styles() {
         let readings = [reading("burst", 20, 7, 650), reading("steady", 5, 2, 1200)];
-        let ietf = render(HeaderStyle::Ietf, &readings);
+        let ietf = render(HeaderStyle::Ietf, &readings, None);
         assert_eq!(ietf[0].1, "\"burst\";q=20;w=1, \"steady\";q=5;w=1");
         assert_eq!(ietf[1].1, "\"burst\";r=7;t=1, \"steady\";r=2;t=2");
-        let classic = render(HeaderStyle::Classic, &readings);
+        let classic = render(HeaderStyle::Classic, &readings, None);
         assert_eq!(
             classic[0],
             (X_RATELIMIT_LIMIT.clone(), HeaderValue::from(5u64))
         );
         assert_eq!(classic[1].1, "2");
         assert_eq!(classic[2].1, "2");
-        assert!(render(HeaderStyle::None, &readings).is_empty());
+        assert!(render(HeaderStyle::None, &readings, None).is_empty());
+    }
+
+    #[test]
+    fn a_sub_second_rate_is_advertised_over_a_whole_second_window_at_the_same_rate() {
+        let readings = [
+            reading_per("fast", 5, Duration::from_millis(500), 4, 100),
+            reading_per("odd", 2, Duration::from_millis(1500), 1, 700),
+            reading_per("steady", 3, Duration::from_secs(60), 2, 20_000),
+        ];
+        let ietf = render(HeaderStyle::Ietf, &readings, None);
+        assert_eq!(
+            ietf[0].1,
+            "\"fast\";q=10;w=1, \"odd\";q=4;w=3, \"steady\";q=3;w=60"
+        );
+        // The classic trio has no window: its limit is the count of the limit's own period.
+        let classic = render(HeaderStyle::Classic, &readings[..1], None);
+        assert_eq!(classic[0].1, "5");
     }
 }

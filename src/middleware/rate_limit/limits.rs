@@ -127,10 +127,21 @@ impl Limit {
     }
 
     /// `q` and `w` (seconds) of `RateLimit-Policy`: the count the limit allows per window.
+    /// The header speaks in whole seconds, so a rate whose period is not (5/500ms, 2/1500ms)
+    /// is advertised over the shortest whole-second window that allows a whole count at the
+    /// same rate (`q=10;w=1`, `q=4;w=3`).
     pub(crate) fn quota_and_window(&self) -> (u64, u64) {
         match &self.kind {
-            LimitKind::Rate { count, period, .. } => (u64::from(*count), period.as_secs().max(1)),
+            LimitKind::Rate { count, period, .. } => whole_second_window(*count, *period),
             LimitKind::Quota { limit, unit } => (*limit, unit.nominal().as_secs()),
+        }
+    }
+
+    /// The count the limit allows in its own period (or window): `X-RateLimit-Limit`.
+    pub(crate) fn count(&self) -> u64 {
+        match &self.kind {
+            LimitKind::Rate { count, .. } => u64::from(*count),
+            LimitKind::Quota { limit, .. } => *limit,
         }
     }
 
@@ -311,6 +322,32 @@ fn check_limit(file: &LimitFile, at: &KeyPath, checker: &mut Checker<'_>) -> Opt
     })
 }
 
+/// `count` per `period` as a whole count per whole seconds at exactly the same rate: `w` is
+/// the smallest number of seconds in which the rate allows a whole number of requests.
+fn whole_second_window(count: u32, period: Duration) -> (u64, u64) {
+    if period.subsec_nanos() == 0 {
+        return (u64::from(count), period.as_secs());
+    }
+    const NANOS: u128 = 1_000_000_000;
+    let (count, period) = (u128::from(count), period.as_nanos());
+    // `w` seconds allow w * count * 1e9 / period requests: a whole number when `w` is a
+    // multiple of period / gcd(count * 1e9, period).
+    let window = period / gcd(count * NANOS, period);
+    let quota = window * count * NANOS / period;
+    // Both are at most count * 1e9 and period / 1 ns (under a year): they fit.
+    (
+        u64::try_from(quota).unwrap_or(u64::MAX),
+        u64::try_from(window).unwrap_or(u64::MAX),
+    )
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// `20/s`, `100/min`, `5000/h`, `100000/day`, `5/10s` → (count, period).
 pub(crate) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     let usage = || {
@@ -371,6 +408,28 @@ pub(crate) fn parse_quota(text: &str) -> Result<(u64, CalendarUnit), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_second_windows_keep_the_rate_exactly() {
+        assert_eq!(whole_second_window(5, Duration::from_millis(500)), (10, 1));
+        assert_eq!(whole_second_window(1, Duration::from_millis(250)), (4, 1));
+        assert_eq!(whole_second_window(2, Duration::from_millis(1500)), (4, 3));
+        assert_eq!(
+            whole_second_window(7, Duration::from_millis(1001)),
+            (1000, 143)
+        );
+        assert_eq!(whole_second_window(3, Duration::from_secs(60)), (3, 60));
+        for (count, millis) in [(1u32, 1u64), (9, 333), (1000, 10), (13, 86_399_999)] {
+            let (quota, window) = whole_second_window(count, Duration::from_millis(millis));
+            assert!(window >= 1);
+            // quota / window == count / period, in whole numbers.
+            assert_eq!(
+                u128::from(quota) * u128::from(millis),
+                u128::from(count) * u128::from(window) * 1000,
+                "{count}/{millis}ms"
+            );
+        }
+    }
 
     #[test]
     fn rates_and_quotas_parse() {

@@ -165,7 +165,8 @@ struct Shard {
 
 /// A bounded map from hashed keys to one `u64` of state each.
 pub(crate) struct KeyStore {
-    shards: Box<[Mutex<Shard>]>,
+    /// Shared only with tests, which count a rate limiter's keys (governor owns the store).
+    shards: Arc<[Mutex<Shard>]>,
     per_shard: usize,
     idle: IdleRule,
     evicted: Arc<AtomicU64>,
@@ -211,6 +212,21 @@ impl StoreCounters {
     }
 }
 
+/// How many keys `shards` hold.
+#[cfg(test)]
+fn count_keys(shards: &[Mutex<Shard>]) -> usize {
+    shards
+        .iter()
+        .map(|shard| {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .map
+                .len()
+        })
+        .sum()
+}
+
 impl KeyStore {
     fn new(max_keys: usize, idle: IdleRule, counters: &StoreCounters) -> KeyStore {
         // Enough shards that concurrent requests seldom meet on one lock; one for small stores
@@ -237,16 +253,7 @@ impl KeyStore {
     /// How many keys the store holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| {
-                shard
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .map
-                    .len()
-            })
-            .sum()
+        count_keys(&self.shards)
     }
 
     /// Update the state of `key` with `f`, which sees the old state (`None`: fresh) and gives
@@ -350,6 +357,9 @@ enum Check {
     Rate {
         limit: Arc<Limit>,
         gcra: Box<Gcra>,
+        /// The shards of the store `gcra` owns, to count its keys.
+        #[cfg(test)]
+        shards: Arc<[Mutex<Shard>]>,
     },
     Quota {
         limit: Arc<Limit>,
@@ -405,10 +415,14 @@ impl LocalLimiter {
                             start: clock.now(),
                         };
                         let store = KeyStore::new(max_keys, idle, &counters(limit));
+                        #[cfg(test)]
+                        let shards = store.shards.clone();
                         let gcra = Gcra::new(quota, store, clock.clone());
                         Check::Rate {
                             limit: shared,
                             gcra: Box::new(gcra),
+                            #[cfg(test)]
+                            shards,
                         }
                     }
                     LimitKind::Quota { limit: quota, unit } => {
@@ -448,7 +462,7 @@ impl LocalLimiter {
         };
         for check in &self.checks {
             match check {
-                Check::Rate { limit, gcra } => {
+                Check::Rate { limit, gcra, .. } => {
                     let interval = limit.emission_interval().unwrap_or_default();
                     let burst = match limit.kind {
                         LimitKind::Rate { burst, .. } => u64::from(burst),
@@ -527,7 +541,7 @@ impl LocalLimiter {
         self.checks
             .iter()
             .map(|check| match check {
-                Check::Rate { .. } => 0,
+                Check::Rate { shards, .. } => count_keys(shards),
                 Check::Quota { store, .. } => store.len(),
             })
             .sum::<usize>()
@@ -653,6 +667,44 @@ mod tests {
         assert_eq!(admitted(&limiter, "newcomer", 3), 3);
         assert_eq!(counters.evicted.load(Ordering::Relaxed), 100);
         assert!(limiter.keys() <= 100);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_keeps_rate_stores_bounded_too() {
+        let (limiter, clock, counters) = limiter(&[rate("burst", "1/s", Some(2))], 100);
+        // A tracked client spends its burst.
+        assert_eq!(admitted(&limiter, "victim", 10), 2);
+        // 10,000 made-up keys, two requests each, while no bucket refills: 99 keys get their
+        // own bucket, every other one shares one overflow bucket of 2.
+        let mut admitted_flood = 0;
+        for i in 0..10_000 {
+            admitted_flood += admitted(&limiter, &format!("flood-{i}"), 2);
+            assert!(limiter.keys() <= 100, "{} keys after {i}", limiter.keys());
+        }
+        assert_eq!(limiter.keys(), 100);
+        assert_eq!(admitted_flood, 99 * 2 + 2);
+        assert!(counters.overflowed.load(Ordering::Relaxed) > 9_000);
+        assert_eq!(
+            counters.evicted.load(Ordering::Relaxed),
+            0,
+            "nothing was idle"
+        );
+        assert_eq!(
+            admitted(&limiter, "victim", 1),
+            0,
+            "the victim was not forgotten"
+        );
+        // The flood goes on while time passes: buckets refill and go idle, and new keys
+        // replace them, never more than the bound.
+        for i in 0..10_000 {
+            clock.advance(Duration::from_millis(1));
+            admitted(&limiter, &format!("later-{i}"), 1);
+            assert!(limiter.keys() <= 100, "{} keys after {i}", limiter.keys());
+        }
+        // Each key is idle a second after its request; the shard is swept at most every
+        // 100 ms: about 100 keys a second are replaced, over the 9 s after the first.
+        let evicted = counters.evicted.load(Ordering::Relaxed);
+        assert!((500..=1_000).contains(&evicted), "{evicted} evicted");
     }
 
     proptest::proptest! {

@@ -215,7 +215,18 @@ impl RoutePolicy for RateLimitPolicy {
             );
             return None;
         }
+        if file.key.is_some() {
+            check_key_has_identity(&key, &path.key("key"), route)?;
+        }
         if plan {
+            if !has_auth(route) {
+                route.report(
+                    &path.key("plan"),
+                    "a plan is the consumer's, and this route has no `auth` to find the \
+                     consumer: add `auth`, or leave `plan` out",
+                );
+                return None;
+            }
             check_plans_exist(route, &path.key("plan"))?;
         }
         Some(RateLimitPolicy {
@@ -267,6 +278,40 @@ impl RoutePolicy for RateLimitPolicy {
             .as_ref()
             .is_some_and(|l| l.key.needs_context() || l.fallback.needs_context())
     }
+}
+
+/// Whether the route authenticates its callers (and so may have a consumer and claims).
+fn has_auth(route: &RouteCheck<'_, '_>) -> bool {
+    route.writes("auth") || route.writes("require_client_cert")
+}
+
+/// A key with a part that only auth establishes (`consumer`, `claim:<name>`) on a route
+/// without `auth` could never be made: every request would use the fallback key, which is
+/// not what the key says. Reported at the key (`at`).
+pub(crate) fn check_key_has_identity(
+    key: &KeySpec,
+    at: &KeyPath,
+    route: &mut RouteCheck<'_, '_>,
+) -> Option<()> {
+    if has_auth(route) {
+        return Some(());
+    }
+    let Some(part) = key
+        .parts
+        .iter()
+        .find(|part| matches!(part, KeyPart::Consumer | KeyPart::Claim(_)))
+    else {
+        return Some(());
+    };
+    route.report(
+        at,
+        format!(
+            "`{}` comes from auth, and this route has no `auth`: every request would use the \
+             fallback key; add `auth`, or key by ip, route or header:<name>",
+            part.label()
+        ),
+    );
+    None
 }
 
 /// Every consumer's plan must be one `rate_limiting.plans` declares, for a route that applies
@@ -520,13 +565,14 @@ mod tests {
 
     const PLANS: &str = "listeners: [{ name: l, address: \"127.0.0.1:0\" }]\n\
         clusters: [{ name: b, endpoints: [\"127.0.0.1:1\"] }]\n\
-        consumers: [{ id: acme, plan: gold }, { id: tiny, plan: bronze }]\n";
+        consumers: [{ id: acme, plan: gold }, { id: tiny, plan: bronze }]\n\
+        auth_providers: [{ name: k, api_key: {} }]\n";
 
     #[test]
     fn a_route_that_applies_plans_needs_every_consumers_plan_declared() {
         let text = format!(
             "{PLANS}rate_limiting: {{ plans: [{{ name: gold, limits: [{{ quota: 5/month }}] }}] }}\n\
-             routes: [{{ cluster: b, rate_limit: {{ plan: true }} }}]\n"
+             routes: [{{ cluster: b, auth: {{ providers: [k] }}, rate_limit: {{ plan: true }} }}]\n"
         );
         let found = problems(&text);
         assert_eq!(found.len(), 1, "{found:#?}");
@@ -571,7 +617,8 @@ mod tests {
         let config = crate::config::load_str(
             "listeners: [{ name: l, address: \"127.0.0.1:0\" }]\n\
              clusters: [{ name: b, endpoints: [\"127.0.0.1:1\"] }]\n\
-             routes: [{ cluster: b, rate_limit: { key: [consumer, header:x-tenant], limits: [{ name: burst, rate: 20/s, burst: 40 }, { quota: 1000000/month }] } }]\n",
+             auth_providers: [{ name: k, api_key: {} }]\n\
+             routes: [{ cluster: b, auth: { providers: [k] }, rate_limit: { key: [consumer, header:x-tenant], limits: [{ name: burst, rate: 20/s, burst: 40 }, { quota: 1000000/month }] } }]\n",
             "t.yaml",
         )
         .expect("loads");
@@ -584,6 +631,59 @@ mod tests {
             "burst 20/s burst 40, 1000000-per-month 1000000/month (UTC calendar); key \
              consumer+header:x-tenant (without it: ip); store local; 429 rate_limited"
         );
+    }
+
+    #[test]
+    fn keys_and_plans_that_need_auth_are_refused_on_a_route_without_it() {
+        for (keys, at, part) in [
+            (
+                "rate_limit: { key: consumer, limits: [{ rate: 1/s }] }",
+                "routes[0].rate_limit.key",
+                "`consumer` comes from auth",
+            ),
+            (
+                "rate_limit: { key: [ip, \"claim:tenant\"], limits: [{ rate: 1/s }] }",
+                "routes[0].rate_limit.key",
+                "`claim:tenant` comes from auth",
+            ),
+            (
+                "concurrency_limit: { max: 2, key: consumer }",
+                "routes[0].concurrency_limit.key",
+                "`consumer` comes from auth",
+            ),
+        ] {
+            let found = route_problems(keys);
+            assert_eq!(found.len(), 1, "{keys}: {found:#?}");
+            assert!(found[0].contains(at), "{found:?}");
+            assert!(found[0].contains(part), "{found:?}");
+        }
+        let text = format!(
+            "{PLANS}rate_limiting: {{ plans: [{{ name: gold, limits: [{{ quota: 5/month }}] }}, \
+             {{ name: bronze, limits: [{{ rate: 1/s }}] }}] }}\n\
+             routes: [{{ cluster: b, rate_limit: {{ plan: true }} }}]\n"
+        );
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("routes[0].rate_limit.plan"), "{found:?}");
+        assert!(found[0].contains("no `auth`"), "{found:?}");
+        // With auth, the same keys and plans load; without, keys auth does not make do, and
+        // so does the default key (consumer, documented to fall back).
+        let with_auth = text.replace(
+            "{ cluster: b, rate_limit: { plan: true } }",
+            "{ cluster: b, auth: { providers: [k] }, \
+             rate_limit: { key: [consumer, \"claim:tenant\"], plan: true }, \
+             concurrency_limit: { max: 2, key: consumer } }",
+        );
+        assert!(
+            problems(&with_auth).is_empty(),
+            "{:?}",
+            problems(&with_auth)
+        );
+        assert!(route_problems(
+            "rate_limit: { key: [ip, header:x-tenant], limits: [{ rate: 1/s }] }"
+        )
+        .is_empty());
+        assert!(route_problems("rate_limit: { limits: [{ rate: 1/s }] }").is_empty());
     }
 
     #[test]

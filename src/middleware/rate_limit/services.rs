@@ -6,6 +6,7 @@
 //! plan whose limits did not change keeps its counts across a reload; one whose limits
 //! changed starts afresh. The Redis connection is carried the same way.
 
+use super::layer::policy_header;
 use super::limits::Limit;
 use super::local::{LimiterClock, LocalLimiter, StoreCounters};
 use super::policy::{Plan, RouteLimits, Store};
@@ -13,7 +14,9 @@ use super::redis::RedisBackend;
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::metrics::{Metrics, RATE_LIMIT_DECISIONS, RATE_LIMIT_REFUSALS};
+use crate::middleware::auth::consumers::{ConsumerDirectory, ConsumerGuard};
 use crate::resources::ResourceCarry;
+use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub(crate) struct RouteLimiter {
     pub(crate) redis: Option<Arc<RedisBackend>>,
     pub(crate) trusted: Arc<TrustedProxies>,
     pub(crate) counters: DecisionCounters,
+    /// `RateLimit-Policy` for the route's own limits, made once.
+    pub(crate) policy_header: Option<HeaderValue>,
 }
 
 /// `portico_rate_limit_decisions_total{route,outcome}` and the refusals by limit.
@@ -65,6 +70,9 @@ impl DecisionCounters {
 pub(crate) struct RateLimitServices {
     routes: HashMap<String, Arc<RouteLimiter>>,
     pub(crate) redis: Option<Arc<RedisBackend>>,
+    /// The declared plans, when a route applies them (then every consumer's plan must be
+    /// one of these, in a reloaded consumers file as at config load).
+    applied_plans: Option<Arc<HashMap<Arc<str>, Arc<PlanLimiter>>>>,
 }
 
 /// Why the rate-limit state could not be built.
@@ -127,6 +135,7 @@ impl RateLimitServices {
         let plans = Arc::new(plans);
         let trusted = Arc::new(config.sections.trusted_proxies.clone());
         let mut routes = HashMap::new();
+        let mut applied_plans = None;
         for route in &config.routes {
             let Some(settings) = &route.policies.rate_limit.limits else {
                 continue;
@@ -158,6 +167,11 @@ impl RateLimitServices {
                     }
                 }
             }
+            if settings.plan {
+                applied_plans = Some(plans.clone());
+            }
+            let policy_header =
+                policy_header(&limiter.limits().iter().map(|l| &**l).collect::<Vec<_>>());
             let uses_redis = settings.store == Store::Redis
                 || (settings.plan && plans.values().any(|p| p.plan.store == Store::Redis));
             routes.insert(
@@ -173,6 +187,7 @@ impl RateLimitServices {
                     },
                     redis: if uses_redis { redis.clone() } else { None },
                     trusted: trusted.clone(),
+                    policy_header,
                     counters: DecisionCounters {
                         allowed: decision("allowed"),
                         refused: decision("refused"),
@@ -183,7 +198,36 @@ impl RateLimitServices {
                 }),
             );
         }
-        Ok(RateLimitServices { routes, redis })
+        Ok(RateLimitServices {
+            routes,
+            redis,
+            applied_plans,
+        })
+    }
+
+    /// The check a reloaded consumers file must pass, when a route applies plans: every
+    /// consumer's plan is declared. A consumer with an unknown plan would be limited by
+    /// nothing but the route, so the file is refused whole, like any bad consumers file.
+    pub(crate) fn consumer_guard(&self) -> Option<ConsumerGuard> {
+        let plans = self.applied_plans.clone()?;
+        Some(Box::new(move |directory: &ConsumerDirectory| {
+            let problems: Vec<String> = directory
+                .plans()
+                .filter(|(_, plan)| !plans.contains_key(*plan))
+                .map(|(id, plan)| {
+                    format!(
+                        "consumer `{id}` has plan `{plan}`, which rate_limiting.plans does not \
+                         declare (a route applies plans: declare it, or the consumer would be \
+                         limited by nothing but the route)"
+                    )
+                })
+                .collect();
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems)
+            }
+        }))
     }
 
     /// The limiter of route `route`, if it has limits.
