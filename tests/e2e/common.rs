@@ -224,12 +224,25 @@ pub async fn echo_backend(name: &'static str) -> SocketAddr {
     .await
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port with nothing listening on it: bound and never listening, so connections
+/// to it are refused and no other socket of the test run (a backend another test starts, an
+/// outgoing connection's ephemeral port) can take it over while the test runs.
 pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    // Held for the rest of the test process: the port stays reserved.
+    std::mem::forget(socket);
     addr
+}
+
+/// A loopback port free at the time of the call, for a server the test starts as another
+/// process (redis-server) that must bind it itself.
+pub async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr").port()
 }
 
 /// A response as the test sees it.

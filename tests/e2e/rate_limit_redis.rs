@@ -39,7 +39,7 @@ fn redis_binary() -> PathBuf {
 
 impl RedisServer {
     async fn start() -> RedisServer {
-        let port = closed_port().await.port();
+        let port = free_port().await;
         let mut server = RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
