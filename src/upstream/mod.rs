@@ -738,7 +738,7 @@ impl Cluster {
         endpoint: &Arc<EndpointPool<Body>>,
         req: Request<Body>,
     ) -> Attempt {
-        let mut lease = match endpoint.connect_http1(false).await {
+        let mut lease = match endpoint.connect_http1(false, pool::Opener::Request).await {
             Ok(lease) => lease,
             Err(error) => return Attempt::NotSent(req, error),
         };
@@ -765,7 +765,7 @@ impl Cluster {
         client_side: DownstreamUpgrade,
     ) -> Attempt {
         let req = to_http1(req, &self.host);
-        let mut lease = match endpoint.connect_http1(true).await {
+        let mut lease = match endpoint.connect_http1(true, pool::Opener::Request).await {
             Ok(lease) => lease,
             Err(error) => return Attempt::NotSent(req, error),
         };
