@@ -507,6 +507,12 @@ impl Cluster {
         Failover::new(candidates, pick, avoid)
     }
 
+    /// The cluster's balancer hashes on the client (its address, or its consumer with the
+    /// address as fallback): routes to it carry the client address in their context.
+    pub(crate) fn hashes_on_client(&self) -> bool {
+        matches!(self.hash_key, Some(HashKey::ClientIp | HashKey::Consumer))
+    }
+
     /// The circuit breaker's active-request slot for one request.
     fn admit(&self) -> Result<Option<Slot>, GatewayError> {
         self.limits
