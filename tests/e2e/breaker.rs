@@ -87,3 +87,144 @@ routes:
         assert_eq!(first.status, StatusCode::OK);
     }
 }
+
+fn overflows(limit: &str) -> String {
+    format!("portico_upstream_overflows_total{{cluster=\"small\",limit=\"{limit}\"}}")
+}
+
+#[tokio::test]
+async fn max_connections_refuses_a_new_connection_at_once() {
+    let (held, release, mut arrived) = holding_backend().await;
+    let gw = TestGateway::start(&admin_config(&format!(
+        r#"clusters:
+  - name: small
+    endpoints: ["{held}"]
+    circuit_breaker: {{ max_connections: 1 }}
+routes:
+  - {{ cluster: small }}
+"#
+    )))
+    .await;
+    let addr = gw.addr;
+    let first = tokio::spawn(async move { get(addr, "h", "/hold").await });
+    within("the held request", arrived.recv())
+        .await
+        .expect("arrived");
+    // The only connection is busy: a second request would need another. Answered while the
+    // first is still held, so it did not wait in a queue.
+    let second = get(gw.addr, "h", "/").await;
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.error_code(), "upstream_overflow");
+    assert!(
+        second.text().contains("max_connections"),
+        "{}",
+        second.text()
+    );
+    assert_eq!(gw.metric(&overflows("max_connections")).await, 1);
+    release.add_permits(1);
+    assert_eq!(
+        within("the held answer", first).await.expect("task").status,
+        StatusCode::OK
+    );
+    // The connection is back in the pool: the next request reuses it.
+    assert_eq!(get(gw.addr, "h", "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn max_pending_requests_refuses_a_second_wait_for_a_connection_at_once() {
+    // A backend that accepts connections and never answers the TLS handshake: a request's
+    // wait for a connection (pending) lasts until the connect timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent = listener.local_addr().expect("addr");
+    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let gw = TestGateway::start(&admin_config(&format!(
+        r#"clusters:
+  - name: small
+    endpoints: ["{silent}"]
+    connect_timeout: 60s
+    tls: {{ server_name: backend.test }}
+    circuit_breaker: {{ max_pending_requests: 1 }}
+routes:
+  - {{ cluster: small }}
+"#
+    )))
+    .await;
+    let addr = gw.addr;
+    let _first = tokio::spawn(async move { get(addr, "h", "/").await });
+    within("the first connection", accepted.recv())
+        .await
+        .expect("accepted");
+    let second = get(gw.addr, "h", "/").await;
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.error_code(), "upstream_overflow");
+    assert!(
+        second.text().contains("max_pending_requests"),
+        "{}",
+        second.text()
+    );
+    assert_eq!(gw.metric(&overflows("max_pending_requests")).await, 1);
+}
+
+#[tokio::test]
+async fn max_retries_stops_a_retry_at_once_and_the_answer_stands() {
+    // Each path's first request gets 503; its retry is held until released.
+    let release = Arc::new(Semaphore::new(0));
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let gate = release.clone();
+    let flaky = backend(move |req| {
+        let (gate, arrived, seen) = (gate.clone(), arrived_tx.clone(), seen.clone());
+        async move {
+            let first = seen
+                .lock()
+                .expect("seen")
+                .insert(req.uri().path().to_string());
+            if first {
+                return http::Response::builder()
+                    .status(503)
+                    .body(full("unavailable"))
+                    .expect("response");
+            }
+            let _ = arrived.send(());
+            let _permit = gate.acquire().await;
+            http::Response::new(full("answer"))
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&admin_config(&format!(
+        r#"clusters:
+  - name: small
+    endpoints: ["{flaky}"]
+    circuit_breaker: {{ max_retries: 1 }}
+    retry_budget: {{ percent: 100, min_retries: 100 }}
+routes:
+  - cluster: small
+    retry: {{ retries: 1, backoff_base: 1ms, backoff_max: 1ms }}
+"#
+    )))
+    .await;
+    let addr = gw.addr;
+    let first = tokio::spawn(async move { get(addr, "h", "/one").await });
+    within("the first request's retry", arrived.recv())
+        .await
+        .expect("arrived");
+    // One retry is in flight: the second request's retry is not made, and its 503 is
+    // answered while the first retry is still held.
+    let second = get(gw.addr, "h", "/two").await;
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.text(), "unavailable");
+    assert_eq!(gw.metric(&overflows("max_retries")).await, 1);
+    release.add_permits(1);
+    let first = within("the retried answer", first).await.expect("task");
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.text(), "answer");
+}
