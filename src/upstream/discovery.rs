@@ -32,7 +32,9 @@ use crate::upstream::policy::Dns;
 use crate::upstream::pool::Connections;
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::{ResolveError, TokioResolver};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -217,6 +219,19 @@ fn resolver(settings: &Dns) -> Result<TokioResolver, hickory_resolver::ResolveEr
     Ok(builder.build())
 }
 
+/// The server said the name has no addresses: "no such name" or an empty answer. A
+/// server failure (SERVFAIL, REFUSED) comes back from the resolver as "no records" too, but
+/// says nothing about the name, so it keeps the last addresses like a timeout does.
+fn name_has_no_addresses(error: &ResolveError) -> bool {
+    matches!(
+        error.proto().map(|proto| proto.kind()),
+        Some(ProtoErrorKind::NoRecordsFound {
+            response_code: ResponseCode::NoError | ResponseCode::NXDomain,
+            ..
+        })
+    )
+}
+
 async fn resolve(
     cluster: String,
     endpoints: Vec<Endpoint>,
@@ -259,7 +274,7 @@ async fn resolve(
                     next = next.min(ttl.clamp(settings.min_ttl, settings.max_ttl));
                     known[index] = addresses;
                 }
-                Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
+                Err(error) if name_has_no_addresses(&error) => {
                     tracing::warn!(cluster, name = %endpoint.host, "the name has no addresses");
                     known[index].clear();
                     next = next.min(settings.refresh);

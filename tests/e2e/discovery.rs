@@ -1,7 +1,9 @@
 //! DNS discovery end to end: a DNS server started by the test on loopback (a few lines of
 //! UDP, answering A queries from a list the test changes) and two backends on 127.0.0.1 and
 //! 127.0.0.2; endpoints come and go with the answers, and a request in flight to an
-//! endpoint that leaves still completes.
+//! endpoint that leaves still completes; answers' TTLs are held within `min_ttl..=max_ttl`;
+//! a failing server keeps the last addresses; a reload that changes the DNS settings keeps
+//! serving the addresses already found.
 
 use crate::balancing::Client;
 use crate::common::*;
@@ -31,6 +33,15 @@ struct DnsControl {
 impl DnsControl {
     fn set(&self, answers: Vec<Ipv4Addr>) {
         *self.answers.lock().expect("answers") = answers;
+    }
+
+    fn queries(&self, name: &str) -> usize {
+        self.queries
+            .lock()
+            .expect("queries")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -331,4 +342,99 @@ async fn a_reload_that_changes_dns_settings_keeps_the_endpoints_and_their_state(
 
     // The endpoint kept its state: its request count goes on from before the reload.
     assert_eq!(gw.metric(&requests).await, total as u64);
+}
+
+/// A DNS cluster of one name on `dns`, with `settings` for its `dns` key.
+fn dns_cluster(name: &str, host: &str, port: u16, dns: SocketAddr, settings: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    endpoints: ["{host}:{port}"]
+    dns: {{ nameservers: ["{dns}"], {settings} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn answers_ttls_are_held_within_min_ttl_and_max_ttl() {
+    let backend = echo_backend("a").await;
+    let localhost = Ipv4Addr::new(127, 0, 0, 1);
+    // One server gives a day-long TTL, the other a zero TTL.
+    let long = Arc::new(DnsControl::default());
+    long.set(vec![localhost]);
+    long.ttl.store(86_400, Relaxed);
+    let zero = Arc::new(DnsControl::default());
+    zero.set(vec![localhost]);
+    let (long_server, zero_server) = (
+        dns_server(long.clone()).await,
+        dns_server(zero.clone()).await,
+    );
+    let _gw = TestGateway::start(&config(&format!(
+        "clusters:\n{}{}routes:\n  - {{ cluster: capped }}\n",
+        dns_cluster(
+            "capped",
+            "capped.test",
+            backend.port(),
+            long_server,
+            "min_ttl: 10ms, max_ttl: 20ms, refresh: 1h"
+        ),
+        dns_cluster(
+            "floored",
+            "floored.test",
+            backend.port(),
+            zero_server,
+            "min_ttl: 1h, max_ttl: 2h, refresh: 1h"
+        ),
+    )))
+    .await;
+    // The day-long TTL is cut to max_ttl: the name is asked again and again.
+    within("capped.test asked again", async {
+        while long.queries("capped.test") < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Meanwhile the zero TTL was raised to min_ttl (an hour): asked once.
+    assert_eq!(zero.queries("floored.test"), 1);
+}
+
+#[tokio::test]
+async fn a_failing_dns_server_keeps_the_last_addresses() {
+    let localhost = Ipv4Addr::new(127, 0, 0, 1);
+    let backend = echo_backend("a").await;
+    let control = Arc::new(DnsControl::default());
+    control.set(vec![localhost]);
+    let dns = dns_server(control.clone()).await;
+    let gw = TestGateway::start(&config(&format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nclusters:\n{}routes:\n  - {{ cluster: discovered }}\n",
+        dns_cluster(
+            "discovered",
+            "backends.test",
+            backend.port(),
+            dns,
+            "min_ttl: 10ms, max_ttl: 10ms, refresh: 10ms"
+        ),
+    )))
+    .await;
+    wait_endpoints(&gw, 1).await;
+    // SERVFAIL from now on; wait for several failed lookups to have been answered.
+    control.servfail.store(true, Relaxed);
+    let before = control.queries("backends.test");
+    within("failed lookups", async {
+        while control.queries("backends.test") < before + 6 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let clusters = get(gw.admin.expect("admin"), "admin", "/clusters")
+        .await
+        .json();
+    assert_eq!(
+        clusters["clusters"][0]["endpoints"]
+            .as_array()
+            .map_or(0, Vec::len),
+        1,
+        "{clusters}"
+    );
+    let reply = get(gw.addr, "h", "/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
