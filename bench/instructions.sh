@@ -18,9 +18,9 @@
 #                                                route keys added to the one route
 #   BENCH_LB_VARIANTS=1 bench/instructions.sh BIN  scenario (a) to three endpoints (the origin's
 #                                                three loopback addresses) under round robin,
-#                                                least request (P2C + peak EWMA) and ring
-#                                                hashing on the path: the cost of each policy as
-#                                                a multiple of round robin's
+#                                                least request (P2C + peak EWMA), ring hashing
+#                                                on the path and on the client address: the cost
+#                                                of each policy as a multiple of round robin's
 #
 # For each binary: Portico (one worker, access log off, scenario (a)'s config) runs under
 # `valgrind --tool=callgrind` in front of an NGINX origin, serves `h2load --h1 -c 4` a fixed
@@ -119,11 +119,12 @@ if [ -n "${BENCH_LB_VARIANTS:-}" ]; then
   printf '%-50s %-22s %14s %10s\n' "binary (scenario a, 3 endpoints)" policy instr/request "x rr"
   for binary in "$@"; do
     rr=""
-    for variant in round_robin p2c_ewma ring_hash; do
+    for variant in round_robin p2c_ewma ring_hash ring_hash_client_ip; do
       case "$variant" in
         round_robin) lb='{ policy: round_robin }' ;;
         p2c_ewma) lb='{ policy: least_request, peak_ewma: true }' ;;
         ring_hash) lb='{ policy: consistent_hash, hash_on: path }' ;;
+        ring_hash_client_ip) lb='{ policy: consistent_hash, hash_on: client_ip }' ;;
       esac
       BENCH_ENDPOINTS=3 BENCH_LB=$lb python3 "$LIB" portico-config a "$ORIGIN_PORT" \
         "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"

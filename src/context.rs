@@ -90,6 +90,9 @@ pub(crate) struct RequestContext {
     pub(crate) connection: Arc<ClientConnection>,
     pub(crate) request_id: HeaderValue,
     pub(crate) caller: Caller,
+    /// The client's address (`client_ip.rs`, trusted proxies applied), taken before the
+    /// route's policies run — for routes whose cluster hashes on it; `None` for others.
+    pub(crate) client: Option<std::net::IpAddr>,
 }
 
 impl RequestContext {
@@ -127,5 +130,6 @@ pub(crate) fn test_context(peer: SocketAddr, tls: Option<TlsInfo>) -> RequestCon
         }),
         request_id: HeaderValue::from_static("test-request"),
         caller: Caller::Http,
+        client: None,
     }
 }

@@ -105,10 +105,19 @@ pub(crate) async fn handle(
             }
             if entry.context {
                 let caller = Caller::of(req.headers());
+                // Before the route's header rewrites, as every concern that reads it.
+                let client = entry.client_address.then(|| {
+                    client_ip(
+                        conn.peer.ip(),
+                        req.headers(),
+                        &runtime.config.sections.trusted_proxies,
+                    )
+                });
                 req.extensions_mut().insert(RequestContext {
                     connection: conn.clone(),
                     request_id: request_id.clone(),
                     caller,
+                    client,
                 });
             }
             let response = crate::stack::call(&entry.stack, req).await;

@@ -94,6 +94,19 @@ impl<'a> ResourceCarry<'a> {
         Ok(value)
     }
 
+    /// The previous runtime's `concern` resource called `name` with the config it was
+    /// made from, whatever that config was: for state that a changed config replaces but
+    /// that the replacement starts from (a resolver's last answer, its endpoints' state).
+    pub(crate) fn previous<C, T>(&self, concern: &'static str, name: &str) -> Option<(C, Arc<T>)>
+    where
+        C: Clone + 'static,
+        T: Send + Sync + 'static,
+    {
+        let entry = self.previous?.entries.get(&(concern, name.to_string()))?;
+        let config = entry.config.downcast_ref::<C>()?.clone();
+        Some((config, entry.value.clone().downcast::<T>().ok()?))
+    }
+
     /// How many resources came from the previous runtime.
     pub(crate) fn reused(&self) -> usize {
         self.reused

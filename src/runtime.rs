@@ -86,6 +86,8 @@ pub(crate) struct RouteEntry {
     pub(crate) stack: RouteStack,
     /// A policy of this route reads the request context.
     pub(crate) context: bool,
+    /// A cluster of this route hashes on the client (the context carries its address).
+    pub(crate) client_address: bool,
     /// The route answers CORS preflights itself (the router sends them here).
     pub(crate) answers_preflight: bool,
     /// The route retries (its access log lines count the tries).
@@ -169,30 +171,45 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .map(|route| RouteEntry {
-                record: RouteRecord {
-                    name: route.name.as_str().into(),
-                    cluster: route.cluster.as_str().into(),
-                    metrics: metrics.route(&route.name),
-                },
-                stack: build_route_stack(
-                    &route.name,
-                    &route.policies,
-                    &config.sections,
-                    match route.cluster_index {
-                        Some(index) => clusters[index].clone(),
-                        None => no_cluster.clone(),
+            .map(|route| {
+                let client_address = route
+                    .cluster_index
+                    .into_iter()
+                    .chain(
+                        route
+                            .policies
+                            .split
+                            .targets
+                            .iter()
+                            .map(|(index, ..)| *index),
+                    )
+                    .any(|index| clusters.get(index).is_some_and(|c| c.hashes_on_client()));
+                RouteEntry {
+                    record: RouteRecord {
+                        name: route.name.as_str().into(),
+                        cluster: route.cluster.as_str().into(),
+                        metrics: metrics.route(&route.name),
                     },
-                    &clusters,
-                    &services,
-                    route
-                        .cluster_index
-                        .and_then(|index| config.clusters[index].grpc.as_ref()),
-                ),
-                context: route.policies.reads_context(),
-                answers_preflight: route.policies.cors.settings.is_some(),
-                retries: route.policies.retry.retry.is_some(),
-                authenticates: route.policies.auth.rules.is_some(),
+                    stack: build_route_stack(
+                        &route.name,
+                        &route.policies,
+                        &config.sections,
+                        match route.cluster_index {
+                            Some(index) => clusters[index].clone(),
+                            None => no_cluster.clone(),
+                        },
+                        &clusters,
+                        &services,
+                        route
+                            .cluster_index
+                            .and_then(|index| config.clusters[index].grpc.as_ref()),
+                    ),
+                    context: route.policies.reads_context() || client_address,
+                    client_address,
+                    answers_preflight: route.policies.cors.settings.is_some(),
+                    retries: route.policies.retry.retry.is_some(),
+                    authenticates: route.policies.auth.rules.is_some(),
+                }
             })
             .collect();
         let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();

@@ -16,6 +16,13 @@
 //! Without `nameservers`, the system's resolver configuration (`/etc/resolv.conf`) is read
 //! when the task starts; if it cannot be read, nothing is discovered (logged) and the
 //! cluster has no endpoints.
+//!
+//! A reload that changes how a cluster resolves or connects (its `dns`, `health_check`,
+//! protocol or TLS) starts a new discovery, but from the previous one's addresses and
+//! members ([`Seed`]): the cluster keeps serving them until the new resolver's first answer,
+//! and every endpoint that stays keeps its state (its connections and checker too, when what
+//! they depend on is unchanged). Only a gateway that starts has no endpoints until its names
+//! first resolve.
 
 use crate::body::Body;
 use crate::config::model::Endpoint;
@@ -25,7 +32,9 @@ use crate::upstream::policy::Dns;
 use crate::upstream::pool::Connections;
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::{ResolveError, TokioResolver};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -65,10 +74,35 @@ impl Drop for Discovery {
     }
 }
 
+/// What a discovery replacing another (after a reload) starts from: the addresses the old
+/// one had found and their members.
+#[derive(Default)]
+pub(crate) struct Seed {
+    addresses: Vec<Resolved>,
+    members: HashMap<Resolved, Member>,
+}
+
+/// What of an old discovery's members a new one keeps, besides their state.
+pub(crate) struct Keep {
+    /// The protocol and TLS settings are unchanged: the open connections stay usable.
+    pub(crate) connections: bool,
+    /// So are the health check's settings: the checkers go on (with their connections).
+    pub(crate) checkers: bool,
+    /// The new cluster has health checks; without, a carried endpoint is not held to an
+    /// old verdict.
+    pub(crate) checked: bool,
+}
+
 impl Discovery {
-    /// Start resolving `endpoints` (IP literals are passed through as they are).
-    pub(crate) fn start(cluster: &str, endpoints: &[Endpoint], settings: &Dns) -> Discovery {
-        let (publish, addresses) = watch::channel(Arc::new(Vec::new()));
+    /// Start resolving `endpoints` (IP literals are passed through as they are), serving
+    /// `seed`'s addresses until the first answer.
+    pub(crate) fn start(
+        cluster: &str,
+        endpoints: &[Endpoint],
+        settings: &Dns,
+        seed: Seed,
+    ) -> Discovery {
+        let (publish, addresses) = watch::channel(Arc::new(seed.addresses.clone()));
         let task = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => Some(
                 runtime
@@ -76,6 +110,7 @@ impl Discovery {
                         cluster.to_string(),
                         endpoints.to_vec(),
                         settings.clone(),
+                        seed.addresses,
                         publish,
                     ))
                     .abort_handle(),
@@ -87,9 +122,55 @@ impl Discovery {
         };
         Discovery {
             addresses,
-            members: Mutex::new(HashMap::new()),
+            members: Mutex::new(seed.members),
             task,
         }
+    }
+
+    /// What a discovery of `endpoints` replacing this one (made for `previous_endpoints`)
+    /// starts from: the current addresses of the names both resolve, with their members.
+    pub(crate) fn seed(
+        &self,
+        previous_endpoints: &[Endpoint],
+        endpoints: &[Endpoint],
+        keep: &Keep,
+    ) -> Seed {
+        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seed = Seed::default();
+        for old in self.addresses.borrow().iter() {
+            let Some(configured) = previous_endpoints
+                .get(old.configured)
+                .and_then(|name| endpoints.iter().position(|e| e == name))
+            else {
+                continue;
+            };
+            let resolved = Resolved {
+                configured,
+                address: old.address,
+            };
+            seed.addresses.push(resolved);
+            let Some(member) = members.get(old) else {
+                continue;
+            };
+            if !keep.checked {
+                member.state.set_healthy(true);
+            }
+            seed.members.insert(
+                resolved,
+                Member {
+                    state: member.state.clone(),
+                    connections: if keep.connections {
+                        member.connections.clone()
+                    } else {
+                        Arc::default()
+                    },
+                    checker: member.checker.clone().filter(|_| keep.checkers),
+                },
+            );
+        }
+        // The order the resolver publishes in, so its first answer compares equal.
+        seed.addresses.sort_unstable();
+        seed
     }
 
     /// The member for `resolved`, made by `make` if it is new; members whose address is
@@ -138,10 +219,24 @@ fn resolver(settings: &Dns) -> Result<TokioResolver, hickory_resolver::ResolveEr
     Ok(builder.build())
 }
 
+/// The server said the name has no addresses: "no such name" or an empty answer. A
+/// server failure (SERVFAIL, REFUSED) comes back from the resolver as "no records" too, but
+/// says nothing about the name, so it keeps the last addresses like a timeout does.
+fn name_has_no_addresses(error: &ResolveError) -> bool {
+    matches!(
+        error.proto().map(|proto| proto.kind()),
+        Some(ProtoErrorKind::NoRecordsFound {
+            response_code: ResponseCode::NoError | ResponseCode::NXDomain,
+            ..
+        })
+    )
+}
+
 async fn resolve(
     cluster: String,
     endpoints: Vec<Endpoint>,
     settings: Dns,
+    seed: Vec<Resolved>,
     publish: watch::Sender<Arc<Vec<Resolved>>>,
 ) {
     let resolver = match resolver(&settings) {
@@ -151,8 +246,13 @@ async fn resolve(
             return;
         }
     };
-    // The last good answer per configured endpoint.
+    // The last good answer per configured endpoint, at first the seed's.
     let mut known: Vec<Vec<SocketAddr>> = vec![Vec::new(); endpoints.len()];
+    for resolved in seed {
+        if let Some(addresses) = known.get_mut(resolved.configured) {
+            addresses.push(resolved.address);
+        }
+    }
     loop {
         let mut next = settings.max_ttl;
         for (index, endpoint) in endpoints.iter().enumerate() {
@@ -174,7 +274,7 @@ async fn resolve(
                     next = next.min(ttl.clamp(settings.min_ttl, settings.max_ttl));
                     known[index] = addresses;
                 }
-                Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
+                Err(error) if name_has_no_addresses(&error) => {
                     tracing::warn!(cluster, name = %endpoint.host, "the name has no addresses");
                     known[index].clear();
                     next = next.min(settings.refresh);

@@ -8,22 +8,25 @@
 //! it stops (the task is aborted) when the runtime that holds it goes away without a
 //! successor taking it — the endpoint left the config, or its check changed.
 //!
-//! Probes: `http` sends `GET path` (on its own kept-alive connection for HTTP/1.1 clusters, on
-//! the shared connection for HTTP/2 ones) and expects a listed status (any 2xx by default);
-//! `grpc` calls `grpc.health.v1.Health/Check` and expects `SERVING`; `tcp` opens a
-//! connection. A probe that does not finish within `timeout` fails. Failure modes of the
+//! Probes: `http` sends `GET path` (on its own kept-alive connection, HTTP/1.1 or HTTP/2 as
+//! the cluster speaks) and expects a listed status (any 2xx by default); `grpc` calls
+//! `grpc.health.v1.Health/Check` and expects `SERVING`; `tcp` opens a connection. Probes'
+//! connections are the gateway's own, never shared with requests, and not counted by the
+//! circuit breaker: a breaker full of requests must not fail a probe and so take a healthy
+//! endpoint out. A probe that does not finish within `timeout` fails. Failure modes of the
 //! backend (refused, reset, hung, wrong answer) all count as a failed probe; nothing here can
 //! fail a request.
 
 use crate::body::Body;
 use crate::config::model::UpstreamProtocol;
 use crate::upstream::policy::{HealthCheck, HealthCheckKind};
-use crate::upstream::pool::{EndpointPool, Lease};
+use crate::upstream::pool::{EndpointPool, Lease, Opener};
 use bytes::{Buf, Bytes};
 use http::header::{CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http2;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -71,6 +74,7 @@ async fn run(pool: Arc<EndpointPool<Body>>, check: HealthCheck, cluster_host: Op
         }
         .or(cluster_host),
         kept: None,
+        kept_h2: None,
     };
     let (mut passes, mut failures) = (0u32, 0u32);
     // The first check comes after the jitter only: a new endpoint's verdict is known soon.
@@ -116,6 +120,9 @@ struct Probe {
     host: Option<HeaderValue>,
     /// The HTTP/1.1 connection kept between probes.
     kept: Option<Lease<Body>>,
+    /// The HTTP/2 connection kept between probes (the probe's own: it is not counted by the
+    /// circuit breaker, so requests must not use it).
+    kept_h2: Option<http2::SendRequest<Body>>,
 }
 
 /// Health answers are small; anything longer is not read (the probe fails).
@@ -124,7 +131,7 @@ const MAX_PROBE_BODY: usize = 64 * 1024;
 impl Probe {
     async fn once(&mut self, kind: &HealthCheckKind) -> bool {
         match kind {
-            HealthCheckKind::Tcp => self.pool.dial().await.is_ok(),
+            HealthCheckKind::Tcp => self.pool.dial(Opener::Probe).await.is_ok(),
             HealthCheckKind::Http { path, statuses, .. } => {
                 let Ok(req) = self.request(Method::GET, path, Body::empty()) else {
                     return false;
@@ -215,7 +222,14 @@ impl Probe {
 
     async fn send(&mut self, req: Request<Body>) -> Option<hyper::Response<Incoming>> {
         if self.pool.protocol() == UpstreamProtocol::Http2 {
-            let mut sender = self.pool.http2_sender().await.ok()?;
+            if self
+                .kept_h2
+                .as_ref()
+                .is_none_or(|sender| sender.is_closed())
+            {
+                self.kept_h2 = Some(self.pool.connect_http2_for_probe().await.ok()?);
+            }
+            let sender = self.kept_h2.as_mut()?;
             sender.ready().await.ok()?;
             return sender.send_request(req).await.ok();
         }
@@ -224,7 +238,7 @@ impl Probe {
             .as_mut()
             .is_none_or(|lease| lease.sender().is_closed())
         {
-            self.kept = Some(self.pool.connect_http1(false).await.ok()?);
+            self.kept = Some(self.pool.connect_http1(false, Opener::Probe).await.ok()?);
         }
         let lease = self.kept.as_mut()?;
         lease.sender().ready().await.ok()?;

@@ -70,6 +70,15 @@ struct ConnectionIdentity {
     tls: Option<model::UpstreamTls>,
 }
 
+/// What a cluster's DNS discovery is made from: what it resolves, how its endpoints connect
+/// and are checked.
+type DiscoveryConfig = (
+    policy::Dns,
+    Vec<model::Endpoint>,
+    ConnectionIdentity,
+    Option<policy::HealthCheck>,
+);
+
 /// The endpoints a retry layer's earlier attempts went to, carried in the request's
 /// extensions so that a retry prefers another endpoint (bit `i` = endpoint `i`; endpoints
 /// past the 64th are not remembered).
@@ -340,18 +349,37 @@ impl Cluster {
             Some(dns) => {
                 // One discovery per cluster, kept while what it resolves and how it
                 // connects stay the same.
-                let discovery_config = (
+                let discovery_config: DiscoveryConfig = (
                     dns.clone(),
                     config.endpoints.clone(),
                     identity,
                     policy.health_check.clone(),
                 );
+                // A reload that changes it starts the new discovery from the old one's
+                // addresses and endpoints, so the cluster is not empty until the first answer.
+                let seed = carry
+                    .previous::<DiscoveryConfig, discovery::Discovery>(
+                        "dns_discovery",
+                        &config.name,
+                    )
+                    .filter(|(previous, _)| *previous != discovery_config)
+                    .map(|(previous, old)| {
+                        let keep = discovery::Keep {
+                            connections: previous.2 == discovery_config.2,
+                            checkers: previous.2 == discovery_config.2
+                                && previous.3 == discovery_config.3,
+                            checked: policy.health_check.is_some(),
+                        };
+                        old.seed(&previous.1, &config.endpoints, &keep)
+                    })
+                    .unwrap_or_default();
                 let discovery = carry
                     .obtain("dns_discovery", &config.name, &discovery_config, || {
                         Ok::<_, Infallible>(discovery::Discovery::start(
                             &config.name,
                             &config.endpoints,
                             dns,
+                            seed,
                         ))
                     })
                     .unwrap_or_else(|never| match never {});
@@ -477,6 +505,12 @@ impl Cluster {
         let pick = set.balancer.pick(&candidates, key);
         let avoid = tried.map_or(0, |t| t.endpoints.load(Relaxed));
         Failover::new(candidates, pick, avoid)
+    }
+
+    /// The cluster's balancer hashes on the client (its address, or its consumer with the
+    /// address as fallback): routes to it carry the client address in their context.
+    pub(crate) fn hashes_on_client(&self) -> bool {
+        matches!(self.hash_key, Some(HashKey::ClientIp | HashKey::Consumer))
     }
 
     /// The circuit breaker's active-request slot for one request.
@@ -710,7 +744,7 @@ impl Cluster {
         endpoint: &Arc<EndpointPool<Body>>,
         req: Request<Body>,
     ) -> Attempt {
-        let mut lease = match endpoint.connect_http1(false).await {
+        let mut lease = match endpoint.connect_http1(false, pool::Opener::Request).await {
             Ok(lease) => lease,
             Err(error) => return Attempt::NotSent(req, error),
         };
@@ -737,7 +771,7 @@ impl Cluster {
         client_side: DownstreamUpgrade,
     ) -> Attempt {
         let req = to_http1(req, &self.host);
-        let mut lease = match endpoint.connect_http1(true).await {
+        let mut lease = match endpoint.connect_http1(true, pool::Opener::Request).await {
             Ok(lease) => lease,
             Err(error) => return Attempt::NotSent(req, error),
         };

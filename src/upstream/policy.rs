@@ -89,6 +89,8 @@ pub(crate) enum HashKey {
     Cookie(String),
     ClientIp,
     Path,
+    /// The authenticated consumer's id; the client address for anonymous requests.
+    Consumer,
 }
 
 impl HashKey {
@@ -98,6 +100,7 @@ impl HashKey {
             HashKey::Cookie(name) => format!("cookie {name}"),
             HashKey::ClientIp => "the client IP".into(),
             HashKey::Path => "the path".into(),
+            HashKey::Consumer => "the consumer (anonymous requests: the client IP)".into(),
         }
     }
 }
@@ -339,7 +342,7 @@ pub(crate) struct LoadBalancingFile {
     pub(crate) peak_ewma: Option<bool>,
     /// least_request with peak_ewma: how fast old latencies fade. Default `10s`.
     pub(crate) ewma_decay: Option<String>,
-    /// consistent_hash: `header:NAME`, `cookie:NAME`, `client_ip` or `path`.
+    /// consistent_hash: `header:NAME`, `cookie:NAME`, `client_ip`, `consumer` or `path`.
     pub(crate) hash_on: Option<String>,
     /// consistent_hash: `ring` (default) or `maglev`.
     pub(crate) hash_table: Option<String>,
@@ -654,7 +657,7 @@ fn balancing(
             let Some(text) = lb.hash_on.as_deref() else {
                 checker.report(
                     path,
-                    "consistent_hash needs `hash_on`: header:NAME, cookie:NAME, client_ip or \
+                    "consistent_hash needs `hash_on`: header:NAME, cookie:NAME, client_ip, consumer or \
                      path",
                 );
                 return None;
@@ -813,8 +816,10 @@ fn hash_key(text: &str) -> Result<HashKey, String> {
         }
         None if text == "client_ip" => Ok(HashKey::ClientIp),
         None if text == "path" => Ok(HashKey::Path),
+        None if text == "consumer" => Ok(HashKey::Consumer),
         _ => Err(format!(
-            "unknown hash key {text:?}: expected header:NAME, cookie:NAME, client_ip or path"
+            "unknown hash key {text:?}: expected header:NAME, cookie:NAME, client_ip, \
+             consumer or path"
         )),
     }
 }
@@ -1020,6 +1025,7 @@ mod tests {
     #[test]
     fn hash_keys_parse() {
         assert_eq!(hash_key("client_ip"), Ok(HashKey::ClientIp));
+        assert_eq!(hash_key("consumer"), Ok(HashKey::Consumer));
         assert_eq!(hash_key("path"), Ok(HashKey::Path));
         assert_eq!(
             hash_key("header:X-User"),

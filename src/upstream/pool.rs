@@ -232,8 +232,9 @@ where
     pub(crate) async fn connect_http1(
         self: &Arc<Self>,
         upgrades: bool,
+        opener: Opener,
     ) -> Result<Lease<B>, ConnectError> {
-        let (io, slot) = self.dial().await?;
+        let (io, slot) = self.dial(opener).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -266,7 +267,7 @@ where
                 return Ok(sender.clone());
             }
         }
-        let (io, slot) = self.dial().await?;
+        let (io, slot) = self.dial(Opener::Request).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
             .await
@@ -283,19 +284,42 @@ where
         Ok(sender)
     }
 
+    /// A new HTTP/2 connection of a health probe's own, never shared with requests (so that
+    /// it need not count against the circuit breaker).
+    pub(crate) async fn connect_http2_for_probe(
+        &self,
+    ) -> Result<http2::SendRequest<B>, ConnectError> {
+        let (io, slot) = self.dial(Opener::Probe).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                endpoint: self.label.to_string(),
+                source,
+            })?;
+        spawn_driver(self.label.clone(), conn, slot);
+        Ok(sender)
+    }
+
     /// TCP connect, then the TLS handshake for a TLS cluster; both within the connect
-    /// timeout. The cluster's circuit breaker counts the wait as a pending request and the
-    /// connection as open until its driver ends (the returned slot); either limit reached
-    /// fails at once.
-    pub(crate) async fn dial(&self) -> Result<(TokioIo<UpstreamIo>, Option<Slot>), ConnectError> {
-        let _pending = self
-            .limits
-            .take(Limit::PendingRequests, self.max_pending)
-            .map_err(ConnectError::Overflow)?;
-        let slot = self
-            .limits
-            .take(Limit::Connections, self.max_connections)
-            .map_err(ConnectError::Overflow)?;
+    /// timeout. For a request, the cluster's circuit breaker counts the wait as a pending
+    /// request and the connection as open until its driver ends (the returned slot); either
+    /// limit reached fails at once.
+    pub(crate) async fn dial(
+        &self,
+        opener: Opener,
+    ) -> Result<(TokioIo<UpstreamIo>, Option<Slot>), ConnectError> {
+        let (_pending, slot) = match opener {
+            Opener::Request => (
+                self.limits
+                    .take(Limit::PendingRequests, self.max_pending)
+                    .map_err(ConnectError::Overflow)?,
+                self.limits
+                    .take(Limit::Connections, self.max_connections)
+                    .map_err(ConnectError::Overflow)?,
+            ),
+            Opener::Probe => (None, None),
+        };
         let attempt = async {
             let stream = match self.literal {
                 Some(addr) => TcpStream::connect(addr).await,
@@ -337,6 +361,16 @@ where
         self.metrics.connections_opened.fetch_add(1, Relaxed);
         Ok((TokioIo::new(stream), slot))
     }
+}
+
+/// Who a new connection is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opener {
+    /// Requests: it counts against the cluster's circuit breaker.
+    Request,
+    /// The gateway's own health probe: it does not, so that a breaker full of requests
+    /// neither refuses a probe nor, through that, marks a healthy endpoint unhealthy.
+    Probe,
 }
 
 /// Run an upstream connection's driver in its own task (once per connection); the

@@ -685,3 +685,87 @@ routes:
     let text = metrics(gw.admin.expect("admin")).await;
     assert!(!text.contains(&series), "b is gone from /metrics");
 }
+
+#[tokio::test]
+async fn hashing_on_the_client_uses_its_address_before_rewrites_and_its_consumer() {
+    let (a, b, c) = (
+        echo_backend("a").await,
+        echo_backend("b").await,
+        echo_backend("c").await,
+    );
+    let consumers: String = (0..8)
+        .map(|i| {
+            format!(
+                "  - {{ id: c{i}, api_keys: [\"{}\"] }}\n",
+                portico::keys::digest(&format!("pk_test_c{i}_0123456789"))
+            )
+        })
+        .collect();
+    let gw = TestGateway::start(&config(&format!(
+        r#"consumers:
+{consumers}auth_providers:
+  - {{ name: keys, api_key: {{ header: x-api-key }} }}
+trusted_proxies: {{ addresses: [127.0.0.1] }}
+clusters:
+  - name: by_consumer
+    endpoints: ["{a}", "{b}", "{c}"]
+    load_balancing: {{ policy: consistent_hash, hash_on: consumer }}
+  - name: by_ip
+    endpoints: ["{a}", "{b}", "{c}"]
+    load_balancing: {{ policy: consistent_hash, hash_on: client_ip }}
+routes:
+  - match: {{ path_prefix: /keyed }}
+    cluster: by_consumer
+    auth: {{ providers: [keys] }}
+  - match: {{ path_prefix: /open }}
+    cluster: by_consumer
+  - match: {{ path_prefix: /ip }}
+    cluster: by_ip
+    request_headers: {{ set: {{ x-forwarded-for: 198.51.100.1 }} }}
+"#
+    )))
+    .await;
+    let mut client = Client::new(gw.addr).await;
+    let mut backend_of = async |path: &str, headers: &[(&str, &str)]| {
+        let reply = client.get(path, headers).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.headers["x-backend"]
+            .to_str()
+            .expect("name")
+            .to_string()
+    };
+
+    // By address: the client the trusted proxy (the test, on 127.0.0.1) names, not the
+    // value the route writes into X-Forwarded-For.
+    for path in ["/ip", "/open"] {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..12 {
+            let client_ip = format!("203.0.113.{i}");
+            let first = backend_of(path, &[("x-forwarded-for", &client_ip)]).await;
+            let again = backend_of(path, &[("x-forwarded-for", &client_ip)]).await;
+            assert_eq!(first, again, "{path}: {client_ip} sticks to its endpoint");
+            seen.insert(first);
+        }
+        assert!(seen.len() > 1, "{path}: clients spread, got {seen:?}");
+    }
+
+    // By consumer: wherever the consumer calls from, the same endpoint.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..8 {
+        let key = format!("pk_test_c{i}_0123456789");
+        let mut endpoints = std::collections::HashSet::new();
+        for from in 0..4 {
+            let client_ip = format!("203.0.113.{from}");
+            endpoints.insert(
+                backend_of(
+                    "/keyed",
+                    &[("x-api-key", &key), ("x-forwarded-for", &client_ip)],
+                )
+                .await,
+            );
+        }
+        assert_eq!(endpoints.len(), 1, "consumer c{i} sticks: {endpoints:?}");
+        seen.extend(endpoints);
+    }
+    assert!(seen.len() > 1, "consumers spread, got {seen:?}");
+}

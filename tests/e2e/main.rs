@@ -12,6 +12,7 @@ mod auth_jwt;
 mod auth_keys;
 mod auth_oauth2;
 mod balancing;
+mod breaker;
 mod canary;
 mod cli;
 mod compression;

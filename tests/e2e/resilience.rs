@@ -1,5 +1,8 @@
 //! Resilience end to end: retries (what is retried, what never is), the retry budget, the
-//! circuit breaker's fast 503, and a backend killed under load.
+//! circuit breaker's fast 503, and a backend killed under load. Killed between requests, a
+//! backend costs nothing even without retries (pooled connections that closed and refused
+//! connects fail over before the request leaves); killed holding a request, only a retry
+//! saves it (`a_retry_saves_the_get_a_backend_dies_holding`, which fails without `retry`).
 
 use crate::balancing::Client;
 use crate::common::*;
@@ -359,4 +362,63 @@ routes:
         );
     }
     assert_eq!(attempts, [2, 2]);
+}
+
+#[tokio::test]
+async fn a_retry_saves_the_get_a_backend_dies_holding() {
+    let a = Killable::start("a", "127.0.0.1:0".parse().expect("addr")).await;
+    // b takes requests and never answers: the test kills it (listener and connections)
+    // once it holds one, so that request's connection ends without a response.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let b = listener.local_addr().expect("addr");
+    let b_tasks = Arc::new(std::sync::Mutex::new(JoinSet::new()));
+    let spawner = b_tasks.clone();
+    b_tasks.lock().expect("tasks").spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let arrived = arrived_tx.clone();
+            let service = hyper::service::service_fn(move |_req| {
+                let arrived = arrived.clone();
+                async move {
+                    let _ = arrived.send(());
+                    std::future::pending::<()>().await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full("never")))
+                }
+            });
+            spawner.lock().expect("tasks").spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    let gw = TestGateway::start(&admin_config(&format!(
+        r#"clusters:
+  - name: two
+    endpoints: ["{}", "{b}"]
+routes:
+  - {{ cluster: two, retry: {{ retries: 1, backoff_base: 1ms, backoff_max: 1ms }} }}
+"#,
+        a.addr
+    )))
+    .await;
+    let killer = tokio::spawn(async move {
+        arrived.recv().await;
+        b_tasks.lock().expect("tasks").abort_all();
+    });
+    // Round robin: one of the first two GETs goes to b, which dies holding it. The request
+    // was sent, so only a retry (to a) can answer it.
+    let mut client = Client::new(gw.addr).await;
+    for _ in 0..6 {
+        let reply = client.get("/", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.headers["x-backend"], "a");
+    }
+    within("b killed", killer).await.expect("killer");
+    let retries = format!(
+        "portico_upstream_endpoint_retries_total{{cluster=\"two\",endpoint=\"{}\"}}",
+        a.addr
+    );
+    assert_eq!(gw.metric(&retries).await, 1);
 }

@@ -11,11 +11,19 @@
 //!   keys between the other endpoints too when one joins or leaves.
 //!
 //! The key is hashed from the request ([`request_key`]) only for clusters with this policy.
+//! The client address (`client_ip`, and `consumer` for anonymous requests) is the one the
+//! gateway found before the route's policies ran (`client_ip.rs`, trusted proxies applied),
+//! carried in the request context: a route's header rewrites cannot change it. The
+//! consumer is the one auth established (`middleware/auth`).
 
 use super::{Balancer, Candidates};
+use crate::context::RequestContext;
+use crate::middleware::auth::identity::Identity;
 use crate::upstream::policy::{HashKey, HashTable};
 use http::header::COOKIE;
 use http::Request;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 pub(crate) enum ConsistentHash {
     /// Sorted (point, endpoint).
@@ -139,17 +147,27 @@ pub(crate) fn request_key<B>(key: &HashKey, req: &Request<B>) -> u64 {
                 let (n, v) = pair.trim().split_once('=')?;
                 (n == name).then(|| hash_bytes(v.as_bytes()))
             }),
-        // The gateway appended the peer's address last (forwarding.rs).
-        HashKey::ClientIp => req
-            .headers()
-            .get_all(&crate::forwarding::X_FORWARDED_FOR)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-            .map(|ip| hash_bytes(ip.trim_ascii())),
+        HashKey::ClientIp => client_key(req),
         HashKey::Path => Some(hash_bytes(req.uri().path().as_bytes())),
+        HashKey::Consumer => match req
+            .extensions()
+            .get::<Arc<Identity>>()
+            .and_then(|identity| identity.consumer.as_ref())
+        {
+            // Distinct from any address's hash: a consumer id is hashed with a tag.
+            Some(consumer) => Some(hash_bytes(format!("c={}", consumer.id).as_bytes())),
+            None => client_key(req),
+        },
     };
     found.unwrap_or_else(|| fastrand::u64(..))
+}
+
+/// The hash of the client's address from the request context.
+fn client_key<B>(req: &Request<B>) -> Option<u64> {
+    Some(match RequestContext::of(req)?.client? {
+        IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+        IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+    })
 }
 
 #[cfg(test)]
@@ -230,12 +248,16 @@ mod tests {
 
     #[test]
     fn keys_come_from_the_request() {
-        let req = Request::get("/a/b")
+        let mut req = Request::get("/a/b")
             .header("x-user", "alice")
             .header("cookie", "theme=dark; sid=42")
             .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
             .body(())
             .expect("request");
+        // The client address the gateway found (not the header, which a route may rewrite).
+        let mut context = crate::context::test_context(([127, 0, 0, 1], 1).into(), None);
+        context.client = Some(IpAddr::from([192, 0, 2, 7]));
+        req.extensions_mut().insert(context);
         let header = HashKey::Header(http::HeaderName::from_static("x-user"));
         assert_eq!(request_key(&header, &req), hash_bytes(b"alice"));
         assert_eq!(
@@ -244,7 +266,12 @@ mod tests {
         );
         assert_eq!(
             request_key(&HashKey::ClientIp, &req),
-            hash_bytes(b"10.0.0.1")
+            hash_bytes(&[192, 0, 2, 7])
+        );
+        // Anonymous: the consumer key falls back to the client address.
+        assert_eq!(
+            request_key(&HashKey::Consumer, &req),
+            hash_bytes(&[192, 0, 2, 7])
         );
         assert_eq!(request_key(&HashKey::Path, &req), hash_bytes(b"/a/b"));
     }
