@@ -115,6 +115,11 @@ macro_rules! route_policies {
             pub(crate) fn reads_context(&self) -> bool {
                 false $(|| self.$field.reads_context())*
             }
+
+            /// Whether any policy's layer reads the caller's identity.
+            pub(crate) fn reads_identity(&self) -> bool {
+                false $(|| self.$field.reads_identity())*
+            }
         }
     };
 }

@@ -104,7 +104,12 @@ pub(crate) fn build_route_stack(
         // byte of the body is read (or a `100 Continue` invites it).
         BodyLimitLayer::new(&policies.body_limit),
         // Who may call: decided before the route does any work for the caller.
-        AuthLayer::new(&policies.auth, &services.auth, route),
+        AuthLayer::new(
+            &policies.auth,
+            &services.auth,
+            route,
+            shares_identity(policies, &cluster, clusters),
+        ),
         // How much: keyed by the identity auth establishes; a 429 is rendered by the rescue
         // layer and decorated like any answer. Its headers join the response on the way back.
         RateLimitLayer::new(&services.rate_limit, route),
@@ -162,6 +167,18 @@ pub(crate) async fn call(stack: &RouteStack, req: Request<Body>) -> Response<Bod
         Ok(response) => response,
         Err(never) => match never {},
     }
+}
+
+/// Whether a layer below auth reads the caller's identity: a policy that says so, or a
+/// cluster the route may call that hashes on the consumer.
+fn shares_identity(policies: &RoutePolicies, cluster: &Cluster, clusters: &[Arc<Cluster>]) -> bool {
+    policies.reads_identity()
+        || cluster.hashes_on_consumer()
+        || policies
+            .split
+            .targets
+            .iter()
+            .any(|(index, ..)| clusters.get(*index).is_some_and(|c| c.hashes_on_consumer()))
 }
 
 #[cfg(test)]

@@ -45,6 +45,12 @@ pub(crate) trait RoutePolicy: Sized {
     fn reads_context(&self) -> bool {
         false
     }
+    /// Whether this policy's layer reads the caller's identity that auth establishes (a
+    /// consumer key, a claim, a plan). Auth shares the identity with the layers below it
+    /// only on routes that have such a reader.
+    fn reads_identity(&self) -> bool {
+        false
+    }
     /// Whether a scalar at `path` (below the route, e.g. `[max_body_size]`) is text even
     /// where YAML reads a number or a boolean (sizes, header values).
     fn wants_text(path: &[Seg]) -> bool {

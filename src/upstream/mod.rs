@@ -513,6 +513,12 @@ impl Cluster {
         matches!(self.hash_key, Some(HashKey::ClientIp | HashKey::Consumer))
     }
 
+    /// The cluster's balancer hashes on the caller's consumer: routes to it share the
+    /// identity auth establishes with the balancer.
+    pub(crate) fn hashes_on_consumer(&self) -> bool {
+        matches!(self.hash_key, Some(HashKey::Consumer))
+    }
+
     /// The circuit breaker's active-request slot for one request.
     fn admit(&self) -> Result<Option<Slot>, GatewayError> {
         self.limits

@@ -280,7 +280,10 @@ async fn a_consumers_file_reloads_on_its_own_and_a_bad_one_changes_nothing() {
             .iter()
             .map(|(id, key)| serde_json::json!({"id": id, "api_keys": [digest(key)]}))
             .collect();
-        std::fs::write(&consumers, serde_json::to_string(&list).unwrap()).unwrap();
+        // Whole or not at all: the gateway polls the file and must never read half of it.
+        let staged = consumers.with_extension("staged");
+        std::fs::write(&staged, serde_json::to_string(&list).unwrap()).unwrap();
+        std::fs::rename(&staged, &consumers).unwrap();
     };
     write_consumers(&[("first", "pk_first_key")]);
     let config_path = dir.path().join("portico.yaml");

@@ -206,7 +206,10 @@ async fn a_reloaded_consumers_file_naming_an_undeclared_plan_is_refused_whole() 
                 serde_json::json!({"id": id, "plan": plan, "api_keys": [portico::keys::digest(key)]})
             })
             .collect();
-        std::fs::write(&consumers, serde_json::to_string(&list).unwrap()).unwrap();
+        // Whole or not at all: the gateway polls the file and must never read half of it.
+        let staged = consumers.with_extension("staged");
+        std::fs::write(&staged, serde_json::to_string(&list).unwrap()).unwrap();
+        std::fs::rename(&staged, &consumers).unwrap();
     };
     const ACME: &str = "pk_test_acme_0123456789";
     const BETA: &str = "pk_test_beta_0123456789";

@@ -41,6 +41,10 @@ pub(crate) struct RouteAuth {
     /// `None` for a route that takes no credentials.
     credentials: Option<CredentialCheck>,
     counters: AuthCounters,
+    /// A layer below reads the identity (a rate limit by consumer, hashing on the
+    /// consumer): it goes into the request's extensions. Otherwise it is only used here
+    /// (forwarded headers) and noted for the access log.
+    shares_identity: bool,
 }
 
 struct CredentialCheck {
@@ -57,7 +61,13 @@ pub(crate) struct AuthLayer {
 }
 
 impl AuthLayer {
-    pub(crate) fn new(policy: &AuthPolicy, services: &AuthServices, route: &str) -> AuthLayer {
+    /// `shares_identity`: a layer below the auth layer reads the caller's identity.
+    pub(crate) fn new(
+        policy: &AuthPolicy,
+        services: &AuthServices,
+        route: &str,
+        shares_identity: bool,
+    ) -> AuthLayer {
         if !policy.client_certificate && policy.rules.is_none() {
             return AuthLayer { auth: None };
         }
@@ -86,6 +96,7 @@ impl AuthLayer {
                 client_certificate: policy.client_certificate,
                 credentials,
                 counters: AuthCounters::new(&services.metrics, route),
+                shares_identity,
             })),
         }
     }
@@ -264,7 +275,9 @@ impl RouteAuth {
         if let Some(note) = req.extensions().get::<IdentityNote>() {
             note.note(identity);
         }
-        req.extensions_mut().insert(identity.clone());
+        if self.shares_identity {
+            req.extensions_mut().insert(identity.clone());
+        }
         self.counters.count(AuthOutcome::Ok);
         Ok(())
     }
@@ -494,7 +507,7 @@ mod tests {
         let mut req = Request::new(Body::empty());
         req.extensions_mut()
             .insert(test_context(([192, 0, 2, 1], 40000).into(), tls));
-        AuthLayer::new(policy, &AuthServices::empty(), "r")
+        AuthLayer::new(policy, &AuthServices::empty(), "r", true)
             .layer(Below::ok())
             .call(req)
             .await
@@ -515,7 +528,8 @@ mod tests {
     #[tokio::test]
     async fn without_a_context_a_requirement_refuses() {
         let mut service =
-            AuthLayer::new(&certificate_required(), &AuthServices::empty(), "r").layer(Below::ok());
+            AuthLayer::new(&certificate_required(), &AuthServices::empty(), "r", true)
+                .layer(Below::ok());
         let error = service
             .call(Request::new(Body::empty()))
             .await

@@ -145,6 +145,12 @@ impl RoutePolicy for ConcurrencyPolicy {
             .as_ref()
             .is_some_and(|s| s.key.needs_context() || s.fallback.needs_context())
     }
+
+    fn reads_identity(&self) -> bool {
+        self.settings
+            .as_ref()
+            .is_some_and(|s| s.key.needs_identity() || s.fallback.needs_identity())
+    }
 }
 
 /// The slots of one route: in flight per key.

@@ -65,6 +65,11 @@ impl KeyPart {
         matches!(self, KeyPart::ClientIp)
     }
 
+    /// Whether finding this part needs the identity auth establishes.
+    pub(crate) fn needs_identity(&self) -> bool {
+        matches!(self, KeyPart::Consumer | KeyPart::Claim(_))
+    }
+
     pub(crate) fn label(&self) -> String {
         match self {
             KeyPart::Consumer => String::from("consumer"),
@@ -93,6 +98,10 @@ impl KeySpec {
 
     pub(crate) fn needs_context(&self) -> bool {
         self.parts.iter().any(KeyPart::needs_context)
+    }
+
+    pub(crate) fn needs_identity(&self) -> bool {
+        self.parts.iter().any(KeyPart::needs_identity)
     }
 
     /// The key of `req` on `route`, or `None` when a part is missing. `trusted` decides the

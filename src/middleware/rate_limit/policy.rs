@@ -278,6 +278,13 @@ impl RoutePolicy for RateLimitPolicy {
             .as_ref()
             .is_some_and(|l| l.key.needs_context() || l.fallback.needs_context())
     }
+
+    /// Consumer and claim keys, and plans (the consumer's), come from the identity.
+    fn reads_identity(&self) -> bool {
+        self.limits
+            .as_ref()
+            .is_some_and(|l| l.plan || l.key.needs_identity() || l.fallback.needs_identity())
+    }
 }
 
 /// Whether the route authenticates its callers (and so may have a consumer and claims).
