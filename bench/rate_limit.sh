@@ -80,7 +80,7 @@ for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q 
 TOKEN=$(python3 "$RL" token)
 {
   echo "date: $(date -u +%FT%TZ)"; echo "binary: $BINARY"; "$RUN/portico" --version 2>/dev/null || true
-  echo "uptime before: $(uptime)"; redis-server --version; nginx -v 2>&1; wrk -v 2>&1 | head -1
+  echo "uptime before: $(uptime)"; redis-server --version; nginx -v 2>&1; { wrk -v 2>&1 || true; } | head -1
 } > "$RUN/env.txt"
 RUNS=$RUN/runs.jsonl
 : > "$RUNS"
@@ -111,7 +111,7 @@ d.update(variant=sys.argv[2], round=int(sys.argv[3]), cpu_us_per_req=ticks * 1e6
          cpu_util=ticks / tck / (w1 - w0))
 print(json.dumps(d))
 PY
-    tail -n 1 "$RUNS" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(f"[rate-limit] r{d[\"round\"]} {d[\"variant\"]:<6} {d[\"rps\"]:8.0f} req/s  CPU {d[\"cpu_us_per_req\"]:6.2f} µs/req  p50 {d[\"p50_us\"]} µs  p99 {d[\"p99_us\"]} µs  non-2xx {d[\"requests\"] - d[\"ok\"]}")'
+    tail -n 1 "$RUNS" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print("[rate-limit] r{round} {variant:<6} {rps:8.0f} req/s  CPU {cpu_us_per_req:6.2f} µs/req  p50 {p50_us} µs  p99 {p99_us} µs  non-2xx {bad}".format(bad=d["requests"] - d["ok"], **d))'
   done
 done
 echo "uptime after: $(uptime)" >> "$RUN/env.txt"
