@@ -172,18 +172,12 @@ impl Runtime {
             .routes
             .iter()
             .map(|route| {
+                let own = route.cluster_index.and_then(|index| clusters.get(index));
                 let client_address = route
-                    .cluster_index
-                    .into_iter()
-                    .chain(
-                        route
-                            .policies
-                            .split
-                            .targets
-                            .iter()
-                            .map(|(index, ..)| *index),
-                    )
-                    .any(|index| clusters.get(index).is_some_and(|c| c.hashes_on_client()));
+                    .policies
+                    .split
+                    .clusters(own, &clusters)
+                    .any(|c| c.hashes_on_client());
                 RouteEntry {
                     record: RouteRecord {
                         name: route.name.as_str().into(),

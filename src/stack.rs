@@ -171,14 +171,16 @@ pub(crate) async fn call(stack: &RouteStack, req: Request<Body>) -> Response<Bod
 
 /// Whether a layer below auth reads the caller's identity: a policy that says so, or a
 /// cluster the route may call that hashes on the consumer.
-fn shares_identity(policies: &RoutePolicies, cluster: &Cluster, clusters: &[Arc<Cluster>]) -> bool {
+fn shares_identity(
+    policies: &RoutePolicies,
+    cluster: &Arc<Cluster>,
+    clusters: &[Arc<Cluster>],
+) -> bool {
     policies.reads_identity()
-        || cluster.hashes_on_consumer()
         || policies
             .split
-            .targets
-            .iter()
-            .any(|(index, ..)| clusters.get(*index).is_some_and(|c| c.hashes_on_consumer()))
+            .clusters(Some(cluster), clusters)
+            .any(|c| c.hashes_on_consumer())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use super::response::{server_streaming, unary, Rendering};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::middleware::timeout::TimeoutPolicy;
+use crate::middleware::BoxedAnswer;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, TE};
 use http::{Method, Request, Response, Uri};
@@ -144,8 +145,6 @@ fn classify(req: &Request<Body>) -> RequestKind {
     }
     RequestKind::Http
 }
-
-type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
 impl<S> Service<Request<Body>> for Grpc<S>
 where

@@ -11,6 +11,17 @@
 //! [`crate::error::GatewayError`]; the rescue layer renders it, and the layers above it
 //! (response decorators) see the rendered answer like any other response.
 
+use crate::body::Body;
+use crate::error::GatewayError;
+use http::Response;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A route's answer on its way, boxed: for the paths that must wait in a future of their own
+/// (an IdP or Redis to ask, a cluster picked per request, retries).
+pub(crate) type BoxedAnswer =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
 pub(crate) mod auth;
 pub(crate) mod body_limit;
 pub(crate) mod captures;

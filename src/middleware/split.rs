@@ -11,11 +11,10 @@ use crate::chance;
 use crate::config::check::{Description, RouteCheck, RoutePolicy};
 use crate::error::GatewayError;
 use crate::middleware::retry::{RetryPolicy, Retrying};
+use crate::middleware::BoxedAnswer;
 use crate::upstream::{Cluster, Upstream};
 use http::{Request, Response};
 use serde::{Deserialize, Serialize};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
@@ -30,6 +29,20 @@ pub(crate) struct SplitPolicy {
 impl SplitPolicy {
     pub(crate) fn chooses_cluster(&self) -> bool {
         !self.targets.is_empty()
+    }
+
+    /// The clusters a route may call: `own` (its `cluster`, if any) and its split's, from
+    /// the runtime's `clusters` by config index.
+    pub(crate) fn clusters<'c>(
+        &'c self,
+        own: Option<&'c Arc<Cluster>>,
+        clusters: &'c [Arc<Cluster>],
+    ) -> impl Iterator<Item = &'c Arc<Cluster>> {
+        own.into_iter().chain(
+            self.targets
+                .iter()
+                .filter_map(|(index, ..)| clusters.get(*index)),
+        )
     }
 }
 
@@ -169,18 +182,16 @@ impl WeightedClusters {
     }
 }
 
-type SendFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
-
 impl Service<Request<Body>> for Destination {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = SendFuture;
+    type Future = BoxedAnswer;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> SendFuture {
+    fn call(&mut self, req: Request<Body>) -> BoxedAnswer {
         match self {
             Destination::One(upstream) => upstream.call(req),
             Destination::Split(weighted) => match weighted.pick() {

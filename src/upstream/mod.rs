@@ -51,8 +51,6 @@ use limits::{ClusterLimits, Limit, Slot};
 use policy::{BalancingPolicy, ClusterPolicy, HashKey};
 use pool::{ConnectError, Connections, EndpointPool, Lease, PoolSetup};
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -1001,7 +999,7 @@ impl Upstream {
 impl tower_service::Service<Request<Body>> for Upstream {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+    type Future = crate::middleware::BoxedAnswer;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))

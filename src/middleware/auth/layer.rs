@@ -25,6 +25,7 @@ use super::providers::{AuthServices, Check, Provider};
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
+use crate::middleware::BoxedAnswer;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use serde_json::Value;
@@ -118,8 +119,6 @@ pub(crate) struct Auth<S> {
     inner: S,
     auth: Option<Arc<RouteAuth>>,
 }
-
-type Waiting = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
 impl<S> Service<Request<Body>> for Auth<S>
 where
@@ -449,7 +448,7 @@ pin_project! {
             #[pin]
             future: F,
         },
-        Waiting { future: Waiting },
+        Waiting { future: BoxedAnswer },
     }
 }
 

@@ -22,6 +22,7 @@ use super::services::{PlanLimiter, RateLimitServices, RouteLimiter};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::middleware::auth::identity::Identity;
+use crate::middleware::BoxedAnswer;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -78,8 +79,6 @@ pub(crate) struct RateLimit<S> {
     inner: S,
     limiter: Option<Arc<RouteLimiter>>,
 }
-
-type Waiting = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
 impl<S> Service<Request<Body>> for RateLimit<S>
 where
@@ -380,7 +379,7 @@ pin_project! {
             // rate limit keeps a small future.
             headers: Box<[(HeaderName, HeaderValue)]>,
         },
-        Waiting { future: Waiting },
+        Waiting { future: BoxedAnswer },
     }
 }
 
