@@ -111,6 +111,11 @@ macro_rules! route_policies {
                 self.split.chooses_cluster()
             }
 
+            /// Whether a policy gives the route a layer beyond the lean stack's.
+            pub(crate) fn adds_layers(&self) -> bool {
+                false $(|| self.$field.adds_layer())*
+            }
+
             /// Whether any policy's layer reads the request context.
             pub(crate) fn reads_context(&self) -> bool {
                 false $(|| self.$field.reads_context())*

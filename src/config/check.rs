@@ -39,6 +39,12 @@ pub(crate) trait RoutePolicy: Sized {
     /// The lines `portico explain` prints for a request with this (normalised) path; nothing
     /// when the policy does nothing.
     fn describe(&self, request_path: &str, out: &mut Description);
+    /// Whether the policy gives this route's stack a layer that does something. A route for
+    /// which no policy does gets the lean stack (rescue → body limit → timeout → upstream,
+    /// see `stack.rs`): it pays nothing for the other layers, not even their switched-off
+    /// branches. Policies whose work the lean stack's own layers do (body limit, timeout,
+    /// retries, traffic split) say `false`.
+    fn adds_layer(&self) -> bool;
     /// Whether this policy's layer reads the request context (`context.rs`). The gateway
     /// puts a context in a request's extensions only for routes with such a policy, so that
     /// a route without one pays nothing for it.

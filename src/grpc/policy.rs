@@ -138,6 +138,10 @@ impl RoutePolicy for GrpcPolicy {
     const KEYS: &'static [&'static str] = &["grpc_transcode", "grpc_web"];
     type File = GrpcPolicyFile;
 
+    fn adds_layer(&self) -> bool {
+        self.transcode.is_some() || self.web
+    }
+
     fn check(file: &GrpcPolicyFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let web = file.grpc_web.unwrap_or(false);
         let cluster = route

@@ -40,6 +40,11 @@ impl RoutePolicy for BodyLimitPolicy {
     const KEYS: &'static [&'static str] = &["max_body_size"];
     type File = BodyLimitFile;
 
+    /// No: every route has a body limit: its layer is in every stack.
+    fn adds_layer(&self) -> bool {
+        false
+    }
+
     fn check(file: &BodyLimitFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let path = route.key("max_body_size");
         let max_body_size =

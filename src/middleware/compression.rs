@@ -143,6 +143,10 @@ impl RoutePolicy for CompressionPolicy {
     const KEYS: &'static [&'static str] = &["compression", "request_decompression"];
     type File = CompressionRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.responses.is_some() || self.requests.is_some()
+    }
+
     fn check(file: &CompressionRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let responses = match &file.compression {
             None => Some(None),

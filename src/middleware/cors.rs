@@ -188,6 +188,10 @@ impl RoutePolicy for CorsPolicy {
     const KEYS: &'static [&'static str] = &["cors"];
     type File = CorsRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.settings.is_some()
+    }
+
     fn check(file: &CorsRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(file) = &file.cors else {
             return Some(CorsPolicy::default());

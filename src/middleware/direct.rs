@@ -89,6 +89,10 @@ impl RoutePolicy for DirectPolicy {
     const KEYS: &'static [&'static str] = &["direct_response", "redirect"];
     type File = DirectRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.answer.is_some()
+    }
+
     fn check(file: &DirectRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         match (&file.direct_response, &file.redirect) {
             (None, None) => Some(DirectPolicy::default()),

@@ -91,6 +91,10 @@ impl RoutePolicy for FaultPolicy {
     const KEYS: &'static [&'static str] = &["fault"];
     type File = FaultRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.faults.is_some()
+    }
+
     fn check(file: &FaultRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(file) = &file.fault else {
             return Some(FaultPolicy::default());

@@ -65,6 +65,10 @@ impl RoutePolicy for IpRulesPolicy {
     const KEYS: &'static [&'static str] = &["ip_rules"];
     type File = IpRulesRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.rules.is_some()
+    }
+
     fn check(file: &IpRulesRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(file) = &file.ip_rules else {
             return Some(IpRulesPolicy::default());

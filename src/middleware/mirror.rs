@@ -83,6 +83,10 @@ impl RoutePolicy for MirrorPolicy {
     const KEYS: &'static [&'static str] = &["mirror"];
     type File = MirrorRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.mirror.is_some()
+    }
+
     fn check(file: &MirrorRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(file) = &file.mirror else {
             return Some(MirrorPolicy::default());

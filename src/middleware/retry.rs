@@ -96,6 +96,11 @@ impl RoutePolicy for RetryPolicy {
     const KEYS: &'static [&'static str] = &["retry"];
     type File = RetryFile;
 
+    /// No: retries are the upstream call's own (`Destination`), in every stack.
+    fn adds_layer(&self) -> bool {
+        false
+    }
+
     fn check(file: &RetryFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(keys) = &file.retry else {
             return Some(RetryPolicy { retry: None });

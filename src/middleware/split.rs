@@ -66,6 +66,11 @@ impl RoutePolicy for SplitPolicy {
     const KEYS: &'static [&'static str] = &["traffic_split"];
     type File = SplitRouteFile;
 
+    /// No: the split chooses the cluster in `Destination`, in every stack.
+    fn adds_layer(&self) -> bool {
+        false
+    }
+
     fn check(file: &SplitRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(targets) = &file.traffic_split else {
             return Some(SplitPolicy::default());

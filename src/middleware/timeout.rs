@@ -48,6 +48,11 @@ impl RoutePolicy for TimeoutPolicy {
     const KEYS: &'static [&'static str] = &["timeout"];
     type File = TimeoutFile;
 
+    /// No: every route has a timeout: its layer is in every stack.
+    fn adds_layer(&self) -> bool {
+        false
+    }
+
     fn check(file: &TimeoutFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let path = route.key("timeout");
         let timeout =

@@ -331,6 +331,10 @@ impl RoutePolicy for TransformPolicy {
     ];
     type File = TransformFile;
 
+    fn adds_layer(&self) -> bool {
+        *self != TransformPolicy::default()
+    }
+
     fn check(file: &TransformFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let strip_prefix = check_strip_prefix(file, route);
         let path_rewrite = check_path_rewrite(file, route);

@@ -82,6 +82,10 @@ impl RoutePolicy for AuthPolicy {
     const KEYS: &'static [&'static str] = &["auth", "require_client_cert"];
     type File = AuthFile;
 
+    fn adds_layer(&self) -> bool {
+        self.client_certificate || self.rules.is_some()
+    }
+
     fn check(file: &AuthFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let auth = file.auth.clone().unwrap_or_default();
         let (certificate_key, client_certificate) =

@@ -71,6 +71,10 @@ impl RoutePolicy for ConcurrencyPolicy {
     const KEYS: &'static [&'static str] = &["concurrency_limit"];
     type File = ConcurrencyRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.settings.is_some()
+    }
+
     fn check(file: &ConcurrencyRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(file) = &file.concurrency_limit else {
             return Some(ConcurrencyPolicy::default());

@@ -165,6 +165,10 @@ impl RoutePolicy for RateLimitPolicy {
     const KEYS: &'static [&'static str] = &["rate_limit"];
     type File = RateLimitRouteFile;
 
+    fn adds_layer(&self) -> bool {
+        self.limits.is_some()
+    }
+
     fn check(file: &RateLimitRouteFile, route: &mut RouteCheck<'_, '_>) -> Option<Self> {
         let Some(file) = &file.rate_limit else {
             return Some(RateLimitPolicy::default());
