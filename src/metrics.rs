@@ -194,6 +194,8 @@ pub(crate) struct ListenerMetrics {
     pub accepted_connections: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub idle_closed: AtomicU64,
+    /// Idle HTTP/1 keep-alive connections parked (holding no HTTP buffers).
+    pub parked_connections: AtomicI64,
 }
 
 /// A family of labelled counters that a concern registers (auth outcomes, key-set
@@ -454,6 +456,20 @@ impl Metrics {
                 "portico_active_connections{{listener=\"{}\"}} {}",
                 escape(name),
                 m.active_connections.load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "portico_parked_connections",
+            "gauge",
+            "Idle HTTP/1.1 keep-alive connections parked: open, holding no HTTP buffers until the client's next request.",
+        );
+        for (name, m) in &listeners {
+            let _ = writeln!(
+                out,
+                "portico_parked_connections{{listener=\"{}\"}} {}",
+                escape(name),
+                m.parked_connections.load(Relaxed)
             );
         }
         header(

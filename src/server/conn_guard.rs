@@ -37,6 +37,16 @@
 //! open one more `idle_timeout` later (an HTTP/2 peer that never answers the GOAWAY's
 //! PING) is cut.
 //!
+//! # Parking idle keep-alive connections
+//!
+//! An HTTP/1 connection that has been idle for [`PARK_AFTER`] (nothing in flight, no byte
+//! of a next head, hyper waiting to read at a message boundary) is *parked*: the watchdog
+//! asks for it ([`WatchdogDecision::Park`]), the connection task ends hyper's connection
+//! without closing the socket ([`ConnState::begin_parking`] makes the guard skip the
+//! shutdown), keeps only the socket's readiness registration, and starts a fresh hyper
+//! connection over the same guard when the client sends its next request. hyper's read and
+//! write buffers (16 KiB) are freed meanwhile; the budgets above run on unchanged.
+//!
 //! To know where heads begin, the guard follows the HTTP/1 byte stream: a head, then a
 //! body whose length the head gives by a single `Content-Length` (or none), then the next
 //! head — so pipelined heads are timed and inspected too. After a head it cannot follow
@@ -108,6 +118,11 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How long an HTTP/1 keep-alive connection waits idle before it is parked (see the module
+/// documentation): long enough that a connection in steady use never is, short enough that
+/// a large population of mostly idle clients holds little memory.
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
+
 /// What the connection is doing, as far as its budgets are concerned.
 #[derive(Default)]
 pub(crate) struct ConnState {
@@ -130,6 +145,22 @@ pub(crate) struct ConnState {
     /// The first refused head of the connection: its number (counting from 1) shifted
     /// left by 8, or'ed with the [`HeadRefusal`] code; 0 = none.
     refused_head: AtomicU64,
+    /// The guard's last read found nothing while at a message boundary: hyper is waiting
+    /// for the next head (HTTP/1).
+    waiting_for_head: AtomicBool,
+    /// The idle period (its `idle_since_ms`) for which the watchdog asked the connection
+    /// task to park the connection; 0 = never asked.
+    park_requested: AtomicU64,
+    /// The connection task is ending hyper's connection to park it: the guard must not
+    /// shut the socket down.
+    parking: AtomicBool,
+    /// The connection's stream cannot be parked (TLS): it is watched like HTTP/2.
+    unparkable: AtomicBool,
+    /// The connection is parked: nothing can happen on it until it wakes (which it tells
+    /// the watchdog through `unparked`), so the watchdog need not look at it before its
+    /// idle deadline.
+    parked: AtomicBool,
+    unparked: tokio::sync::Notify,
     /// What the watchdog asked the connection task to do ([`Close`]), and how to wake it.
     close: AtomicU8,
     waker: atomic_waker::AtomicWaker,
@@ -153,6 +184,9 @@ pub(crate) enum WatchdogDecision {
     Wait(Duration),
     /// Nothing in flight for the idle timeout: close gracefully.
     Idle,
+    /// An HTTP/1 connection has been idle for [`PARK_AFTER`]: park it
+    /// ([`ConnState::request_park`] with this idle period).
+    Park(u64),
     /// A request head (for a new connection: its first request) was not received within the
     /// header budget: close now.
     HeadTimeout,
@@ -253,6 +287,16 @@ impl ConnState {
         self.heads_begun.store(0, Relaxed);
     }
 
+    /// The connection's stream cannot be parked (decided before hyper runs).
+    pub(crate) fn mark_unparkable(&self) {
+        self.unparkable.store(true, Relaxed);
+    }
+
+    /// Whether idle periods of this connection end in a park.
+    fn parks(&self, idle_timeout: Duration, park_after: Duration) -> bool {
+        !self.http2.load(Relaxed) && !self.unparkable.load(Relaxed) && park_after < idle_timeout
+    }
+
     /// Ask the connection task to close (the watchdog's side).
     pub(crate) fn request_close(&self, how: Close) {
         self.close.fetch_max(how as u8, Relaxed);
@@ -268,6 +312,54 @@ impl ConnState {
             1 => Close::Graceful,
             _ => Close::Abort,
         }
+    }
+
+    /// Ask the connection task to park the connection, idle since `idle_since` (the
+    /// watchdog's side).
+    pub(crate) fn request_park(&self, idle_since: u64) {
+        self.park_requested.store(idle_since, Relaxed);
+        self.waker.wake();
+    }
+
+    /// The idle period for which a park was last requested (0: none).
+    pub(crate) fn park_requested(&self) -> u64 {
+        self.park_requested.load(Relaxed)
+    }
+
+    /// Whether hyper's HTTP/1 connection is idle between messages, so that ending it loses
+    /// nothing and writes nothing (the connection task's side: it runs on the task that does
+    /// hyper's reads and dispatch, so nothing can change under it).
+    pub(crate) fn may_park(&self) -> bool {
+        !self.http2.load(Relaxed)
+            && !self.unparkable.load(Relaxed)
+            && self.in_flight.load(Acquire) == 0
+            && self.heads_begun.load(Acquire) == self.requests_started.load(Acquire)
+            && self.waiting_for_head.load(Relaxed)
+    }
+
+    /// The connection task ends hyper's connection to park it (`true`), or has its socket
+    /// back (`false`): while set, the guard does not shut the socket down.
+    pub(crate) fn begin_parking(&self, parking: bool) {
+        self.parking.store(parking, Relaxed);
+    }
+
+    /// The connection is parked (`true`) or has woken up (`false`: the watchdog is told, so
+    /// that it watches the connection closely again).
+    pub(crate) fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Relaxed);
+        if !parked {
+            self.unparked.notify_one();
+        }
+    }
+
+    /// Resolves when a parked connection wakes up (the watchdog's side).
+    pub(crate) async fn woken_from_park(&self) {
+        self.unparked.notified().await;
+    }
+
+    /// Whether hyper's connection ended because it was being parked.
+    pub(crate) fn is_parking(&self) -> bool {
+        self.parking.load(Relaxed)
     }
 
     /// A request has been handed to the gateway (for HTTP/1: hyper has parsed its head).
@@ -349,7 +441,7 @@ impl ConnState {
         idle_timeout: Duration,
         header_timeout: Duration,
     ) -> WatchdogDecision {
-        self.decide(now_ms(), idle_timeout, header_timeout)
+        self.decide(now_ms(), idle_timeout, header_timeout, PARK_AFTER)
     }
 
     fn decide(
@@ -357,9 +449,19 @@ impl ConnState {
         now: u64,
         idle_timeout: Duration,
         header_timeout: Duration,
+        park_after: Duration,
     ) -> WatchdogDecision {
+        // An HTTP/1 connection that is not parked may become idle at any moment without the
+        // watchdog hearing of it (telling it would cost every request a wake-up): the
+        // watchdog looks at least every `park_after`, to park it in time.
+        let parks = self.parks(idle_timeout, park_after);
+        let watch_every = if parks && !self.parked.load(Relaxed) {
+            millis(park_after)
+        } else {
+            u64::MAX
+        };
         if self.in_flight.load(Acquire) > 0 {
-            return WatchdogDecision::Wait(idle_timeout);
+            return WatchdogDecision::Wait(idle_timeout.min(Duration::from_millis(watch_every)));
         }
         let started = self.requests_started.load(Acquire);
         let idle_since = self.idle_since_ms.load(Relaxed);
@@ -379,15 +481,19 @@ impl ConnState {
                 WatchdogDecision::HeadTimeout,
             )
         } else {
-            (
-                idle_since.saturating_add(millis(idle_timeout)),
-                WatchdogDecision::Idle,
-            )
+            let idle_deadline = idle_since.saturating_add(millis(idle_timeout));
+            let park_at = idle_since.saturating_add(millis(park_after));
+            if parks && self.park_requested.load(Relaxed) != idle_since {
+                // Parking comes first, once per idle period.
+                (park_at, WatchdogDecision::Park(idle_since))
+            } else {
+                (idle_deadline, WatchdogDecision::Idle)
+            }
         };
         if now >= deadline {
             on_expiry
         } else {
-            WatchdogDecision::Wait(Duration::from_millis(deadline - now))
+            WatchdogDecision::Wait(Duration::from_millis((deadline - now).min(watch_every)))
         }
     }
 }
@@ -473,6 +579,11 @@ impl Default for HeadScan {
 impl HeadScan {
     fn is_lost(&self) -> bool {
         self.phase == Phase::Lost
+    }
+
+    /// Between two messages: the last one (head and body) read whole, nothing of the next.
+    fn between_messages(&self) -> bool {
+        self.phase == Phase::Head && !self.begun && !self.upgrade_asked
     }
 
     /// Start over at the beginning of a head.
@@ -699,6 +810,11 @@ impl<T> GuardedIo<T> {
         }
     }
 
+    /// The stream underneath (to wait for readiness while the connection is parked).
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Serve `bytes` (already read from the stream and already seen by the guard) before
     /// anything else is read.
     pub(crate) fn replay(&mut self, bytes: Vec<u8>) {
@@ -761,10 +877,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            if !this.tunnel {
-                this.state.on_read(&buf.filled()[before..], &mut this.scan);
+        match result {
+            Poll::Ready(Ok(())) => {
+                if !this.tunnel {
+                    this.state.on_read(&buf.filled()[before..], &mut this.scan);
+                }
+                this.state.waiting_for_head.store(false, Relaxed);
             }
+            Poll::Pending => {
+                let waiting = !this.tunnel && this.scan.between_messages();
+                this.state.waiting_for_head.store(waiting, Relaxed);
+            }
+            Poll::Ready(Err(_)) => {}
         }
         result
     }
@@ -868,6 +992,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.poll_rewrite(cx))?;
+        if self.state.is_parking() {
+            // hyper's connection ends, the client's does not: the socket is parked.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -877,6 +1005,8 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    /// Parking switched off, for the tests of the budgets alone.
+    const NO_PARK: Duration = Duration::MAX;
 
     fn events(chunks: &[&[u8]]) -> Vec<HeadEvent> {
         let mut scan = HeadScan::default();
@@ -1135,39 +1265,130 @@ mod tests {
         let state = opened();
         // Silent: the header budget runs from the start, not the idle budget.
         assert_eq!(
-            state.decide(1_000, idle, header),
+            state.decide(1_000, idle, header, NO_PARK),
             WatchdogDecision::Wait(300 * MS)
         );
         assert_eq!(
-            state.decide(1_299, idle, header),
+            state.decide(1_299, idle, header, NO_PARK),
             WatchdogDecision::Wait(MS)
         );
         assert_eq!(
-            state.decide(1_300, idle, header),
+            state.decide(1_300, idle, header, NO_PARK),
             WatchdogDecision::HeadTimeout
         );
         // Even when the idle budget is the shorter one.
         assert_eq!(
-            state.decide(1_200, 100 * MS, header),
+            state.decide(1_200, 100 * MS, header, NO_PARK),
             WatchdogDecision::Wait(100 * MS)
         );
         // A first byte does not restart the budget.
         let mut scan = HeadScan::default();
         read_at(&state, &mut scan, b"GET / HT", 1_250);
         assert_eq!(
-            state.decide(1_299, idle, header),
+            state.decide(1_299, idle, header, NO_PARK),
             WatchdogDecision::Wait(MS)
         );
         assert_eq!(
-            state.decide(1_300, idle, header),
+            state.decide(1_300, idle, header, NO_PARK),
             WatchdogDecision::HeadTimeout
         );
         // Once the head is in, the request runs unbounded by either.
         read_at(&state, &mut scan, b"TP/1.1\r\n\r\n", 1_280);
         assert_eq!(state.start_request(), None);
         assert_eq!(
-            state.decide(9_999, idle, header),
+            state.decide(9_999, idle, header, NO_PARK),
             WatchdogDecision::Wait(idle)
+        );
+    }
+
+    #[test]
+    fn an_idle_http1_connection_is_parked_once_per_idle_period() {
+        let (idle, header, park) = (Duration::from_secs(60), 300 * MS, 100 * MS);
+        let state = opened();
+        // Before and during the first request, the watchdog looks every `park`.
+        assert_eq!(
+            state.decide(1_000, idle, header, park),
+            WatchdogDecision::Wait(100 * MS)
+        );
+        let mut scan = HeadScan::default();
+        read_at(&state, &mut scan, b"GET / HTTP/1.1\r\n\r\n", 1_050);
+        assert_eq!(state.start_request(), None);
+        assert_eq!(
+            state.decide(1_100, idle, header, park),
+            WatchdogDecision::Wait(100 * MS)
+        );
+        state.finished_at(2_000);
+        assert_eq!(
+            state.decide(2_050, idle, header, park),
+            WatchdogDecision::Wait(50 * MS)
+        );
+        assert_eq!(
+            state.decide(2_100, idle, header, park),
+            WatchdogDecision::Park(2_000)
+        );
+        // Asked once: then the idle budget (still looked at every `park` until parked).
+        state.request_park(2_000);
+        assert_eq!(
+            state.decide(2_100, idle, header, park),
+            WatchdogDecision::Wait(100 * MS)
+        );
+        state.set_parked(true);
+        assert_eq!(
+            state.decide(2_100, idle, header, park),
+            WatchdogDecision::Wait(59_900 * MS)
+        );
+        assert_eq!(
+            state.decide(62_000, idle, header, park),
+            WatchdogDecision::Idle
+        );
+        // Woken by the next request: the next idle period is parked again.
+        state.set_parked(false);
+        read_at(&state, &mut scan, b"GET / HTTP/1.1\r\n\r\n", 3_000);
+        assert_eq!(state.start_request(), None);
+        state.finished_at(3_010);
+        assert_eq!(
+            state.decide(3_110, idle, header, park),
+            WatchdogDecision::Park(3_010)
+        );
+    }
+
+    #[test]
+    fn hyper_must_be_waiting_between_messages_for_a_connection_to_park() {
+        let state = opened();
+        let mut scan = HeadScan::default();
+        assert!(scan.between_messages());
+        read_at(
+            &state,
+            &mut scan,
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab",
+            1_050,
+        );
+        assert!(!scan.between_messages(), "in a body");
+        read_at(&state, &mut scan, b"cd", 1_060);
+        assert!(scan.between_messages());
+        assert_eq!(state.start_request(), None);
+        state.waiting_for_head.store(true, Relaxed);
+        assert!(!state.may_park(), "a request in flight");
+        state.finished_at(1_100);
+        assert!(state.may_park());
+        read_at(&state, &mut scan, b"G", 1_200);
+        assert!(!scan.between_messages());
+        assert!(!state.may_park(), "a head has begun");
+        let h2 = opened();
+        h2.mark_http2();
+        h2.waiting_for_head.store(true, Relaxed);
+        assert!(!h2.may_park(), "HTTP/2 is never parked");
+        let tls = opened();
+        tls.mark_unparkable();
+        tls.waiting_for_head.store(true, Relaxed);
+        assert!(!tls.may_park(), "a stream that cannot be parked");
+        assert_eq!(
+            tls.decide(1_000, Duration::from_secs(60), 300 * MS, 100 * MS),
+            WatchdogDecision::Wait(300 * MS)
+        );
+        assert_eq!(
+            h2.decide(1_000, Duration::from_secs(60), 300 * MS, 100 * MS),
+            WatchdogDecision::Wait(300 * MS)
         );
     }
 
@@ -1181,24 +1402,27 @@ mod tests {
         state.finished_at(2_000);
         // Waiting for the next request: idle, counted from the end of the response.
         assert_eq!(
-            state.decide(2_299, idle, header),
+            state.decide(2_299, idle, header, NO_PARK),
             WatchdogDecision::Wait(201 * MS)
         );
         assert_eq!(
-            state.decide(2_300, idle, header),
+            state.decide(2_300, idle, header, NO_PARK),
             WatchdogDecision::Wait(200 * MS)
         );
-        assert_eq!(state.decide(2_500, idle, header), WatchdogDecision::Idle);
+        assert_eq!(
+            state.decide(2_500, idle, header, NO_PARK),
+            WatchdogDecision::Idle
+        );
         // The first byte of the next head: the header budget, from that byte.
         let idle = Duration::from_secs(60);
         read_at(&state, &mut scan, b"G", 3_000);
         assert_eq!(
-            state.decide(3_299, idle, header),
+            state.decide(3_299, idle, header, NO_PARK),
             WatchdogDecision::Wait(MS)
         );
         read_at(&state, &mut scan, b"ET / HTTP/1.1\r\nHost", 3_200);
         assert_eq!(
-            state.decide(3_300, idle, header),
+            state.decide(3_300, idle, header, NO_PARK),
             WatchdogDecision::HeadTimeout
         );
     }
@@ -1217,16 +1441,16 @@ mod tests {
         );
         assert_eq!(state.start_request(), None);
         assert_eq!(
-            state.decide(4_000, idle, header),
+            state.decide(4_000, idle, header, NO_PARK),
             WatchdogDecision::Wait(idle)
         );
         state.finished_at(5_000);
         assert_eq!(
-            state.decide(5_299, idle, header),
+            state.decide(5_299, idle, header, NO_PARK),
             WatchdogDecision::Wait(MS)
         );
         assert_eq!(
-            state.decide(5_300, idle, header),
+            state.decide(5_300, idle, header, NO_PARK),
             WatchdogDecision::HeadTimeout
         );
     }
@@ -1247,7 +1471,7 @@ mod tests {
         state.finished_at(2_000);
         read_at(&state, &mut scan, b"0123456789", 2_100);
         assert_eq!(
-            state.decide(2_400, idle, header),
+            state.decide(2_400, idle, header, NO_PARK),
             WatchdogDecision::Wait(59_600 * MS)
         );
     }
@@ -1273,11 +1497,11 @@ mod tests {
             2_100,
         );
         assert_eq!(
-            state.decide(2_399, idle, header),
+            state.decide(2_399, idle, header, NO_PARK),
             WatchdogDecision::Wait(MS)
         );
         assert_eq!(
-            state.decide(2_400, idle, header),
+            state.decide(2_400, idle, header, NO_PARK),
             WatchdogDecision::HeadTimeout
         );
         read_at(&state, &mut scan, b"\r\n", 2_200);
@@ -1319,7 +1543,7 @@ mod tests {
         read_at(&state, &mut scan, b"PRI * HTTP/2.0", 1_010);
         state.mark_http2();
         assert_eq!(
-            state.decide(1_300, idle, header),
+            state.decide(1_300, idle, header, NO_PARK),
             WatchdogDecision::HeadTimeout
         );
         assert_eq!(state.start_request(), None);
@@ -1327,10 +1551,13 @@ mod tests {
         // Frames read later are not heads.
         read_at(&state, &mut scan, b"\0\0\0\x04\0\0\0\0\0", 2_100);
         assert_eq!(
-            state.decide(2_400, idle, header),
+            state.decide(2_400, idle, header, NO_PARK),
             WatchdogDecision::Wait(100 * MS)
         );
-        assert_eq!(state.decide(2_500, idle, header), WatchdogDecision::Idle);
+        assert_eq!(
+            state.decide(2_500, idle, header, NO_PARK),
+            WatchdogDecision::Idle
+        );
         assert!(!state.parser_is_answering());
     }
 

@@ -396,8 +396,10 @@ async fn serve_connection(
     let Some(tls) = tls else {
         return serve_http(stream, conn, stop).await;
     };
+    // Boxed, and gone once done: the connection's task does not carry the handshake's
+    // state for the life of the connection.
     let handshake = tokio::select! {
-        handshake = tls.handshake(stream, peer) => handshake,
+        handshake = Box::pin(tls.handshake(stream, peer)) => handshake,
         _ = stopped(&mut stop) => return,
     };
     match handshake {
@@ -431,7 +433,7 @@ struct Connection {
 /// Serve HTTP on a plaintext socket or a TLS stream (the guard sees decrypted bytes).
 async fn serve_http<IO>(stream: IO, conn: Connection, stop: watch::Receiver<bool>)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
 {
     let Connection {
         peer,
@@ -457,6 +459,9 @@ where
         let info = info.clone();
         async move { Ok::<_, Infallible>(gateway::handle(shared, info, req).await) }
     });
+    if !stream.can_park() {
+        state.mark_unparkable();
+    }
     let mut io = GuardedIo::new(stream, state.clone(), on_parser_error);
 
     // Timers and shutdown are watched by a companion task, so that the many wake-ups of
@@ -490,18 +495,161 @@ where
     };
     let result = if http2 {
         state.mark_http2();
-        let connection = builder.h2.serve_connection(TokioIo::new(io), service);
-        drive(connection, &state, |c| c.graceful_shutdown()).await
+        // Boxed: a connection waiting for its first bytes does not carry hyper's state.
+        let connection = Box::pin(builder.h2.serve_connection(TokioIo::new(io), service));
+        drive(connection, &state, |c| {
+            c.get_mut().as_mut().graceful_shutdown()
+        })
+        .await
     } else {
-        let connection = builder
-            .h1
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        drive(connection, &state, |c| c.graceful_shutdown()).await
+        serve_http1(io, service, &builder.h1, &state, &context.metrics).await
     };
     watchdog.abort();
     if let Err(error) = result {
         tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+    }
+}
+
+/// Serve HTTP/1.1 on a connection, parking it whenever it idles (see [`conn_guard`]): hyper's
+/// connection ends with its buffers, the socket stays open with only its readiness
+/// registration, and a fresh hyper connection over the same guard serves the next request.
+async fn serve_http1<IO, S>(
+    mut io: GuardedIo<IO>,
+    mut service: S,
+    h1: &hyper::server::conn::http1::Builder,
+    state: &ConnState,
+    metrics: &crate::metrics::ListenerMetrics,
+) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Unpin + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        // Boxed: a parked connection (and one waiting for its first bytes) does not carry
+        // hyper's state; one allocation per burst of requests, not per request.
+        let mut connection = Box::new(
+            h1.serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let parking = drive_parkable(&mut *connection, state, |c| c.graceful_shutdown()).await?;
+        if !parking {
+            return Ok(());
+        }
+        state.begin_parking(false);
+        // Not upgraded (a connection that parks is between messages).
+        let Some(parts) = connection.into_parts() else {
+            return Ok(());
+        };
+        io = parts.io.into_inner();
+        service = parts.service;
+        if !parts.read_buf.is_empty() {
+            // Bytes hyper had read ahead (already seen by the guard): serve them at once.
+            io.replay(parts.read_buf.to_vec());
+            continue;
+        }
+        // Even empty, it may hold on to hyper's whole read buffer.
+        drop(parts.read_buf);
+        metrics.parked_connections.fetch_add(1, Relaxed);
+        state.set_parked(true);
+        let woken = std::future::poll_fn(|cx| match state.poll_close(cx.waker()) {
+            Close::None => io.get_ref().poll_readable(cx).map(|ready| ready.is_ok()),
+            Close::Graceful | Close::Abort => std::task::Poll::Ready(false),
+        })
+        .await;
+        state.set_parked(false);
+        metrics.parked_connections.fetch_sub(1, Relaxed);
+        if !woken {
+            // Closed while idle (idle timeout, shutdown), as hyper would have; or the socket
+            // failed.
+            return Ok(());
+        }
+    }
+}
+
+/// Drive an HTTP/1 connection like [`drive`]; when the watchdog asks to park the connection
+/// and hyper is idle between messages, end hyper's connection without closing the socket.
+/// `Ok(true)`: it ended to be parked, [`UpgradeableConnection::into_parts`] has the socket.
+async fn drive_parkable<C>(
+    connection: &mut C,
+    state: &ConnState,
+    graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
+) -> Result<bool, hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>> + Unpin,
+{
+    let mut graceful_sent = false;
+    let mut park_handled = state.park_requested();
+    let mut parking = false;
+    std::future::poll_fn(|cx| {
+        match state.poll_close(cx.waker()) {
+            Close::None => {}
+            Close::Graceful => {
+                if !graceful_sent {
+                    graceful_sent = true;
+                    parking = false;
+                    state.begin_parking(false);
+                    graceful_shutdown(std::pin::Pin::new(&mut *connection));
+                }
+            }
+            Close::Abort => return std::task::Poll::Ready(Ok(false)),
+        }
+        let requested = state.park_requested();
+        if requested != park_handled {
+            park_handled = requested;
+            if !graceful_sent && !parking && state.may_park() {
+                parking = true;
+                state.begin_parking(true);
+                graceful_shutdown(std::pin::Pin::new(&mut *connection));
+            }
+        }
+        std::pin::Pin::new(&mut *connection)
+            .poll(cx)
+            .map(|ended| ended.map(|()| parking))
+    })
+    .await
+}
+
+/// A stream a parked connection can wait on without buffers: its readiness alone.
+pub(crate) trait Parkable {
+    /// Whether this stream can be parked.
+    fn can_park(&self) -> bool;
+    /// Ready when the stream has bytes to read (or has failed).
+    fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>>;
+}
+
+impl Parkable for TcpStream {
+    fn can_park(&self) -> bool {
+        true
+    }
+
+    fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+/// TLS connections are not parked: bytes the TLS layer has decrypted but not yet handed on
+/// would not show as socket readiness.
+impl Parkable for Box<tokio_rustls::server::TlsStream<TcpStream>> {
+    fn can_park(&self) -> bool {
+        false
+    }
+
+    fn poll_readable(
+        &self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -542,7 +690,15 @@ async fn watchdog(
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = &context.config.limits;
-    let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
+    // The first look: within the shorter budget (the first request may be over by then), or
+    // sooner to park an HTTP/1 connection whose first request is.
+    let first_look = match state.check(limits.idle_timeout, limits.header_read_timeout) {
+        WatchdogDecision::Wait(after) => {
+            after.min(limits.header_read_timeout.min(limits.idle_timeout))
+        }
+        _ => Duration::ZERO,
+    };
+    let timer = tokio::time::sleep(first_look);
     let shutdown = stopped(&mut stop);
     tokio::pin!(timer, shutdown);
     let mut idle_close_requested = false;
@@ -551,6 +707,10 @@ async fn watchdog(
             _ = &mut shutdown => {
                 state.request_close(Close::Graceful);
                 return;
+            }
+            _ = state.woken_from_park() => {
+                // A parked connection woke up: watch it closely again.
+                timer.as_mut().reset(tokio::time::Instant::now());
             }
             _ = &mut timer => match state.check(limits.idle_timeout, limits.header_read_timeout) {
                 WatchdogDecision::Wait(after) => {
@@ -569,6 +729,11 @@ async fn watchdog(
                     idle_close_requested = true;
                     // Stay: an HTTP/2 connection finishes its streams; shutdown may still come.
                     timer.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                }
+                WatchdogDecision::Park(idle_since) => {
+                    state.request_park(idle_since);
+                    // The next decision (now that this idle period's park is asked for).
+                    timer.as_mut().reset(tokio::time::Instant::now());
                 }
                 WatchdogDecision::HeadTimeout => {
                     context.metrics.header_timeouts.fetch_add(1, Relaxed);

@@ -418,3 +418,45 @@ pub async fn recording_backend() -> (SocketAddr, Recorder) {
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// One listener with `limits` (YAML flow-map entries), an admin listener for the metrics,
+/// and one route to `backend`.
+pub fn gateway_config(backend: SocketAddr, limits: &str) -> String {
+    format!(
+        r#"
+access_log: {{ enabled: false }}
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+    limits: {{ {limits} }}
+clusters:
+  - {{ name: b, endpoints: ["{backend}"] }}
+routes:
+  - {{ cluster: b }}
+"#
+    )
+}
+
+/// A WebSocket server on 127.0.0.1:0 that echoes text and binary messages.
+pub async fn websocket_echo_backend() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

@@ -5,29 +5,9 @@
 //! backend" is checked, not assumed.
 
 use crate::common::*;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// One listener with `limits` (YAML flow-map entries), an admin listener for the metrics,
-/// and one route to `backend`.
-fn gateway_config(backend: SocketAddr, limits: &str) -> String {
-    format!(
-        r#"
-access_log: {{ enabled: false }}
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    address: 127.0.0.1:0
-    limits: {{ {limits} }}
-clusters:
-  - {{ name: b, endpoints: ["{backend}"] }}
-routes:
-  - {{ cluster: b }}
-"#
-    )
-}
 
 const HEADER_TIMEOUTS: &str =
     "portico_connections_closed_total{listener=\"public\",reason=\"header_timeout\"}";

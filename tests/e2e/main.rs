@@ -35,6 +35,7 @@ mod hostile_requests;
 mod ip_rules;
 mod lifecycle;
 mod limits;
+mod parking;
 mod protocols;
 mod rate_limit;
 mod rate_limit_redis;

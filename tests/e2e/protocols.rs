@@ -59,25 +59,7 @@ async fn an_http1_client_reaches_an_h2c_backend_over_one_multiplexed_connection(
 
 #[tokio::test]
 async fn websocket_echo_through_the_gateway() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let ws_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = websocket_echo_backend().await;
     let gw = TestGateway::start(&config(&format!(
         "clusters:\n  - {{ name: ws, endpoints: [\"{ws_addr}\"] }}\nroutes:\n  - {{ cluster: ws, match: {{ path_prefix: /ws }} }}\n"
     )))
