@@ -45,4 +45,5 @@ mod routing;
 mod seam;
 mod streaming;
 mod tls;
+mod tls_ciphers;
 mod upstream_errors;
