@@ -539,9 +539,7 @@ def pair_table(load, summary):
             + ", ".join(f"{x:.3f}" for x in per_round) + " |")
     if not pairs:
         return []
-    return ["\nBefore/after: portico / portico-base CPU per request (median of the per-round "
-            "ratios; each round's pair measured back to back; below 1 = portico is cheaper):\n",
-            "| Scenario | portico CPU µs/req | portico-base CPU µs/req | "
+    return ["| Scenario | portico CPU µs/req | portico-base CPU µs/req | "
             "portico / portico-base | per round |",
             "|---|---:|---:|---:|---|"] + pairs
 
@@ -588,7 +586,11 @@ def summarize(path, facts=None):
         summary["points"][str(op)] = {"title": title, "scenarios": tables}
         pairs = pair_table(runs_here, tables)
         if pairs:
-            pair_out.append(f"\n### Operating point {op}: {title}")
+            if not pair_out:
+                pair_out.append("\n\nBefore/after: portico / portico-base CPU per request "
+                                "(median of the per-round ratios; each round's pair measured "
+                                "back to back; below 1 = portico is cheaper):")
+            pair_out.append(f"\nOperating point {op}: {title}\n")
             pair_out.extend(pairs)
     # Idle connections
     idle_out = []
