@@ -477,13 +477,16 @@ measure() {  # scenario proxy round [op]
   local s0 s1 l0 l1 v0 v1 o0 o1
   s0=$(cpu_line "$CPU_PROXY"); l0=$(cpu_line "$CPU_LOAD")
   v0=$(wakeups "${CPU_PIDS[@]}"); o0=$(origin_accepts)
+  local m0 m1   # the first pid's own ticks: NGINX's master (its share of "master + worker")
+  m0=$(cpu_ticks "${CPU_PIDS[0]}")
   t0=$(cpu_ticks "${CPU_PIDS[@]}"); w0=$(date +%s.%N)
   load "$scenario" "$proxy" "$DUR" "$base.out" "$op" || log "load generator exited with an error ($base.out)"
   t1=$(cpu_ticks "${CPU_PIDS[@]}"); w1=$(date +%s.%N)
+  m1=$(cpu_ticks "${CPU_PIDS[0]}")
   v1=$(wakeups "${CPU_PIDS[@]}"); o1=$(origin_accepts)
   s1=$(cpu_line "$CPU_PROXY"); l1=$(cpu_line "$CPU_LOAD")
-  local hwm rss
-  hwm=$(vm_kib "$MEM_PID" VmHWM); rss=$(vm_kib "$MEM_PID" VmRSS)
+  local hwm rss threads
+  hwm=$(vm_kib "$MEM_PID" VmHWM); rss=$(vm_kib "$MEM_PID" VmRSS); threads=$(vm_kib "$MEM_PID" Threads)
   stop_proxy
   local parsed
   parsed=$(parse "$scenario" "$base.out") || { log "could not parse $base.out"; return 0; }
@@ -511,6 +514,8 @@ load_cpu_busy = (sum(ld) - ld[3] - ld[4]) / $CLK_TCK / window
 d.update(scenario="$scenario", proxy="$proxy", round=$round, op=$op, point="$point" or None,
          ctx_switches_per_req=($v1 - $v0) / d["ok"] if d["ok"] else None,
          upstream_opens=max(0, ${o1:-0} - ${o0:-0} - 1) if "$o0" and "$o1" else None,
+         threads=$threads,
+         nginx_master_ticks=($m1 - $m0) if "$proxy".startswith("nginx") else None,
          cpu_ticks=ticks, wall_s=wall,
          cpu_us_per_req=cpu_us / d["ok"] if d["ok"] else None,
          cpu_util=(ticks / $CLK_TCK) / wall, peak_rss_kib=$hwm, rss_end_kib=$rss,

@@ -570,6 +570,29 @@ def facts_text(facts):
     return out
 
 
+def streams_in_use(load, facts):
+    """h2load's -m per connection, capped by each proxy's SETTINGS_MAX_CONCURRENT_STREAMS:
+    the streams per connection each proxy actually had in flight at each HTTP/2 point."""
+    if not facts:
+        return []
+    out = []
+    points = sorted({(op_of(r), r["point"]) for r in load
+                     if r["scenario"] in ("d-h2", "e") and r.get("point")})
+    for op, point in points:
+        conns, _, streams = point.partition("x")
+        used = []
+        for proxy, info in sorted(facts.get("proxies", {}).items()):
+            caps = [info[kind]["settings"].get("SETTINGS_MAX_CONCURRENT_STREAMS")
+                    for kind in ("h2_tls", "h2c") if kind in info]
+            caps = [c for c in caps if c]
+            cap = min(caps) if caps else None
+            n = min(int(streams), cap) if cap else int(streams)
+            used.append(f"{proxy} {n}" + (f" (its limit {cap})" if cap else ""))
+        out.append(f"- point {op} ({point}): {conns} connections, streams per connection in "
+                   f"flight: " + ", ".join(used))
+    return out
+
+
 def summarize(path, facts=None):
     runs = [json.loads(line) for line in open(path) if line.strip()]
     load = [r for r in runs if r["scenario"] != "idle"]
@@ -677,7 +700,7 @@ def summarize(path, facts=None):
         summary["facts"] = facts
     text = "\n".join(out) + "\n".join(pair_out) + "\n\nIdle keep-alive connections:\n\n" + \
         "\n".join(idle_out) + "\n\nTargets (ratios: the median of the per-round ratios):\n\n" + \
-        "\n".join(tgt) + "\n" + "\n".join(facts_text(facts)) + "\n"
+        "\n".join(tgt) + "\n" + "\n".join(facts_text(facts) + streams_in_use(load, facts)) + "\n"
     return text, summary
 
 
@@ -725,6 +748,8 @@ def main(argv):
             extra += f"  wake-ups {d['ctx_switches_per_req']:.3f}/req"
         if d.get("upstream_opens") is not None:
             extra += f"  upstream opens {d['upstream_opens']}"
+        if d.get("threads"):
+            extra += f"  threads {d['threads']}"
         if d.get("tls_cipher"):
             extra += f"  {d['tls_cipher']}"
         print(f"[bench] {d['scenario']:<5}{point} {d['proxy']:<9} r{d['round']}: {d['rps']:7.0f} req/s"
