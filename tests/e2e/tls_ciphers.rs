@@ -176,3 +176,32 @@ async fn listed_suites_are_chosen_in_the_servers_order() {
     let suite = openssl_suite(gw.listener("defaults"), &prefers_aes256).await;
     assert_eq!(suite.as_deref(), Some("ECDHE-ECDSA-AES256-GCM-SHA384"));
 }
+
+#[tokio::test]
+async fn changing_the_suites_needs_a_restart_and_the_running_ones_keep_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_certificate(dir.path());
+    let origin = backend(|_| async { Response::new(full("served over TLS\n")) }).await;
+    let listener = tls_listener(
+        dir.path(),
+        "secure",
+        "      cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+    );
+    let text = format!(
+        "access_log: {{ enabled: false }}\nlisteners:\n{listener}clusters:\n  - {{ name: b, endpoints: [\"{origin}\"] }}\nroutes:\n  - {{ cluster: b }}\n"
+    );
+    let path = dir.path().join("portico.yaml");
+    std::fs::write(&path, &text).expect("write config");
+    let gw = TestGateway::start_file(path.clone()).await;
+    let secure = gw.listener("secure");
+
+    let changed = text.replace("[TLS_AES_128_GCM_SHA256]", "[TLS_AES_256_GCM_SHA384]");
+    assert_ne!(changed, text);
+    std::fs::write(&path, changed).expect("write config");
+    let error = within("a reload", gw.reload.reload())
+        .await
+        .expect_err("a listener's TLS settings cannot change on reload");
+    assert!(error.to_string().contains("listeners"), "{error}");
+    let suite = openssl_suite(secure, &["-tls1_3", "-ciphersuites", OFFER_ALL_TLS13]).await;
+    assert_eq!(suite.as_deref(), Some("TLS_AES_128_GCM_SHA256"));
+}
