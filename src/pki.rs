@@ -73,6 +73,21 @@ pub(crate) fn cipher_suites() -> [(&'static str, SupportedCipherSuite); 9] {
     ]
 }
 
+/// The IANA name of a TLS 1.2 suite of [`cipher_suites`] given its OpenSSL name (what an
+/// NGINX `ssl_ciphers` line holds), so a config problem can say what to write instead.
+/// OpenSSL names the TLS 1.3 suites by their IANA names already.
+pub(crate) fn iana_name_of_openssl(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ECDHE-ECDSA-AES256-GCM-SHA384" => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-ECDSA-AES128-GCM-SHA256" => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305" => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384" => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-RSA-AES128-GCM-SHA256" => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-RSA-CHACHA20-POLY1305" => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        _ => return None,
+    })
+}
+
 /// The IANA name of a suite of [`cipher_suites`], for messages.
 pub(crate) fn cipher_suite_name(suite: SupportedCipherSuite) -> &'static str {
     cipher_suites()
@@ -571,6 +586,18 @@ mod tests {
                 format!("{:?}", suite.suite()).replace("TLS13_", "TLS_"),
                 name
             );
+        }
+        let named: Vec<&str> = cipher_suites().iter().map(|(name, _)| *name).collect();
+        for openssl in [
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+        ] {
+            let iana = iana_name_of_openssl(openssl).expect("mapped");
+            assert!(named.contains(&iana), "{iana}");
         }
         let chosen = crypto_provider_with(&[cipher_suites()[1].1]);
         assert_eq!(chosen.cipher_suites.len(), 1);

@@ -381,7 +381,12 @@ impl Validator<'_> {
             let item = path.index(index);
             let Some((_, suite)) = known.iter().find(|(known, _)| *known == name.as_str()) else {
                 let list = known.map(|(name, _)| name).join(", ");
-                let message = match closest(name, known.iter().map(|(name, _)| *name)) {
+                let openssl = pki::iana_name_of_openssl(name);
+                let message = match openssl.or_else(|| closest(name, known.iter().map(|(n, _)| *n)))
+                {
+                    Some(iana) if openssl.is_some() => format!(
+                        "{name} is OpenSSL's name for this suite; write its IANA name `{iana}`"
+                    ),
                     Some(near) => format!(
                         "unknown cipher suite {name:?}, did you mean `{near}`? (supported, by \
                          IANA name: {list})"

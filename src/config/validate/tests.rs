@@ -1258,9 +1258,11 @@ fn listener_cipher_suite_problems_have_positions() {
         (summary[1].0, summary[1].1, summary[1].2),
         ("listeners[0].tls.cipher_suites[2]", 9, 11)
     );
-    assert!(summary[1]
-        .3
-        .contains("supported, by IANA name: TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256"));
+    assert_eq!(
+        summary[1].3,
+        "ECDHE-RSA-AES128-GCM-SHA256 is OpenSSL's name for this suite; write its IANA name \
+         `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`"
+    );
     assert_eq!(
         summary[2],
         (
@@ -1288,6 +1290,18 @@ fn listener_cipher_suite_problems_have_positions() {
          work with TLS 1.2; add a TLS 1.3 suite (TLS_AES_256_GCM_SHA384, \
          TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256)"
     );
+
+    let found = cipher_problems(d, "      cipher_suites: [RC4-MD5]\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        (found[0].0.as_str(), found[0].1, found[0].2),
+        ("listeners[0].tls.cipher_suites[0]", 6, 23)
+    );
+    assert!(found[0].3.starts_with(
+        "unknown cipher suite \"RC4-MD5\"; supported, by IANA name: TLS_AES_256_GCM_SHA384, \
+         TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256, \
+         TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+    ));
 
     let found = cipher_problems(d, "      cipher_suites: []\n");
     assert_eq!(
