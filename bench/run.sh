@@ -2,7 +2,7 @@
 # Portico vs NGINX, side by side, on one machine. See bench/README.md.
 #
 #   bench/run.sh              full run: 8 s per measurement, 3 rounds, each closed-loop scenario
-#                             at two operating points per round, A B A B (~30 min; the script
+#                             at two operating points per round, A B A B (~20-30 min; the script
 #                             prints its estimate at start)
 #   bench/run.sh --quick      smoke test: 3 s per measurement, 1 round (~6 min)
 #   bench/run.sh --only a,e   only these scenarios (a b c d d-h2 e rate idle)
