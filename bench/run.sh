@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Portico vs NGINX, side by side, on one machine. See bench/README.md.
 #
-#   bench/run.sh              full run: 10 s per measurement, 3 rounds, A B A B (~10-12 min)
-#   bench/run.sh --quick      smoke test: 3 s per measurement, 1 round (~2 min)
+#   bench/run.sh              full run: 8 s per measurement, 3 rounds, each closed-loop scenario
+#                             at two operating points per round, A B A B (~20-30 min; the script
+#                             prints its estimate at start)
+#   bench/run.sh --quick      smoke test: 3 s per measurement, 1 round (~6 min)
 #   bench/run.sh --only a,e   only these scenarios (a b c d d-h2 e rate idle)
 #   bench/run.sh --profile    also record a perf profile of Portico under scenario (a)
 #   bench/run.sh --no-build   reuse target/release/portico as it is
@@ -19,9 +21,15 @@
 #                             median: the figure to quote for a before/after comparison (a pair
 #                             measured back to back is much steadier than the ±15 % between rounds)
 #
-# Environment overrides: BENCH_DURATION (s), BENCH_ROUNDS, BENCH_CONNS (wrk connections),
-# BENCH_RATE (req/s for the fixed-rate run), BENCH_IDLE_CONNS, BENCH_PORT_BASE (28000: the
-# origin; +1..+3 NGINX h1, h2c, TLS; +4, +5 Portico plain (h1 + h2c), TLS).
+# Environment overrides: BENCH_DURATION (s, default 8), BENCH_ROUNDS (3),
+# BENCH_H1_CONNS ("64 100": wrk connections, one operating point each; BENCH_CONNS=N, the old
+# name, gives one point), BENCH_H2_POINTS ("8x8 10x10": h2load connections x streams, paired
+# with BENCH_H1_CONNS point by point), BENCH_TLS_CIPHER (TLS_AES_128_GCM_SHA256: the TLS 1.3
+# suite of both proxies and the only one the load generators offer), BENCH_UPSTREAM_IDLE (256:
+# idle upstream connections each proxy keeps; above the most requests in flight, so neither
+# proxy opens upstream connections under load), BENCH_RATE (req/s for the fixed-rate run),
+# BENCH_IDLE_CONNS, BENCH_PORT_BASE (28000: the origin; +1..+3 NGINX h1, h2c, TLS; +4, +5
+# Portico plain (h1 + h2c), TLS).
 #
 # Needs root on Debian for the apt-get step (skipped when every tool is already there).
 # Everything listens on 127.0.0.1; every load run is bounded in time; every process this
@@ -56,7 +64,7 @@ while [ $# -gt 0 ]; do
     --baseline=*) BASELINE=${1#--baseline=} ;;
     --only) shift; ONLY=${1//,/ } ;;
     --only=*) ONLY=${1#--only=}; ONLY=${ONLY//,/ } ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -70,11 +78,32 @@ done
 if [ "$QUICK" = 1 ]; then
   DUR=${BENCH_DURATION:-3}; ROUNDS=${BENCH_ROUNDS:-1}; WARM=1
 else
-  DUR=${BENCH_DURATION:-10}; ROUNDS=${BENCH_ROUNDS:-3}; WARM=2
+  DUR=${BENCH_DURATION:-8}; ROUNDS=${BENCH_ROUNDS:-3}; WARM=2
 fi
-CONNS=${BENCH_CONNS:-50}          # wrk connections (closed loop)
-H2_CLIENTS=10                     # h2load connections ...
-H2_STREAMS=10                     # ... and concurrent streams on each
+# Operating points of the closed-loop scenarios, paired by position: point 1 is 64 wrk
+# connections for HTTP/1.1 and 8 connections x 8 streams for HTTP/2, point 2 is 100 and
+# 10 x 10. Every point is measured in every round.
+read -r -a H1_POINTS <<< "${BENCH_H1_CONNS:-${BENCH_CONNS:-64 100}}"
+read -r -a H2_POINTS <<< "${BENCH_H2_POINTS:-8x8 10x10}"
+if [ ${#H1_POINTS[@]} -ne ${#H2_POINTS[@]} ] || [ ${#H1_POINTS[@]} -eq 0 ]; then
+  echo "BENCH_H1_CONNS (${H1_POINTS[*]}) and BENCH_H2_POINTS (${H2_POINTS[*]}) must list as many points" >&2; exit 2
+fi
+for point in "${H1_POINTS[@]}"; do
+  [[ $point =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_H1_CONNS: $point is not a number of connections" >&2; exit 2; }
+done
+for point in "${H2_POINTS[@]}"; do
+  [[ $point =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] || { echo "BENCH_H2_POINTS: $point is not CONNECTIONSxSTREAMS" >&2; exit 2; }
+done
+OPS=$(seq 1 ${#H1_POINTS[@]})
+# One TLS 1.3 suite on both sides: NGINX and Portico are configured with it, and the load
+# generators offer nothing else (so even a Portico build without `cipher_suites` uses it).
+TLS_CIPHER=${BENCH_TLS_CIPHER:-TLS_AES_128_GCM_SHA256}
+case "$TLS_CIPHER" in
+  TLS_AES_128_GCM_SHA256|TLS_AES_256_GCM_SHA384|TLS_CHACHA20_POLY1305_SHA256) ;;
+  *) echo "BENCH_TLS_CIPHER=$TLS_CIPHER: expected a TLS 1.3 suite both proxies implement (TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256)" >&2; exit 2 ;;
+esac
+export BENCH_TLS_CIPHER=$TLS_CIPHER                      # NGINX's config (benchlib.py)
+export BENCH_UPSTREAM_IDLE=${BENCH_UPSTREAM_IDLE:-256}   # both proxies' idle upstream connections
 RATE_CLIENTS=50                   # fixed-rate run: connections (one h2load each), one request in flight each
 IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
 POST_BYTES=1024
@@ -114,6 +143,7 @@ install_tools() {
   has taskset || missing+=(util-linux)
   has ps || missing+=(procps)
   has ss || missing+=(iproute2)
+  has nghttp || missing+=(nghttp2-client)
   has python3 || missing+=(python3)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || { echo "missing tools (${missing[*]}); run as root to install them" >&2; exit 1; }
@@ -145,8 +175,31 @@ mkdir -p "$WORK" "$RAW"
 ln -sfn "$RUN_ID" "$BENCH/results/latest"
 RUNS=$OUT/runs.jsonl
 : > "$RUNS"
+# The clients' OpenSSL config (wrk, curl and openssl s_client read it through OPENSSL_CONF):
+# TLS 1.3 offers only $TLS_CIPHER. h2load sets its own list (--tls13-ciphers).
+CLIENT_TLS_CONF=$WORK/openssl-client.cnf
+printf '%s\n' "openssl_conf = bench_init" "[bench_init]" "ssl_conf = bench_ssl" "[bench_ssl]" \
+  "system_default = bench_tls" "[bench_tls]" "Ciphersuites = $TLS_CIPHER" > "$CLIENT_TLS_CONF"
 exec > >(tee -a "$OUT/run.log") 2>&1
 log() { echo "[bench $(date +%H:%M:%S)] $*"; }
+
+# What the run will take: every measurement is a fresh proxy, a warm-up and the measured
+# window (about DUR + WARM + 2 s); rate has one point; idle about 8 s per measurement.
+estimate_seconds() {
+  local proxies=2 total=20 scenario n
+  [ -z "$BASELINE" ] || proxies=3
+  for scenario in a b c d d-h2 e; do
+    is_selected "$scenario" || continue
+    n=$proxies; [ "$scenario" = a ] && n=$((n + 1))              # + nginx-fwd
+    total=$((total + ROUNDS * ${#H1_POINTS[@]} * n * (DUR + WARM + 2) + 5 * proxies))
+  done
+  if is_selected rate; then total=$((total + ROUNDS * proxies * (DUR + WARM + 4))); fi
+  if is_selected idle; then total=$((total + 2 * ROUNDS * proxies * 8)); fi
+  if [ "$PROFILE" = 1 ]; then total=$((total + proxies * (3 * DUR + WARM + 6))); fi
+  echo "$total"
+}
+EST=$(estimate_seconds)
+log "expected duration: about $((EST / 60)) min $((EST % 60)) s ($ROUNDS round(s), ${DUR} s per measurement + ${WARM} s warm-up, ${#H1_POINTS[@]} operating point(s) per closed-loop scenario), plus the build if there is one"
 
 install_tools
 for port in $(seq "$PORT_BASE" $((PORT_BASE + 5))); do
@@ -224,6 +277,18 @@ cpu_ticks() {
 # "cpuN" line of /proc/stat: user nice system idle iowait irq softirq steal (clock ticks).
 cpu_line() { awk -v c="cpu$1" '$1 == c {print $2, $3, $4, $5, $6, $7, $8, $9}' /proc/stat; }
 vm_kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }   # pid field
+# Voluntary context switches summed over every thread of the given pids.
+wakeups() {
+  local pid
+  for pid in "$@"; do cat /proc/"$pid"/task/*/status 2>/dev/null; done \
+    | awk '$1 == "voluntary_ctxt_switches:" {n += $2} END {print n + 0}'
+}
+# Connections the origin has accepted so far (its stub_status), counting this query's own.
+# Only the proxies connect to the origin, so the difference over a window, less one for the
+# second query, is the upstream connections the proxy opened in it.
+origin_accepts() {
+  curl -s --max-time 2 "http://127.0.0.1:$ORIGIN_PORT/bench-status" | awk 'NR == 3 {print $1}'
+}
 
 wait_http() {  # url [curl args...]: until a 200 arrives (10 s at most)
   local url=$1; shift
@@ -260,10 +325,17 @@ start_proxy() {
     portico|portico-base)
       # portico-base (--baseline) reads portico's config file: both builds run the same bytes.
       # Its logs stay in its own directory.
-      local conf=$WORK/portico-$scenario/portico.yaml exe=$PORTICO
-      [ "$proxy" = portico ] || exe=$PORTICO_BASE
-      mkdir -p "$WORK/portico-$scenario"
-      [ -f "$conf" ] || python3 "$LIB" portico-config "$scenario" "$ORIGIN_PORT" \
+      # A baseline that predates `tls.cipher_suites` gets a config of its own without it.
+      local confdir=$WORK/portico-$scenario exe=$PORTICO cipher=$PORTICO_CIPHER
+      if [ "$proxy" = portico-base ]; then
+        exe=$PORTICO_BASE
+        if [ "$BASE_CIPHER" != "$PORTICO_CIPHER" ]; then
+          confdir=$WORK/portico-base-conf-$scenario; cipher=$BASE_CIPHER
+        fi
+      fi
+      local conf=$confdir/portico.yaml
+      mkdir -p "$confdir"
+      [ -f "$conf" ] || BENCH_PORTICO_CIPHER=$cipher python3 "$LIB" portico-config "$scenario" "$ORIGIN_PORT" \
         "$PORTICO_H1" "$PORTICO_TLS" "${TLS_CERT_FOR_PORTICO:-}" "${TLS_KEY_FOR_PORTICO:-}" > "$conf"
       "${PRIO[@]}" taskset -c "$CPU_PROXY" "$exe" run -c "$conf" --workers 1 \
         > "$dir/stdout.log" 2> "$dir/stderr.log" &
@@ -316,26 +388,39 @@ proxy_url() {
 
 # ------------------------------------------------------------------ load generators
 
-# load SCENARIO PROXY SECONDS OUTFILE: one bounded run of the scenario's load generator,
-# pinned to the load CPU. Prints nothing; the output goes to OUTFILE (+ OUTFILE.log).
+# point_label SCENARIO OP: the operating point OP (1-based) of a closed-loop scenario, as
+# "64 conns" (wrk) or "8x8" (h2load connections x streams).
+point_label() {
+  case "$1" in
+    d-h2|e) echo "${H2_POINTS[$(($2 - 1))]}" ;;
+    *) echo "${H1_POINTS[$(($2 - 1))]} conns" ;;
+  esac
+}
+
+# load SCENARIO PROXY SECONDS OUTFILE [OP]: one bounded run of the scenario's load generator
+# at operating point OP (default 1), pinned to the load CPU. Prints nothing; the output goes
+# to OUTFILE (+ OUTFILE.log). Over TLS the load generators offer only $TLS_CIPHER: h2load by
+# --tls13-ciphers, wrk (no option for it) through an OpenSSL config file.
 load() {
-  local scenario=$1 proxy=$2 secs=$3 out=$4
+  local scenario=$1 proxy=$2 secs=$3 out=$4 op=${5:-1}
   local limit=$((secs + 30))
+  local conns=${H1_POINTS[$((op - 1))]} h2=${H2_POINTS[$((op - 1))]}
+  local h2_clients=${h2%x*} h2_streams=${h2#*x}
   case "$scenario" in
     a|c)
-      "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s \
+      "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
         -s "$WRK_SCRIPT" "$(proxy_url "$proxy" "$scenario" h1)" > "$out" 2>&1 ;;
     b)
-      BENCH_POST_BYTES=$POST_BYTES "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" wrk -t1 -c"$CONNS" \
+      BENCH_POST_BYTES=$POST_BYTES "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" wrk -t1 -c"$conns" \
         -d"${secs}s" --timeout 5s -s "$WRK_SCRIPT" "$(proxy_url "$proxy" a h1)" > "$out" 2>&1 ;;
     d)
-      "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s \
-        -s "$WRK_SCRIPT" "$(proxy_url "$proxy" a tls)" > "$out" 2>&1 ;;
+      OPENSSL_CONF=$CLIENT_TLS_CONF "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" wrk -t1 -c"$conns" \
+        -d"${secs}s" --timeout 5s -s "$WRK_SCRIPT" "$(proxy_url "$proxy" a tls)" > "$out" 2>&1 ;;
     d-h2)
-      "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" \
-        -D "$secs" --log-file="$out.log" "$(proxy_url "$proxy" a tls)" > "$out" 2>&1 ;;
+      "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" h2load -t1 -c"$h2_clients" -m"$h2_streams" \
+        --tls13-ciphers="$TLS_CIPHER" -D "$secs" --log-file="$out.log" "$(proxy_url "$proxy" a tls)" > "$out" 2>&1 ;;
     e)
-      "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" \
+      "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" h2load -t1 -c"$h2_clients" -m"$h2_streams" \
         -D "$secs" --log-file="$out.log" "$(proxy_url "$proxy" a h2c)" > "$out" 2>&1 ;;
     rate)
       # One h2load process per connection: a single h2load paces all its connections with
@@ -374,28 +459,34 @@ check_answer() {
     *) url=$(proxy_url "$proxy" "$scenario" h1) ;;
   esac
   local body
-  body=$(curl -s --max-time 5 "${args[@]}" "$url" || true)
+  body=$(OPENSSL_CONF=$CLIENT_TLS_CONF curl -s --max-time 5 "${args[@]}" "$url" || true)
   if [ "$body" != "$ORIGIN_BODY" ]; then
     log "WARNING: $proxy ($scenario) answered \"${body:0:200}\" instead of the origin's body"
     return 1
   fi
 }
 
-measure() {  # scenario proxy round
-  local scenario=$1 proxy=$2 round=$3
-  local base=$RAW/$scenario-$proxy-r$round
+measure() {  # scenario proxy round [op]
+  local scenario=$1 proxy=$2 round=$3 op=${4:-1}
+  local base=$RAW/$scenario-op$op-$proxy-r$round point=""
+  [ "$scenario" = rate ] || point=$(point_label "$scenario" "$op")
   start_proxy "$proxy" "$(config_of "$scenario")"
   check_answer "$proxy" "$scenario" || true
-  load "$scenario" "$proxy" "$WARM" "$base.warmup" || true
+  load "$scenario" "$proxy" "$WARM" "$base.warmup" "$op" || true
   local t0 t1 w0 w1
-  local s0 s1 l0 l1
+  local s0 s1 l0 l1 v0 v1 o0 o1
   s0=$(cpu_line "$CPU_PROXY"); l0=$(cpu_line "$CPU_LOAD")
+  v0=$(wakeups "${CPU_PIDS[@]}"); o0=$(origin_accepts)
+  local m0 m1   # the first pid's own ticks: NGINX's master (its share of "master + worker")
+  m0=$(cpu_ticks "${CPU_PIDS[0]}")
   t0=$(cpu_ticks "${CPU_PIDS[@]}"); w0=$(date +%s.%N)
-  load "$scenario" "$proxy" "$DUR" "$base.out" || log "load generator exited with an error ($base.out)"
+  load "$scenario" "$proxy" "$DUR" "$base.out" "$op" || log "load generator exited with an error ($base.out)"
   t1=$(cpu_ticks "${CPU_PIDS[@]}"); w1=$(date +%s.%N)
+  m1=$(cpu_ticks "${CPU_PIDS[0]}")
+  v1=$(wakeups "${CPU_PIDS[@]}"); o1=$(origin_accepts)
   s1=$(cpu_line "$CPU_PROXY"); l1=$(cpu_line "$CPU_LOAD")
-  local hwm rss
-  hwm=$(vm_kib "$MEM_PID" VmHWM); rss=$(vm_kib "$MEM_PID" VmRSS)
+  local hwm rss threads
+  hwm=$(vm_kib "$MEM_PID" VmHWM); rss=$(vm_kib "$MEM_PID" VmRSS); threads=$(vm_kib "$MEM_PID" Threads)
   stop_proxy
   local parsed
   parsed=$(parse "$scenario" "$base.out") || { log "could not parse $base.out"; return 0; }
@@ -416,7 +507,16 @@ window = $w1 - $w0
 proxy_cpu_other = max(0, sd[0] + sd[1] + sd[2] - ticks) / $CLK_TCK / window
 proxy_cpu_irq = (sd[5] + sd[6]) / $CLK_TCK / window
 load_cpu_busy = (sum(ld) - ld[3] - ld[4]) / $CLK_TCK / window
-d.update(scenario="$scenario", proxy="$proxy", round=$round, cpu_ticks=ticks, wall_s=wall,
+# Wake-ups: voluntary context switches of the proxy's threads (each is a sleep in epoll_wait
+# or a lock and the wake-up after it): fewer per request = more requests handled per wake-up.
+# Upstream opens: connections the origin accepted in the window (minus the second stub_status
+# query): a proxy whose idle pool overflowed reconnects under load.
+d.update(scenario="$scenario", proxy="$proxy", round=$round, op=$op, point="$point" or None,
+         ctx_switches_per_req=($v1 - $v0) / d["ok"] if d["ok"] else None,
+         upstream_opens=max(0, ${o1:-0} - ${o0:-0} - 1) if "$o0" and "$o1" else None,
+         threads=$threads,
+         nginx_master_ticks=($m1 - $m0) if "$proxy".startswith("nginx") else None,
+         cpu_ticks=ticks, wall_s=wall,
          cpu_us_per_req=cpu_us / d["ok"] if d["ok"] else None,
          cpu_util=(ticks / $CLK_TCK) / wall, peak_rss_kib=$hwm, rss_end_kib=$rss,
          offered_rps=${RATE:-0} if "$scenario" == "rate" else None,
@@ -480,6 +580,8 @@ EOF
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full), ${DUR}s per run, $ROUNDS round(s), warm-up ${WARM}s, priority: ${PRIO[*]}"
+  echo "operating points: $(for op in $OPS; do printf '%s: wrk -c%s, h2load %s (connections x streams); ' "$op" "${H1_POINTS[$((op - 1))]}" "${H2_POINTS[$((op - 1))]}"; done)"
+  echo "TLS: $TLS_CIPHER on both proxies (the load generators offer only it); idle upstream connections kept: $BENCH_UPSTREAM_IDLE per proxy"
   echo "machine: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) CPUs, kernel $(uname -r)"
   echo "portico: $PORTICO_VERSION, binary sha256 $(sha256sum "$PORTICO" | cut -c1-16)"
   if [ -n "$BASELINE" ]; then
@@ -507,7 +609,18 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null
 chmod 644 "$TLS_KEY"   # nginx workers run as nobody and never read it; the master does
 PORTICO_TLS_OK=0
-python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_H1" "$PORTICO_TLS" "$TLS_CERT" "$TLS_KEY" > "$WORK/tls-probe.yaml"
+# Portico's listener gets `cipher_suites: [$TLS_CIPHER]`; a build that does not know the key
+# runs with its default suites (the load generators offer only $TLS_CIPHER, so its handshakes
+# still use it; the start-up check below records what it chooses by itself).
+PORTICO_CIPHER=$TLS_CIPHER
+BASE_CIPHER=$TLS_CIPHER
+BENCH_PORTICO_CIPHER=$PORTICO_CIPHER python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_H1" "$PORTICO_TLS" "$TLS_CERT" "$TLS_KEY" > "$WORK/tls-probe.yaml"
+if ! "$PORTICO" validate "$WORK/tls-probe.yaml" > "$WORK/tls-probe.out" 2>&1 \
+   && grep -q cipher_suites "$WORK/tls-probe.out"; then
+  log "this Portico build does not accept tls.cipher_suites ($(grep -m 1 cipher_suites "$WORK/tls-probe.out")): it runs with its default cipher suites; the load generators offer only $TLS_CIPHER"
+  PORTICO_CIPHER=""; BASE_CIPHER=""
+  python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_H1" "$PORTICO_TLS" "$TLS_CERT" "$TLS_KEY" > "$WORK/tls-probe.yaml"
+fi
 if ! "$PORTICO" validate "$WORK/tls-probe.yaml" > "$WORK/tls-probe.out" 2>&1; then
   log "SKIP (d) and (d-h2): this Portico build does not accept a listener 'tls:' section yet: $(grep -m 1 -i 'tls' "$WORK/tls-probe.out" || head -n 2 "$WORK/tls-probe.out" | tail -n 1)"
 else
@@ -515,7 +628,7 @@ else
   mkdir -p "$WORK/portico-a"
   cp "$WORK/tls-probe.yaml" "$WORK/portico-a/portico.yaml"
   start_proxy portico a
-  if curl -sk --max-time 3 -o /dev/null "https://127.0.0.1:$PORTICO_TLS/" 2> "$WORK/tls-probe.curl"; then
+  if OPENSSL_CONF=$CLIENT_TLS_CONF curl -sk --max-time 3 -o /dev/null "https://127.0.0.1:$PORTICO_TLS/" 2> "$WORK/tls-probe.curl"; then
     PORTICO_TLS_OK=1
     log "Portico serves TLS on a listener with a tls: section: scenarios (d) and (d-h2) will run"
   else
@@ -533,18 +646,31 @@ if [ -n "$BASELINE" ]; then
     exit 1
   fi
   if [ "$PORTICO_TLS_OK" = 1 ]; then
-    if ! "$PORTICO_BASE" validate "$WORK/tls-probe.yaml" > "$WORK/tls-probe-base.out" 2>&1; then
+    base_tls=$WORK/tls-probe.yaml
+    if ! "$PORTICO_BASE" validate "$base_tls" > "$WORK/tls-probe-base.out" 2>&1 \
+       && [ -n "$BASE_CIPHER" ] && grep -q cipher_suites "$WORK/tls-probe-base.out"; then
+      # An older baseline: the same config without the key, in a file of its own.
+      BASE_CIPHER=""
+      log "the --baseline build does not accept tls.cipher_suites: it runs with its default cipher suites (a config of its own, otherwise the same); the load generators offer only $TLS_CIPHER"
+      base_tls=$WORK/tls-probe-base.yaml
+      python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_H1" "$PORTICO_TLS" "$TLS_CERT" "$TLS_KEY" > "$base_tls"
+      mkdir -p "$WORK/portico-base-conf-a"
+      cp "$base_tls" "$WORK/portico-base-conf-a/portico.yaml"
+    fi
+    if ! "$PORTICO_BASE" validate "$base_tls" > "$WORK/tls-probe-base.out" 2>&1; then
       PORTICO_TLS_OK=0
       log "SKIP (d) and (d-h2): the --baseline build does not accept the listener 'tls:' section (both builds run the same config)"
     else
       start_proxy portico-base a
-      if ! curl -sk --max-time 3 -o /dev/null "https://127.0.0.1:$PORTICO_TLS/" 2> "$WORK/tls-probe-base.curl"; then
+      if ! OPENSSL_CONF=$CLIENT_TLS_CONF curl -sk --max-time 3 -o /dev/null "https://127.0.0.1:$PORTICO_TLS/" 2> "$WORK/tls-probe-base.curl"; then
         PORTICO_TLS_OK=0
         log "SKIP (d) and (d-h2): the --baseline build's TLS listener does not complete a handshake (both builds run the same config)"
       fi
       stop_proxy
     fi
-    [ "$PORTICO_TLS_OK" = 1 ] || rm -f "$WORK/portico-a/portico.yaml"   # plain config for both
+    if [ "$PORTICO_TLS_OK" = 0 ]; then   # plain config for both
+      rm -f "$WORK/portico-a/portico.yaml" "$WORK/portico-base-conf-a/portico.yaml"
+    fi
   fi
 fi
 if [ "$PORTICO_TLS_OK" = 1 ]; then
@@ -557,15 +683,62 @@ PROXIES=(portico)
 if [ -n "$BASELINE" ]; then PROXIES+=(portico-base); fi
 PROXIES+=(nginx)
 
+# ------------------------------------------------------------------ start-up facts
+
+# record_facts PROXY: the TLS 1.3 suite it negotiates with the load generators' offer and with
+# a client offering every suite AES-256 first (its own choice), and the SETTINGS it sends on
+# HTTP/2 over TLS and h2c (streams per connection, windows, frame size): what tells two runs
+# of this harness, or this harness and another one, apart.
+record_facts() {
+  local proxy=$1 tls=1 url hostport loaded="" offering_all=""
+  case "$proxy" in portico*) [ "$PORTICO_TLS_OK" = 1 ] || tls=0 ;; esac
+  start_proxy "$proxy" a
+  if [ "$tls" = 1 ]; then
+    url=$(proxy_url "$proxy" a tls); hostport=${url#https://}; hostport=${hostport%%/*}
+    loaded=$(OPENSSL_CONF=$CLIENT_TLS_CONF timeout 10 openssl s_client -connect "$hostport" \
+      -servername localhost < /dev/null 2> /dev/null | sed -n 's/.*, Cipher is //p' | head -n 1)
+    offering_all=$(timeout 10 openssl s_client -connect "$hostport" -servername localhost -tls1_3 \
+      -ciphersuites TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256 \
+      < /dev/null 2> /dev/null | sed -n 's/.*, Cipher is //p' | head -n 1)
+    timeout 10 nghttp -nv "$url" > "$RAW/nghttp-$proxy-tls.out" 2>&1 || true
+    log "$proxy TLS: ${loaded:-no handshake} with the load generators' offer ($TLS_CIPHER only); ${offering_all:-no handshake} with a client offering every suite, AES-256 first"
+    if [ "$loaded" != "$TLS_CIPHER" ]; then
+      log "WARNING: $proxy did not negotiate $TLS_CIPHER with the load generators' offer"
+    fi
+  fi
+  timeout 10 nghttp -nv "$(proxy_url "$proxy" a h2c)" > "$RAW/nghttp-$proxy-h2c.out" 2>&1 || true
+  stop_proxy
+  local note=""
+  case "$proxy" in
+    portico) [ -n "$PORTICO_CIPHER" ] || note="this build does not accept tls.cipher_suites: its default suites, the client's order" ;;
+    portico-base) [ -n "$BASE_CIPHER" ] || note="this build does not accept tls.cipher_suites: its default suites, the client's order" ;;
+  esac
+  python3 "$LIB" facts "$proxy" "$tls" "$loaded" "$offering_all" "$note" \
+    "$RAW/nghttp-$proxy-tls.out" "$RAW/nghttp-$proxy-h2c.out" >> "$WORK/facts.jsonl"
+  log "$proxy HTTP/2 SETTINGS: $(tail -n 1 "$WORK/facts.jsonl" | python3 "$LIB" facts-line)"
+}
+
+: > "$WORK/facts.jsonl"
+if is_selected d || is_selected d-h2 || is_selected e; then
+  for proxy in "${PROXIES[@]}"; do record_facts "$proxy"; done
+fi
+python3 "$LIB" facts-merge "$WORK/facts.jsonl" "$TLS_CIPHER" > "$OUT/facts.json"
+
 # ------------------------------------------------------------------ the runs
 
-run_scenario() {  # scenario [extra proxies...]
+run_scenario() {  # scenario [extra proxies...]: every operating point in every round
   local scenario=$1; shift
-  local proxies=("${PROXIES[@]}" "$@") round proxy
-  log "scenario $scenario: ${proxies[*]}, $ROUNDS round(s) of ${DUR}s"
+  local proxies=("${PROXIES[@]}" "$@") round proxy op ops=$OPS points=""
+  [ "$scenario" != rate ] || ops=1
+  if [ "$scenario" != rate ]; then
+    for op in $ops; do points+="${points:+, }$(point_label "$scenario" "$op")"; done
+  fi
+  log "scenario $scenario: ${proxies[*]}, $ROUNDS round(s) of ${DUR}s${points:+ at each of: $points}"
   for round in $(seq 1 "$ROUNDS"); do
-    for proxy in "${proxies[@]}"; do
-      measure "$scenario" "$proxy" "$round"
+    for op in $ops; do
+      for proxy in "${proxies[@]}"; do
+        measure "$scenario" "$proxy" "$round" "$op"
+      done
     done
   done
 }
@@ -664,7 +837,7 @@ fi
 
 echo "uptime after: $(uptime)" >> "$OUT/env.txt"
 log "$(tail -n 1 "$OUT/env.txt")"
-python3 "$LIB" summarize "$RUNS" "$OUT/summary.json" > "$OUT/summary.md"
+python3 "$LIB" summarize "$RUNS" "$OUT/summary.json" "$OUT/facts.json" > "$OUT/summary.md"
 echo
 cat "$OUT/summary.md"
 log "raw results: $OUT"

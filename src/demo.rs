@@ -135,6 +135,7 @@ pub fn config_on(
                 unknown_sni: model::UnknownSni::DefaultCertificate,
                 min_version: model::TlsVersion::Tls12,
                 handshake_timeout: Duration::from_secs(10),
+                cipher_suites: None,
                 client_auth: model::ClientAuth::default(),
                 hsts: Some(model::Hsts {
                     max_age: Duration::from_secs(300),

@@ -9,6 +9,7 @@
 //! Signatures and chains are never checked here: that is rustls' job during handshakes.
 
 use rustls::crypto::CryptoProvider;
+use rustls::SupportedCipherSuite;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt::Write as _;
@@ -22,12 +23,86 @@ use std::sync::{Arc, OnceLock};
 /// aws-lc-rs for what a gateway does. Cipher suites are rustls' defaults for this provider:
 /// TLS 1.3 AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; TLS 1.2 ECDHE (ECDSA or RSA) with
 /// the same three AEADs — forward secrecy only, no CBC, no RSA key exchange, no SHA-1 MACs.
-/// Key exchange groups: X25519, P-256, P-384.
+/// Key exchange groups: X25519, P-256, P-384. A listener's `tls.cipher_suites` narrows and
+/// orders the suites ([`crypto_provider_with`]).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
         .clone()
+}
+
+/// The cipher suites the `ring` provider implements, by IANA name, in rustls' default order
+/// of preference (the order a listener without `cipher_suites` prefers). The names are the
+/// IANA registry's (what OpenSSL's `-ciphersuites` and `ssl_conf_command Ciphersuites` take
+/// for TLS 1.3); rustls' own identifiers spell the TLS 1.3 ones `TLS13_…`, which operators
+/// never see elsewhere.
+pub(crate) fn cipher_suites() -> [(&'static str, SupportedCipherSuite); 9] {
+    use rustls::crypto::ring::cipher_suite as ring;
+    [
+        ("TLS_AES_256_GCM_SHA384", ring::TLS13_AES_256_GCM_SHA384),
+        ("TLS_AES_128_GCM_SHA256", ring::TLS13_AES_128_GCM_SHA256),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            ring::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            ring::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            ring::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ring::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            ring::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            ring::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            ring::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ]
+}
+
+/// The IANA name of a TLS 1.2 suite of [`cipher_suites`] given its OpenSSL name (what an
+/// NGINX `ssl_ciphers` line holds), so a config problem can say what to write instead.
+/// OpenSSL names the TLS 1.3 suites by their IANA names already.
+pub(crate) fn iana_name_of_openssl(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ECDHE-ECDSA-AES256-GCM-SHA384" => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-ECDSA-AES128-GCM-SHA256" => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305" => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384" => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-RSA-AES128-GCM-SHA256" => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-RSA-CHACHA20-POLY1305" => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        _ => return None,
+    })
+}
+
+/// The IANA name of a suite of [`cipher_suites`], for messages.
+pub(crate) fn cipher_suite_name(suite: SupportedCipherSuite) -> &'static str {
+    cipher_suites()
+        .into_iter()
+        .find(|(_, known)| known.suite() == suite.suite())
+        .map_or("unknown", |(name, _)| name)
+}
+
+/// The crypto provider of a listener that chose its own cipher suites: [`crypto_provider`]
+/// with only `suites`, in that order of preference. Key exchange groups and signature
+/// algorithms stay as they are.
+pub(crate) fn crypto_provider_with(suites: &[SupportedCipherSuite]) -> Arc<CryptoProvider> {
+    let mut provider = CryptoProvider::clone(&crypto_provider());
+    provider.cipher_suites = suites.to_vec();
+    Arc::new(provider)
 }
 
 /// Check that `key` belongs to the first certificate of `chain`, and pair them.
@@ -494,6 +569,40 @@ fn escape_value(text: &str, out: &mut String) {
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    #[test]
+    fn cipher_suite_names_cover_the_provider_in_its_order() {
+        let named: Vec<_> = cipher_suites().iter().map(|(_, s)| s.suite()).collect();
+        let provided: Vec<_> = crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(named, provided);
+        for (name, suite) in cipher_suites() {
+            assert_eq!(cipher_suite_name(suite), name);
+            // rustls' identifier, less the `13` it adds to TLS 1.3 names, is the IANA name.
+            assert_eq!(
+                format!("{:?}", suite.suite()).replace("TLS13_", "TLS_"),
+                name
+            );
+        }
+        let named: Vec<&str> = cipher_suites().iter().map(|(name, _)| *name).collect();
+        for openssl in [
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+        ] {
+            let iana = iana_name_of_openssl(openssl).expect("mapped");
+            assert!(named.contains(&iana), "{iana}");
+        }
+        let chosen = crypto_provider_with(&[cipher_suites()[1].1]);
+        assert_eq!(chosen.cipher_suites.len(), 1);
+        assert_eq!(chosen.kx_groups.len(), crypto_provider().kx_groups.len());
+    }
 
     fn make(params: CertificateParams) -> Vec<u8> {
         let key = KeyPair::generate().expect("key");

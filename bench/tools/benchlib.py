@@ -8,9 +8,21 @@ Subcommands (all print to stdout):
   portico-config SCENARIO ...        Portico YAML for the proxy under test
   parse-wrk OUT                      JSON from wrk's output (bench/wrk/bench.lua prints it)
   parse-h2load OUT LOG               JSON from h2load's output and its per-request log
+  h2-settings NGHTTP_OUT             JSON of the SETTINGS (and connection WINDOW_UPDATE) a
+                                     server sent, from `nghttp -nv`
+  facts PROXY ..., facts-line, facts-merge FACTS.jsonl CIPHER
+                                     run.sh's start-up record of each proxy (cipher, h2)
   idle HOST PORT COUNT               open COUNT keep-alive connections, one request each,
                                      print "ready N", hold them until stdin closes
-  summarize RUNS.jsonl               medians per scenario/proxy, ratios, the markdown table
+  summarize RUNS.jsonl [OUT.json [FACTS.json]]
+                                     per operating point: medians per scenario/proxy, the
+                                     ratios (median of the per-round ratios), the markdown
+                                     tables; FACTS (the negotiated ciphers, the proxies' h2
+                                     settings) printed below them
+
+Environment read by the config generators: BENCH_UPSTREAM_IDLE (idle upstream connections kept,
+Portico's pool and NGINX's `keepalive`, default 64), BENCH_TLS_CIPHER (NGINX's TLS 1.3 suite,
+default: OpenSSL's), BENCH_PORTICO_CIPHER (Portico's `tls.cipher_suites`, default: not set).
 """
 
 import json
@@ -21,6 +33,12 @@ import sys
 
 ROUTES = 1000  # scenario (c)
 ORIGIN_BODY = "hello from origin\n"
+# The TLS 1.3 suites both proxies implement (OpenSSL and rustls with ring), by IANA name.
+TLS13_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+
+
+def upstream_idle():
+    return int(os.environ.get("BENCH_UPSTREAM_IDLE", "64"))
 
 
 # --------------------------------------------------------------------------- configs
@@ -57,6 +75,8 @@ def nginx_origin(prefix, port):
     listen 127.0.0.2:{port} backlog=4096;
     listen 127.0.0.3:{port} backlog=4096;
     location / {{ return 200 "{ORIGIN_BODY.strip()}\\n"; }}
+    # Accepted connections: run.sh counts the upstream connections a proxy opens.
+    location = /bench-status {{ stub_status; }}
   }}
 }}
 """
@@ -113,12 +133,19 @@ def nginx_proxy(prefix, scenario, origin_port, h1_port, h2c_port, tls_port, cert
     if cert:
         listen = (f"listen 127.0.0.1:{tls_port} ssl backlog=4096;\n    http2 on;" if new_h2
                   else f"listen 127.0.0.1:{tls_port} ssl http2 backlog=4096;")
+        # One TLS 1.3 suite (BENCH_TLS_CIPHER), the server's choice: `ssl_conf_command`
+        # (nginx >= 1.19.4) sets OpenSSL's TLS 1.3 list, which `ssl_ciphers` does not touch.
+        cipher = os.environ.get("BENCH_TLS_CIPHER", "")
+        suites = ""
+        if cipher and nginx_version_tuple() >= (1, 19, 4):
+            suites = (f"\n    ssl_conf_command Ciphersuites {cipher};"
+                      "\n    ssl_prefer_server_ciphers on;")
         servers.append(f"""  server {{
     {listen}
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
+    ssl_session_cache shared:SSL:10m;{suites}
 {server_body}
   }}""")
     return nginx_common(prefix, 4096) + f"""http {{
@@ -128,7 +155,7 @@ def nginx_proxy(prefix, scenario, origin_port, h1_port, h2c_port, tls_port, cert
   keepalive_timeout 300s;
   upstream origin {{
     server 127.0.0.1:{origin_port};
-    keepalive 64;
+    keepalive {upstream_idle()};
     keepalive_requests 100000000;
     keepalive_timeout 300s;
   }}
@@ -150,6 +177,9 @@ def portico_config(scenario, origin_port, port, tls_port, cert, key):
       certificates:
         - cert: {cert}
           key: {key}"""
+        cipher = os.environ.get("BENCH_PORTICO_CIPHER", "")
+        if cipher:
+            tls += f"\n      cipher_suites: [{cipher}]"
     if scenario == "c":
         routes = "\n".join(
             f"  - name: svc{i:04d}\n    match: {{ path_prefix: /svc{i:04d} }}\n    cluster: origin"
@@ -184,7 +214,7 @@ clusters:
   - name: origin
     endpoints: [{endpoints}]{lb}
     pool:
-      max_idle_per_endpoint: 64
+      max_idle_per_endpoint: {upstream_idle()}
       idle_timeout: 300s
 routes:
 {routes}
@@ -228,10 +258,15 @@ def parse_h2load(path, log_path):
     several h2load processes (the fixed-rate run): the totals are summed."""
     rps = 0.0
     requests = ok = failed = errored = timeout = 0
+    tls_cipher = alpn = None
     with open(path) as f:
         for line in f:
             line = line.strip()
-            if line.startswith("finished in"):
+            if line.startswith("Cipher:"):
+                tls_cipher = line.split(":", 1)[1].strip()
+            elif line.startswith("Application protocol:"):
+                alpn = line.split(":", 1)[1].strip()
+            elif line.startswith("finished in"):
                 # finished in 10.00s, 51234.50 req/s, 1.23MB/s
                 rps += float(line.split(",")[1].split()[0])
             elif line.startswith("requests:"):
@@ -265,7 +300,36 @@ def parse_h2load(path, log_path):
         "errors": failed + errored + timeout + max(0, requests - ok),
         "error_detail": {"failed": failed, "errored": errored, "timeout": timeout,
                          "non2xx": max(0, requests - ok), "non2xx_in_log": bad_status},
+        "tls_cipher": tls_cipher,
+        "alpn": alpn,
     }
+
+
+def h2_settings(path):
+    """The SETTINGS values a server sent first, and its first connection-level WINDOW_UPDATE,
+    from `nghttp -nv` output: what a client of that proxy can use (streams per connection,
+    windows, frame size)."""
+    settings = {}
+    window_update = None
+    in_settings = False
+    for line in open(path, errors="replace"):
+        text = line.strip()
+        if "recv SETTINGS frame" in text:
+            in_settings = not settings and "flags=0x01" not in text   # not the ACK
+            continue
+        if "recv WINDOW_UPDATE frame" in text and "stream_id=0" in text and window_update is None:
+            in_settings = "window"
+            continue
+        if in_settings == "window" and text.startswith("(window_size_increment="):
+            window_update = int(text.split("=")[1].rstrip(")"))
+            in_settings = False
+            continue
+        if in_settings is True and text.startswith("[SETTINGS_"):
+            name, _, value = text.strip("[]").partition(":")
+            settings[name.split("(")[0]] = int(value)
+        elif in_settings is True and text.startswith("["):
+            in_settings = False
+    return {"settings": settings, "connection_window_update": window_update}
 
 
 # --------------------------------------------------------------------------- idle client
@@ -363,7 +427,8 @@ def fmt_us(v):
 
 def per_round_ratio(load, key, num, den):
     """num's CPU µs/req over den's within each round of scenario `key` (the two proxies
-    measured in the same round, one after the other), in round order."""
+    measured in the same round, one after the other), in round order. `load` holds the runs
+    of one operating point."""
     by_round = {r["round"]: r["cpu_us_per_req"] for r in load
                 if r["scenario"] == key and r["proxy"] == den}
     return [r["cpu_us_per_req"] / by_round[r["round"]] for r in load
@@ -371,15 +436,32 @@ def per_round_ratio(load, key, num, den):
             and r["cpu_us_per_req"] and by_round.get(r["round"])]
 
 
-def summarize(path):
-    runs = [json.loads(line) for line in open(path) if line.strip()]
-    load = [r for r in runs if r["scenario"] != "idle"]
-    idle_runs = [r for r in runs if r["scenario"] == "idle"]
+def op_of(run):
+    """The operating point a run belongs to (1-based); runs of older harnesses have one."""
+    return run.get("op", 1)
+
+
+def op_title(load, op):
+    """`HTTP/1.1: 64 connections; HTTP/2: 8 × 8 connections × streams`, from the runs."""
+    h1 = sorted({r["point"] for r in load if op_of(r) == op and r.get("point")
+                 and r["scenario"] in ("a", "b", "c", "d")})
+    h2 = sorted({r["point"] for r in load if op_of(r) == op and r.get("point")
+                 and r["scenario"] in ("d-h2", "e")})
+    parts = []
+    if h1:
+        parts.append("HTTP/1.1 (wrk): " + ", ".join(h1))
+    if h2:
+        parts.append("HTTP/2 (h2load): " + ", ".join(h2))
+    return "; ".join(parts) or "single point"
+
+
+def scenario_table(load, out):
+    """The markdown table of one operating point's runs; returns {scenario: {proxy: row}}."""
     summary = {}
-    out = []
     out.append("| Scenario | Proxy | req/s | p50 | p99 | CPU µs/req | Portico/NGINX CPU | "
-               "proxy core busy | irq µs/req | others on proxy core | peak RSS | errors | rounds |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "proxy core busy | irq µs/req | wake-ups/req | upstream opens | "
+               "others on proxy core | peak RSS | errors | rounds |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, title in SCENARIOS:
         rows = {}
         for proxy in PROXY_ORDER:
@@ -393,6 +475,8 @@ def summarize(path):
                 "cpu_us_per_req": med([r["cpu_us_per_req"] for r in rs]),
                 "cpu_util": med([r["cpu_util"] for r in rs]),
                 "irq_us_per_req": med([r.get("irq_us_per_req") for r in rs]),
+                "wakeups_per_req": med([r.get("ctx_switches_per_req") for r in rs]),
+                "upstream_opens": med([r.get("upstream_opens") for r in rs]),
                 "others_max": max(r.get("proxy_cpu_other", 0) for r in rs),
                 "peak_rss_kib": med([r["peak_rss_kib"] for r in rs]),
                 "errors": sum(r["errors"] for r in rs),
@@ -401,33 +485,42 @@ def summarize(path):
                             for r in rs],
                 "p99_all": [r["p99_us"] for r in rs],
                 "offered_rps": rs[0].get("offered_rps"),
+                "point": rs[0].get("point"),
+                "tls_ciphers": sorted({r["tls_cipher"] for r in rs if r.get("tls_cipher")}),
             }
         if not rows:
             continue
         summary[key] = rows
-        base = rows.get("nginx", {}).get("cpu_us_per_req")
         for proxy, row in rows.items():
             ratio = ""
-            if proxy in ("portico", "portico-base") and base and row["cpu_us_per_req"]:
-                row["ratio"] = row["cpu_us_per_req"] / base
-                # The same ratio within each round (A and B measured in the same round).
+            if proxy != "nginx" and rows.get("nginx", {}).get("cpu_us_per_req"):
+                # The ratio within each round (both measured in the same round, back to
+                # back) and its median: steadier than a ratio of medians.
                 per_round = per_round_ratio(load, key, proxy, "nginx")
-                row["ratio_per_round"] = [round(x, 2) for x in per_round]
-                ratio = f"**{row['ratio']:.2f}×**"
-                if len(per_round) > 1:
-                    ratio += " (rounds: " + ", ".join(f"{x:.2f}" for x in per_round) + ")"
-            elif proxy == "nginx-fwd" and base and row["cpu_us_per_req"]:
-                ratio = f"({row['cpu_us_per_req'] / base:.2f}× nginx)"
+                if per_round:
+                    row["ratio"] = statistics.median(per_round)
+                    row["ratio_per_round"] = [round(x, 3) for x in per_round]
+                    if proxy == "nginx-fwd":
+                        ratio = f"({row['ratio']:.2f}× nginx)"
+                    else:
+                        ratio = f"**{row['ratio']:.2f}×**"
+                    if len(per_round) > 1:
+                        ratio += " (rounds: " + ", ".join(f"{x:.2f}" for x in per_round) + ")"
             label = title if key != "rate" else f"{title} = {fmt(row['offered_rps'], 0)} req/s"
+            if row["point"] and key != "rate":
+                label += f" — {row['point']}"
             out.append(
                 f"| {label} | {proxy} | {fmt(row['rps'], 0)} | {fmt_us(row['p50_us'])} | "
                 f"{fmt_us(row['p99_us'])} | {fmt(row['cpu_us_per_req'], 2)} | {ratio} | "
                 f"{fmt(row['cpu_util'] * 100, 0)} % | {fmt(row['irq_us_per_req'], 2)} | "
+                f"{fmt(row['wakeups_per_req'], 3)} | {fmt(row['upstream_opens'], 0)} | "
                 f"≤ {fmt(row['others_max'] * 100, 0)} % | {fmt(row['peak_rss_kib'] / 1024, 1)} MiB | "
                 f"{row['errors']} | {row['rounds']} |")
-    # Before/after (run.sh --baseline): each round measures portico and portico-base back to
-    # back, so the ratio within a round cancels most of what drifts between rounds; its median
-    # over the rounds is the figure to quote.
+    return summary
+
+
+def pair_table(load, summary):
+    """Before/after (run.sh --baseline): portico / portico-base within each round, median."""
     pairs = []
     for key, title in SCENARIOS:
         rows = summary.get(key, {})
@@ -444,15 +537,84 @@ def summarize(path):
             f"| {label} | {fmt(rows['portico']['cpu_us_per_req'], 2)} | "
             f"{fmt(rows['portico-base']['cpu_us_per_req'], 2)} | **{mid:.3f}×** ({(mid - 1) * 100:+.1f} %) | "
             + ", ".join(f"{x:.3f}" for x in per_round) + " |")
+    if not pairs:
+        return []
+    return ["| Scenario | portico CPU µs/req | portico-base CPU µs/req | "
+            "portico / portico-base | per round |",
+            "|---|---:|---:|---:|---|"] + pairs
+
+
+def facts_text(facts):
+    """What was checked at start-up: the cipher each proxy negotiated, its h2 settings."""
+    if not facts:
+        return []
+    out = ["", "TLS and HTTP/2 as checked at start-up:", ""]
+    want = facts.get("tls_cipher")
+    if want:
+        out.append(f"- cipher asked for (BENCH_TLS_CIPHER): {want}; the load generators offer "
+                   "only it (h2load `--tls13-ciphers`, wrk through an OpenSSL config file)")
+    for proxy, info in sorted(facts.get("proxies", {}).items()):
+        if info.get("note"):
+            out.append(f"- {proxy}: {info['note']}")
+        if info.get("cipher_offering_all") or info.get("cipher_as_loaded"):
+            out.append(f"- {proxy} negotiated: {info.get('cipher_as_loaded') or '–'} with the "
+                       f"load generators' offer; {info.get('cipher_offering_all') or '–'} with a "
+                       "client offering every suite, AES-256 first (the server's own choice)")
+        for kind in ("h2_tls", "h2c"):
+            h2 = info.get(kind)
+            if h2:
+                settings = ", ".join(f"{k.replace('SETTINGS_', '')}={v}"
+                                     for k, v in h2.get("settings", {}).items()) or "none sent"
+                out.append(f"- {proxy} {kind.replace('_', ' over ')} SETTINGS: {settings}; "
+                           f"connection WINDOW_UPDATE: {h2.get('connection_window_update') or 'none'}")
+    return out
+
+
+def streams_in_use(load, facts):
+    """h2load's -m per connection, capped by each proxy's SETTINGS_MAX_CONCURRENT_STREAMS:
+    the streams per connection each proxy actually had in flight at each HTTP/2 point."""
+    if not facts:
+        return []
+    out = []
+    points = sorted({(op_of(r), r["point"]) for r in load
+                     if r["scenario"] in ("d-h2", "e") and r.get("point")})
+    for op, point in points:
+        conns, _, streams = point.partition("x")
+        used = []
+        for proxy, info in sorted(facts.get("proxies", {}).items()):
+            caps = [info[kind]["settings"].get("SETTINGS_MAX_CONCURRENT_STREAMS")
+                    for kind in ("h2_tls", "h2c") if kind in info]
+            caps = [c for c in caps if c]
+            cap = min(caps) if caps else None
+            n = min(int(streams), cap) if cap else int(streams)
+            used.append(f"{proxy} {n}" + (f" (its limit {cap})" if cap else ""))
+        out.append(f"- point {op} ({point}): {conns} connections, streams per connection in "
+                   f"flight: " + ", ".join(used))
+    return out
+
+
+def summarize(path, facts=None):
+    runs = [json.loads(line) for line in open(path) if line.strip()]
+    load = [r for r in runs if r["scenario"] != "idle"]
+    idle_runs = [r for r in runs if r["scenario"] == "idle"]
+    ops = sorted({op_of(r) for r in load}) or [1]
+    summary = {"points": {}}
+    out = []
     pair_out = []
-    if pairs:
-        pair_out.append("\n\nBefore/after: portico / portico-base CPU per request (median of the "
-                        "per-round ratios; each round's pair measured back to back; below 1 = "
-                        "portico is cheaper):\n")
-        pair_out.append("| Scenario | portico CPU µs/req | portico-base CPU µs/req | "
-                        "portico / portico-base | per round |")
-        pair_out.append("|---|---:|---:|---:|---|")
-        pair_out.extend(pairs)
+    for op in ops:
+        runs_here = [r for r in load if op_of(r) == op]
+        title = op_title(load, op)
+        out.append(f"\n### Operating point {op}: {title}\n")
+        tables = scenario_table(runs_here, out)
+        summary["points"][str(op)] = {"title": title, "scenarios": tables}
+        pairs = pair_table(runs_here, tables)
+        if pairs:
+            if not pair_out:
+                pair_out.append("\n\nBefore/after: portico / portico-base CPU per request "
+                                "(median of the per-round ratios; each round's pair measured "
+                                "back to back; below 1 = portico is cheaper):")
+            pair_out.append(f"\nOperating point {op}: {title}\n")
+            pair_out.extend(pairs)
     # Idle connections
     idle_out = []
     if idle_runs:
@@ -482,16 +644,34 @@ def summarize(path):
                     f"{fmt(row['rss_before_kib'] / 1024, 1)} MiB | "
                     f"{fmt(row['rss_after_kib'] / 1024, 1)} MiB | {fmt(row['bytes_per_conn'], 0)} | "
                     f"{row['rounds']} |")
-    # Targets
-    tgt = ["| Target | Figure | Result |", "|---|---|---|"]
+    # Targets: a ratio target holds only if it holds at every operating point.
+    heads = " | ".join(f"point {op}" for op in ops)
+    tgt = [f"| Target | {heads} | Result |", "|---|" + "---|" * len(ops) + "---|"]
     for key, limit in TARGET_RATIO.items():
-        row = summary.get(key, {}).get("portico")
-        if row and "ratio" in row:
-            met = "met" if row["ratio"] <= limit else "NOT met"
-            tgt.append(f"| ({key}) CPU/request ≤ {limit:.2f}× NGINX | {row['ratio']:.2f}× | {met} |")
+        figures = []
+        for op in ops:
+            row = summary["points"][str(op)]["scenarios"].get(key, {}).get("portico")
+            figures.append(row.get("ratio") if row else None)
+        measured = [f for f in figures if f is not None]
+        if not measured:
+            result = "not measured"
+        elif len(measured) < len(figures):
+            result = "met where measured" if all(f <= limit for f in measured) else "NOT met"
         else:
-            tgt.append(f"| ({key}) CPU/request ≤ {limit:.2f}× NGINX | not measured | – |")
-    rate = summary.get("rate", {})
+            result = "met at every point" if all(f <= limit for f in measured) else "NOT met"
+        cells = " | ".join("–" if f is None else f"{f:.2f}×" for f in figures)
+        tgt.append(f"| ({key}) CPU/request ≤ {limit:.2f}× NGINX | {cells} | {result} |")
+    fwd = []
+    for op in ops:
+        row = summary["points"][str(op)]["scenarios"].get("a", {}).get("nginx-fwd")
+        fwd.append(f"{row['ratio']:.2f}×" if row and "ratio" in row else "–")
+    if any(f != "–" for f in fwd):
+        tgt.append(f"| (a) nginx-fwd / nginx (reference, no target) | {' | '.join(fwd)} | – |")
+    blank = " | ".join("" for _ in ops[1:])
+    blank = f" {blank} |" if len(ops) > 1 else ""
+    rate = {}
+    for op in ops:
+        rate.update(summary["points"][str(op)]["scenarios"].get("rate", {}))
     if "portico" in rate and "nginx" in rate:
         p, n = rate["portico"]["p99_us"], rate["nginx"]["p99_us"]
         offered = rate["portico"].get("offered_rps") or 0
@@ -501,22 +681,26 @@ def summarize(path):
         if short:
             verdict = (f"inconclusive: {', '.join(short)} did not reach the offered "
                        f"{offered:,} req/s (load generator short of CPU?)")
-        tgt.append(f"| p99 at the same offered load ≤ NGINX | {fmt_us(p)} vs {fmt_us(n)} | "
-                   f"{verdict} |")
+        tgt.append(f"| p99 at the same offered load ≤ NGINX | {fmt_us(p)} vs {fmt_us(n)} |"
+                   f"{blank} {verdict} |")
     idle_sum = summary.get("idle", {})
     if "portico" in idle_sum and "nginx" in idle_sum:
         p, n = idle_sum["portico"]["bytes_per_conn"], idle_sum["nginx"]["bytes_per_conn"]
-        tgt.append(f"| memory per idle keep-alive conn ≤ NGINX | {p:,.0f} B vs {n:,.0f} B | "
-                   f"{'met' if p <= n else 'NOT met'} |")
-    disturbed = [f"{key} {proxy} ({row['others_max'] * 100:.0f} %)"
-                 for key, rows in summary.items() if key not in ("idle", "idle-unused")
+        tgt.append(f"| memory per idle keep-alive conn ≤ NGINX | {p:,.0f} B vs {n:,.0f} B |"
+                   f"{blank} {'met' if p <= n else 'NOT met'} |")
+    disturbed = [f"{key} {proxy} at point {op} ({row['others_max'] * 100:.0f} %)"
+                 for op, point in summary["points"].items()
+                 for key, rows in point["scenarios"].items()
                  for proxy, row in rows.items() if row.get("others_max", 0) > 0.10]
     if disturbed:
         out.append("\nDisturbed: other processes used more than 10 % of the proxy core in a "
                    "round of: " + ", ".join(disturbed) + ". Rerun those when the machine is "
                    "quieter (`--only`).")
+    if facts:
+        summary["facts"] = facts
     text = "\n".join(out) + "\n".join(pair_out) + "\n\nIdle keep-alive connections:\n\n" + \
-        "\n".join(idle_out) + "\n\nTargets:\n\n" + "\n".join(tgt) + "\n"
+        "\n".join(idle_out) + "\n\nTargets (ratios: the median of the per-round ratios):\n\n" + \
+        "\n".join(tgt) + "\n" + "\n".join(facts_text(facts) + streams_in_use(load, facts)) + "\n"
     return text, summary
 
 
@@ -558,16 +742,55 @@ def main(argv):
         # One run's record (stdin) as a progress line.
         d = json.loads(sys.stdin.read())
         us = lambda v: "-" if v is None else f"{v:.0f}"
-        print(f"[bench] {d['scenario']:<5} {d['proxy']:<9} r{d['round']}: {d['rps']:7.0f} req/s"
+        point = f" [{d['point']}]" if d.get("point") else ""
+        extra = ""
+        if d.get("ctx_switches_per_req") is not None:
+            extra += f"  wake-ups {d['ctx_switches_per_req']:.3f}/req"
+        if d.get("upstream_opens") is not None:
+            extra += f"  upstream opens {d['upstream_opens']}"
+        if d.get("threads"):
+            extra += f"  threads {d['threads']}"
+        if d.get("tls_cipher"):
+            extra += f"  {d['tls_cipher']}"
+        print(f"[bench] {d['scenario']:<5}{point} {d['proxy']:<9} r{d['round']}: {d['rps']:7.0f} req/s"
               f"  p50 {us(d['p50_us']):>5} µs  p99 {us(d['p99_us']):>6} µs"
               f"  CPU {d['cpu_us_per_req'] or 0:6.2f} µs/req ({d['cpu_util'] * 100:3.0f} % of CPU {argv[2]};"
               f" others there {d['proxy_cpu_other'] * 100:2.0f} %, irq {d['proxy_cpu_irq'] * 100:2.0f} %;"
               f" load CPU busy {d['load_cpu_busy'] * 100:3.0f} %)"
-              f"  peak RSS {d['peak_rss_kib'] / 1024:5.1f} MiB  errors {d['errors']}")
+              f"  peak RSS {d['peak_rss_kib'] / 1024:5.1f} MiB  errors {d['errors']}{extra}")
     elif cmd == "idle":
         idle(argv[2], int(argv[3]), int(argv[4]), int(argv[5]) if len(argv) > 5 else 1)
+    elif cmd == "h2-settings":
+        print(json.dumps(h2_settings(argv[2])))
+    elif cmd == "facts":
+        # PROXY TLS(1|0) CIPHER_AS_LOADED CIPHER_OFFERING_ALL NOTE NGHTTP_TLS NGHTTP_H2C
+        proxy, tls, loaded, offering_all, note, tls_out, h2c_out = argv[2:9]
+        info = {"cipher_as_loaded": loaded or None, "cipher_offering_all": offering_all or None,
+                "note": note or None}
+        if tls == "1" and os.path.exists(tls_out):
+            info["h2_tls"] = h2_settings(tls_out)
+        if os.path.exists(h2c_out):
+            info["h2c"] = h2_settings(h2c_out)
+        print(json.dumps({"proxy": proxy, "info": info}))
+    elif cmd == "facts-line":
+        info = json.loads(sys.stdin.read())["info"]
+        print("; ".join(f"{kind}: " + (", ".join(
+            f"{k.replace('SETTINGS_', '')}={v}" for k, v in info[kind]["settings"].items())
+            or "none") + f", connection WINDOW_UPDATE {info[kind]['connection_window_update']}"
+            for kind in ("h2_tls", "h2c") if kind in info) or "none")
+    elif cmd == "facts-merge":
+        proxies = {}
+        for line in open(argv[2]):
+            if line.strip():
+                d = json.loads(line)
+                proxies[d["proxy"]] = d["info"]
+        print(json.dumps({"tls_cipher": argv[3], "proxies": proxies}, indent=1))
     elif cmd == "summarize":
-        text, summary = summarize(argv[2])
+        facts = None
+        if len(argv) > 4 and os.path.exists(argv[4]):
+            with open(argv[4]) as f:
+                facts = json.load(f)
+        text, summary = summarize(argv[2], facts)
         if len(argv) > 3:
             with open(argv[3], "w") as f:
                 json.dump(summary, f, indent=1)

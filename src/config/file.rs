@@ -65,6 +65,9 @@ pub(crate) struct ListenerTlsFile {
     pub(crate) min_version: Option<TlsVersion>,
     /// A handshake not finished within this is cut. Default `10s`.
     pub(crate) handshake_timeout: Option<String>,
+    /// IANA cipher suite names, most preferred first; the server's order then wins.
+    /// Default: every suite rustls offers with ring, the client's order winning.
+    pub(crate) cipher_suites: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) client_auth: Option<ClientAuthFile>,
     /// `Strict-Transport-Security` on every response of this listener. Default: none.

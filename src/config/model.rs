@@ -48,6 +48,10 @@ pub(crate) struct ListenerTls {
     pub(crate) unknown_sni: UnknownSni,
     pub(crate) min_version: TlsVersion,
     pub(crate) handshake_timeout: Duration,
+    /// The suites offered, most preferred first, with the server's order winning; at least
+    /// one usable with `min_version`. `None` = the provider's defaults, the client's order
+    /// winning.
+    pub(crate) cipher_suites: Option<Vec<rustls::SupportedCipherSuite>>,
     pub(crate) client_auth: ClientAuth,
     pub(crate) hsts: Option<Hsts>,
 }

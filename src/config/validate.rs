@@ -331,6 +331,14 @@ impl Validator<'_> {
             DEFAULT_HANDSHAKE_TIMEOUT,
             false,
         );
+        let cipher_suites = match &file.cipher_suites {
+            None => Some(None),
+            Some(names) => {
+                let allowed = file.min_version.unwrap_or(TlsVersion::Tls12);
+                self.cipher_suites(&path.key("cipher_suites"), names, allowed)
+                    .map(Some)
+            }
+        };
         let client_auth = match &file.client_auth {
             None => Some(ClientAuth::default()),
             Some(auth) => self.client_auth(&path.key("client_auth"), auth),
@@ -344,9 +352,88 @@ impl Validator<'_> {
             unknown_sni: unknown_sni?,
             min_version: min_version?,
             handshake_timeout: handshake_timeout?,
+            cipher_suites: cipher_suites?,
             client_auth: client_auth?,
             hsts: hsts?,
         })
+    }
+
+    /// `cipher_suites`: IANA names of suites the crypto provider implements, each once, and
+    /// at least one usable with `min_version` (a TLS 1.3-only listener needs a TLS 1.3 suite).
+    fn cipher_suites(
+        &mut self,
+        path: &KeyPath,
+        names: &[String],
+        min_version: TlsVersion,
+    ) -> Option<Vec<rustls::SupportedCipherSuite>> {
+        let known = pki::cipher_suites();
+        if names.is_empty() {
+            self.report(
+                path,
+                "an empty list allows no cipher suite; leave cipher_suites out for the defaults",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut chosen = Vec::with_capacity(names.len());
+        let mut first_at: HashMap<&str, usize> = HashMap::new();
+        for (index, name) in names.iter().enumerate() {
+            let item = path.index(index);
+            let Some((_, suite)) = known.iter().find(|(known, _)| *known == name.as_str()) else {
+                let list = known.map(|(name, _)| name).join(", ");
+                let openssl = pki::iana_name_of_openssl(name);
+                let message = match openssl.or_else(|| closest(name, known.iter().map(|(n, _)| *n)))
+                {
+                    Some(iana) if openssl.is_some() => format!(
+                        "{name} is OpenSSL's name for this suite; write its IANA name `{iana}`"
+                    ),
+                    Some(near) => format!(
+                        "unknown cipher suite {name:?}, did you mean `{near}`? (supported, by \
+                         IANA name: {list})"
+                    ),
+                    None => {
+                        format!("unknown cipher suite {name:?}; supported, by IANA name: {list}")
+                    }
+                };
+                self.report(&item, message);
+                ok = false;
+                continue;
+            };
+            if let Some(first) = first_at.insert(name.as_str(), index) {
+                let message = format!("{name} is listed twice (also cipher_suites[{first}])");
+                self.report(&item, message);
+                ok = false;
+                continue;
+            }
+            chosen.push(*suite);
+        }
+        if !ok {
+            return None;
+        }
+        let tls13_only = min_version == TlsVersion::Tls13;
+        let usable = chosen
+            .iter()
+            .any(|suite| !tls13_only || suite.version() == &rustls::version::TLS13);
+        if !usable {
+            let tls13: Vec<&str> = known
+                .iter()
+                .filter(|(_, suite)| suite.version() == &rustls::version::TLS13)
+                .map(|(name, _)| *name)
+                .collect();
+            let message = format!(
+                "no suite here can be used with min_version \"1.3\": {} only work with TLS \
+                 1.2; add a TLS 1.3 suite ({})",
+                chosen
+                    .iter()
+                    .map(|suite| pki::cipher_suite_name(*suite))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                tls13.join(", ")
+            );
+            self.report(path, message);
+            return None;
+        }
+        Some(chosen)
     }
 
     /// `server_names`: DNS names or `*.` wildcards, lowercased, at least one.

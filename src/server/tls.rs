@@ -1,5 +1,5 @@
-//! TLS termination: certificates by SNI, ALPN, client certificates, handshake timeout and
-//! live certificate reload.
+//! TLS termination: certificates by SNI, ALPN, client certificates, cipher suites, handshake
+//! timeout and live certificate reload.
 //!
 //! On the request path this is the first step of a connection on a listener with `tls:`:
 //! the accept loop hands the raw socket to the connection's own task, which calls
@@ -187,7 +187,10 @@ impl Files {
 }
 
 fn build(settings: &ListenerTls, files: &Files) -> Result<Loaded, TlsLoadError> {
-    let provider = pki::crypto_provider();
+    let provider = match &settings.cipher_suites {
+        Some(suites) => pki::crypto_provider_with(suites),
+        None => pki::crypto_provider(),
+    };
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
     let mut default = None;
@@ -262,6 +265,11 @@ fn build(settings: &ListenerTls, files: &Files) -> Result<Loaded, TlsLoadError> 
         _ => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver.clone());
+    // An operator who lists suites states an order of preference; without this rustls would
+    // follow the client's (so a client preferring AES-256 would get it over a listed AES-128
+    // first). The defaults keep the client's order: a client without AES hardware may
+    // rightly prefer ChaCha20.
+    config.ignore_client_order = settings.cipher_suites.is_some();
     // HTTP/2 first: hyper-util's auto builder serves whichever the client picked.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Loaded {

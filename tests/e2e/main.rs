@@ -46,4 +46,5 @@ mod routing;
 mod seam;
 mod streaming;
 mod tls;
+mod tls_ciphers;
 mod upstream_errors;

@@ -1169,6 +1169,155 @@ fn listener_tls_problems_name_the_key() {
     );
 }
 
+/// A config whose only listener has `tls` with the certificate and these block-style lines
+/// (indented under `tls:`), so positions are easy to read off.
+fn cipher_config(dir: &Path, lines: &str) -> Result<Config, Vec<Problem>> {
+    let text = format!(
+        "listeners:\n  - name: secure\n    address: 127.0.0.1:8443\n    tls:\n      {CERT}\n{lines}clusters:\n  - name: backend\n    endpoints: [127.0.0.1:9000]\n"
+    );
+    match crate::config::load_str_in(&text, "t.yaml", &|_| None, Some(dir)) {
+        Ok(config) => Ok(config),
+        Err(ConfigError::Invalid { problems, .. }) => Err(problems),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+fn cipher_problems(dir: &Path, lines: &str) -> Vec<(String, usize, usize, String)> {
+    match cipher_config(dir, lines) {
+        Ok(_) => panic!("expected problems for {lines}"),
+        Err(problems) => problems
+            .into_iter()
+            .map(|p| (p.path, p.line, p.column, p.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn listener_cipher_suites_are_kept_in_order() {
+    let dir = tls_files();
+    let config = cipher_config(dir.path(), "").expect("valid");
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.cipher_suites, None);
+
+    let config = cipher_config(
+        dir.path(),
+        "      cipher_suites:\n        - TLS_CHACHA20_POLY1305_SHA256\n        - TLS_AES_128_GCM_SHA256\n        - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n",
+    )
+    .expect("valid");
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    let names: Vec<&str> = tls
+        .cipher_suites
+        .as_deref()
+        .expect("suites")
+        .iter()
+        .map(|suite| pki::cipher_suite_name(*suite))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "TLS_CHACHA20_POLY1305_SHA256",
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+        ]
+    );
+    // TLS 1.3 suites alone are fine on a listener that also allows 1.2: it speaks 1.3 only.
+    cipher_config(
+        dir.path(),
+        "      cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+    )
+    .expect("valid");
+    // TLS 1.2 suites are fine with min_version 1.3 as long as one 1.3 suite is there.
+    cipher_config(
+        dir.path(),
+        "      min_version: \"1.3\"\n      cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384]\n",
+    )
+    .expect("valid");
+}
+
+#[test]
+fn listener_cipher_suite_problems_have_positions() {
+    let dir = tls_files();
+    let d = dir.path();
+    let found = cipher_problems(
+        d,
+        "      cipher_suites:\n        - TLS_AES_128_GCM_SHA256\n        - TLS13_AES_256_GCM_SHA384\n        - ECDHE-RSA-AES128-GCM-SHA256\n        - TLS_AES_128_GCM_SHA256\n",
+    );
+    let summary: Vec<_> = found
+        .iter()
+        .map(|(path, line, column, message)| (path.as_str(), *line, *column, message.as_str()))
+        .collect();
+    assert_eq!(summary.len(), 3, "{summary:#?}");
+    assert_eq!(
+        (summary[0].0, summary[0].1, summary[0].2),
+        ("listeners[0].tls.cipher_suites[1]", 8, 11)
+    );
+    assert!(summary[0].3.starts_with(
+        "unknown cipher suite \"TLS13_AES_256_GCM_SHA384\", did you mean `TLS_AES_256_GCM_SHA384`?"
+    ));
+    assert_eq!(
+        (summary[1].0, summary[1].1, summary[1].2),
+        ("listeners[0].tls.cipher_suites[2]", 9, 11)
+    );
+    assert_eq!(
+        summary[1].3,
+        "ECDHE-RSA-AES128-GCM-SHA256 is OpenSSL's name for this suite; write its IANA name \
+         `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`"
+    );
+    assert_eq!(
+        summary[2],
+        (
+            "listeners[0].tls.cipher_suites[3]",
+            10,
+            11,
+            "TLS_AES_128_GCM_SHA256 is listed twice (also cipher_suites[0])"
+        )
+    );
+
+    let found = cipher_problems(
+        d,
+        "      min_version: \"1.3\"\n      cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n",
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let (path, line, column, message) = &found[0];
+    assert_eq!(
+        (path.as_str(), *line, *column),
+        ("listeners[0].tls.cipher_suites", 7, 22)
+    );
+    assert_eq!(
+        message,
+        "no suite here can be used with min_version \"1.3\": \
+         TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 only \
+         work with TLS 1.2; add a TLS 1.3 suite (TLS_AES_256_GCM_SHA384, \
+         TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256)"
+    );
+
+    let found = cipher_problems(d, "      cipher_suites: [RC4-MD5]\n");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        (found[0].0.as_str(), found[0].1, found[0].2),
+        ("listeners[0].tls.cipher_suites[0]", 6, 23)
+    );
+    assert!(found[0].3.starts_with(
+        "unknown cipher suite \"RC4-MD5\"; supported, by IANA name: TLS_AES_256_GCM_SHA384, \
+         TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256, \
+         TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+    ));
+
+    let found = cipher_problems(d, "      cipher_suites: []\n");
+    assert_eq!(
+        found
+            .iter()
+            .map(|(p, l, c, m)| (p.as_str(), *l, *c, m.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            "listeners[0].tls.cipher_suites",
+            6,
+            22,
+            "an empty list allows no cipher suite; leave cipher_suites out for the defaults"
+        )]
+    );
+}
+
 #[test]
 fn redirects_and_routes_that_require_client_certificates() {
     let dir = tls_files();
