@@ -268,8 +268,15 @@ impl HeadRefusal {
 
 impl ConnState {
     /// The state of a connection whose HTTP serving begins now.
+    #[cfg(test)]
     pub(crate) fn new() -> ConnState {
         ConnState::opened_at(now_ms())
+    }
+
+    /// The state of a connection whose HTTP serving began at `opened` (a plaintext
+    /// connection's accept, before it was handed to its serving task).
+    pub(crate) fn opened_since(opened: Instant) -> ConnState {
+        ConnState::opened_at(ms_since_epoch(opened))
     }
 
     fn opened_at(ms: u64) -> ConnState {

@@ -6,7 +6,10 @@
 //! accepting, asks every connection to finish its in-flight requests (HTTP/2 gets a
 //! GOAWAY, idle HTTP/1.1 connections close at once) and waits up to the drain deadline.
 //!
-//! Each connection is one task: on a TLS listener, first the handshake ([`tls`]); then the
+//! A plaintext connection first waits for its client's first bytes in a small task of its
+//! own ([`await_first_bytes`]), within the header budget, so that a connection that never
+//! sends anything holds little more than its socket. Then each connection is one task: on a
+//! TLS listener, first the handshake ([`tls`]); then the
 //! (decrypted) stream wrapped in the connection guard and served by hyper's HTTP/1.1 or
 //! HTTP/2 server — HTTP/2 when ALPN agreed on `h2`, or on cleartext when the client starts
 //! with the HTTP/2 preface (h2c prior knowledge). A companion watchdog task per connection
@@ -308,17 +311,24 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 context.metrics.accepted_connections.fetch_add(1, Relaxed);
-                tokio::spawn(serve_connection(
+                let accepted = AcceptedConnection {
                     stream,
                     peer,
-                    tls.clone(),
-                    context.clone(),
-                    shared.clone(),
-                    builder.clone(),
-                    on_parser_error.clone(),
-                    stop.clone(),
-                    (permit, drain.clone()),
-                ));
+                    tls: tls.clone(),
+                    context: context.clone(),
+                    shared: shared.clone(),
+                    builder: builder.clone(),
+                    on_parser_error: on_parser_error.clone(),
+                    stop: stop.clone(),
+                    held: (permit, drain.clone()),
+                    active: ActiveGuard::new(context.metrics.clone()),
+                    accepted_at: std::time::Instant::now(),
+                };
+                if accepted.tls.is_some() {
+                    tokio::spawn(serve_connection(accepted));
+                } else {
+                    tokio::spawn(await_first_bytes(accepted));
+                }
             }
             Err(error) => {
                 // Out of file descriptors or similar: back off briefly instead of spinning.
@@ -358,20 +368,18 @@ fn parser_error_renderer(shared: Arc<Shared>) -> ParserErrorRenderer {
     })
 }
 
-/// Decrements the active-connection gauge however the task ends.
+/// Counts a connection in the active-connection gauge for as long as it lives.
 struct ActiveGuard(Arc<crate::metrics::ListenerMetrics>);
 
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active_connections.fetch_sub(1, Relaxed);
+impl ActiveGuard {
+    fn new(metrics: Arc<crate::metrics::ListenerMetrics>) -> ActiveGuard {
+        metrics.active_connections.fetch_add(1, Relaxed);
+        ActiveGuard(metrics)
     }
 }
 
-/// One accepted connection, start to end: the TLS handshake on a TLS listener (here, in the
-/// connection's own task, bounded by the handshake timeout and cut short by shutdown), then
-/// HTTP over whichever stream that gave.
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
+/// An accepted connection and what serving it needs, handed from task to task.
+struct AcceptedConnection {
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<Arc<TlsListener>>,
@@ -379,11 +387,58 @@ async fn serve_connection(
     shared: Arc<Shared>,
     builder: Arc<HttpBuilders>,
     on_parser_error: ParserErrorRenderer,
-    mut stop: watch::Receiver<bool>,
-    _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
-) {
-    context.metrics.active_connections.fetch_add(1, Relaxed);
-    let _active = ActiveGuard(context.metrics.clone());
+    stop: watch::Receiver<bool>,
+    /// The listener's connection slot and the drain's count, released when it ends.
+    held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    active: ActiveGuard,
+    /// For a plaintext connection, when its header budget began.
+    accepted_at: std::time::Instant,
+}
+
+/// A plaintext connection's first wait, in a task of its own that holds only the socket and
+/// a timer: until the client sends its first bytes (then the connection's serving task
+/// takes over), the header budget runs out (closed, counted as a header timeout, as the
+/// watchdog would have) or the gateway shuts down.
+async fn await_first_bytes(mut accepted: AcceptedConnection) {
+    let budget = accepted.context.config.limits.header_read_timeout;
+    let deadline = tokio::time::Instant::from_std(accepted.accepted_at) + budget;
+    let readable = tokio::select! {
+        readable = std::future::poll_fn(|cx| accepted.stream.poll_readable(cx)) => readable.is_ok(),
+        _ = tokio::time::sleep_until(deadline) => {
+            accepted.context.metrics.header_timeouts.fetch_add(1, Relaxed);
+            tracing::info!(peer = %accepted.peer, "request head not received in time; closing");
+            false
+        }
+        _ = stopped(&mut accepted.stop) => false,
+    };
+    if readable {
+        tokio::spawn(serve_connection(accepted));
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One accepted connection, to its end: the TLS handshake on a TLS listener (here, in the
+/// connection's own task, bounded by the handshake timeout and cut short by shutdown), then
+/// HTTP over whichever stream that gave.
+async fn serve_connection(accepted: AcceptedConnection) {
+    let AcceptedConnection {
+        stream,
+        peer,
+        tls,
+        context,
+        shared,
+        builder,
+        on_parser_error,
+        mut stop,
+        held: _held,
+        active: _active,
+        accepted_at,
+    } = accepted;
     let _ = stream.set_nodelay(true);
     let mut conn = Connection {
         peer,
@@ -392,10 +447,13 @@ async fn serve_connection(
         builder,
         on_parser_error,
         tls: None,
+        opened: accepted_at,
     };
     let Some(tls) = tls else {
         return serve_http(stream, conn, stop).await;
     };
+    // On TLS, the header budget starts once the handshake is done.
+    conn.opened = std::time::Instant::now();
     // Boxed, and gone once done: the connection's task does not carry the handshake's
     // state for the life of the connection.
     let handshake = tokio::select! {
@@ -405,6 +463,7 @@ async fn serve_connection(
     match handshake {
         tls::Handshake::Done(stream, info) => {
             conn.tls = Some(info);
+            conn.opened = std::time::Instant::now();
             serve_http(stream, conn, stop).await;
         }
         tls::Handshake::PlainHttp(mut stream) => {
@@ -428,6 +487,8 @@ struct Connection {
     builder: Arc<HttpBuilders>,
     on_parser_error: ParserErrorRenderer,
     tls: Option<tls::TlsInfo>,
+    /// When HTTP serving began: the header budget of the first request counts from here.
+    opened: std::time::Instant,
 }
 
 /// Serve HTTP on a plaintext socket or a TLS stream (the guard sees decrypted bytes).
@@ -442,8 +503,9 @@ where
         builder,
         on_parser_error,
         tls,
+        opened,
     } = conn;
-    let state = Arc::new(ConnState::new());
+    let state = Arc::new(ConnState::opened_since(opened));
     // TLS connections speak what ALPN agreed on; cleartext ones are sniffed.
     let info_tls_alpn = tls.as_ref().map(|tls| tls.alpn.clone());
     let info = Arc::new(ClientConnection {
@@ -618,7 +680,7 @@ where
 pub(crate) trait Parkable {
     /// Whether this stream can be parked.
     fn can_park(&self) -> bool;
-    /// Ready when the stream has bytes to read (or has failed).
+    /// Ready when the stream has bytes to read, has ended, or has failed.
     fn poll_readable(
         &self,
         cx: &mut std::task::Context<'_>,
@@ -634,7 +696,11 @@ impl Parkable for TcpStream {
         &self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        self.poll_read_ready(cx)
+        // A peek, not the readiness alone: readiness may be reported for a socket with
+        // nothing to read (a new one, for instance), and a peek that finds nothing clears it.
+        let mut byte = [0u8; 1];
+        let mut peeked = tokio::io::ReadBuf::new(&mut byte);
+        self.poll_peek(cx, &mut peeked).map_ok(|_| ())
     }
 }
 
