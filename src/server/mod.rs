@@ -435,8 +435,8 @@ async fn serve_connection(accepted: AcceptedConnection) {
         builder,
         on_parser_error,
         mut stop,
-        held: _held,
-        active: _active,
+        held,
+        active,
         accepted_at,
     } = accepted;
     let _ = stream.set_nodelay(true);
@@ -448,6 +448,8 @@ async fn serve_connection(accepted: AcceptedConnection) {
         on_parser_error,
         tls: None,
         opened: accepted_at,
+        held,
+        active,
     };
     let Some(tls) = tls else {
         return serve_http(stream, conn, stop).await;
@@ -489,6 +491,10 @@ struct Connection {
     tls: Option<tls::TlsInfo>,
     /// When HTTP serving began: the header budget of the first request counts from here.
     opened: std::time::Instant,
+    /// The listener's connection slot, the drain's count and the active gauge: held for as
+    /// long as the connection lives, from task to task.
+    held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    active: ActiveGuard,
 }
 
 /// Serve HTTP on a plaintext socket or a TLS stream (the guard sees decrypted bytes).
@@ -504,6 +510,8 @@ where
         on_parser_error,
         tls,
         opened,
+        held,
+        active,
     } = conn;
     let state = Arc::new(ConnState::opened_since(opened));
     // TLS connections speak what ALPN agreed on; cleartext ones are sniffed.
@@ -564,7 +572,26 @@ where
         })
         .await
     } else {
-        serve_http1(io, service, &builder.h1, &state, &context.metrics).await
+        match serve_http1(io, service, &builder.h1, &state).await {
+            Ok(Some((io, service))) => {
+                // Parked: this task ends, a small one holds the connection while it idles.
+                let parked = Parked {
+                    io,
+                    service,
+                    state,
+                    context,
+                    builder,
+                    peer,
+                    watchdog,
+                    _held: held,
+                    _active: active,
+                };
+                tokio::spawn(parked.wait());
+                return;
+            }
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        }
     };
     watchdog.abort();
     if let Err(error) = result {
@@ -572,64 +599,161 @@ where
     }
 }
 
-/// Serve HTTP/1.1 on a connection, parking it whenever it idles (see [`conn_guard`]): hyper's
-/// connection ends with its buffers, the socket stays open with only its readiness
-/// registration, and a fresh hyper connection over the same guard serves the next request.
+/// Serve HTTP/1.1 on a connection until it ends (`None`) or is to be parked (see
+/// [`conn_guard`]): then hyper's connection has ended with its buffers, and the stream and
+/// the service come back to wait in a [`Parked`] connection's small task.
 async fn serve_http1<IO, S>(
     mut io: GuardedIo<IO>,
     mut service: S,
     h1: &hyper::server::conn::http1::Builder,
     state: &ConnState,
-    metrics: &crate::metrics::ListenerMetrics,
-) -> Result<(), hyper::Error>
+) -> Result<Option<(GuardedIo<IO>, S)>, hyper::Error>
 where
     IO: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming> + Unpin + Send + 'static,
-    S::Future: Send + 'static,
-    S::ResBody: Send + 'static,
-    <S::ResBody as hyper::body::Body>::Data: Send,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: Http1Service,
 {
     loop {
-        // Boxed: a parked connection (and one waiting for its first bytes) does not carry
-        // hyper's state; one allocation per burst of requests, not per request.
+        // Boxed: the task does not carry hyper's state until there is a request to serve.
         let mut connection = Box::new(
             h1.serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
         let parking = drive_parkable(&mut *connection, state, |c| c.graceful_shutdown()).await?;
         if !parking {
-            return Ok(());
+            return Ok(None);
         }
         state.begin_parking(false);
         // Not upgraded (a connection that parks is between messages).
         let Some(parts) = connection.into_parts() else {
-            return Ok(());
+            return Ok(None);
         };
         io = parts.io.into_inner();
         service = parts.service;
-        if !parts.read_buf.is_empty() {
-            // Bytes hyper had read ahead (already seen by the guard): serve them at once.
-            io.replay(parts.read_buf.to_vec());
-            continue;
+        if parts.read_buf.is_empty() {
+            // Dropped here: even empty, it may hold on to hyper's whole read buffer.
+            return Ok(Some((io, service)));
         }
-        // Even empty, it may hold on to hyper's whole read buffer.
-        drop(parts.read_buf);
-        metrics.parked_connections.fetch_add(1, Relaxed);
-        state.set_parked(true);
-        let woken = std::future::poll_fn(|cx| match state.poll_close(cx.waker()) {
-            Close::None => io.get_ref().poll_readable(cx).map(|ready| ready.is_ok()),
-            Close::Graceful | Close::Abort => std::task::Poll::Ready(false),
+        // Bytes hyper had read ahead (already seen by the guard): serve them at once.
+        io.replay(parts.read_buf.to_vec());
+    }
+}
+
+/// The gateway's service, as hyper's HTTP/1 connections run it (named once for its bounds).
+trait Http1Service:
+    hyper::service::HttpService<
+        hyper::body::Incoming,
+        ResBody = crate::completion::ResponseBody,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<S> Http1Service for S where
+    S: hyper::service::HttpService<
+            hyper::body::Incoming,
+            ResBody = crate::completion::ResponseBody,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Unpin
+        + Send
+        + 'static
+{
+}
+
+/// A parked HTTP/1.1 connection: what it needs to be served again, in a task of its own
+/// that holds nothing else while it waits (the serving task has ended).
+struct Parked<IO, S> {
+    io: GuardedIo<IO>,
+    service: S,
+    state: Arc<ConnState>,
+    context: Arc<ListenerContext>,
+    builder: Arc<HttpBuilders>,
+    peer: SocketAddr,
+    watchdog: tokio::task::JoinHandle<()>,
+    _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    _active: ActiveGuard,
+}
+
+/// A task's future, boxed: a parked connection and a resumed one spawn each other.
+type ConnectionTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl<IO, S> Parked<IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
+    S: Http1Service,
+{
+    /// Wait, holding only the socket's readiness registration, until the client sends
+    /// again (then serve it in a new task) or the connection is to close (idle timeout,
+    /// shutdown), as hyper would have closed it.
+    fn wait(self) -> ConnectionTask {
+        Box::pin(async move {
+            let mut parked = self;
+            parked
+                .context
+                .metrics
+                .parked_connections
+                .fetch_add(1, Relaxed);
+            parked.state.set_parked(true);
+            // The stream by `&mut`, so that it need only be `Send`.
+            let (io, state) = (&mut parked.io, &parked.state);
+            let woken = std::future::poll_fn(move |cx| match state.poll_close(cx.waker()) {
+                Close::None => io.get_ref().poll_readable(cx).map(|ready| ready.is_ok()),
+                Close::Graceful | Close::Abort => std::task::Poll::Ready(false),
+            })
+            .await;
+            parked.state.set_parked(false);
+            parked
+                .context
+                .metrics
+                .parked_connections
+                .fetch_sub(1, Relaxed);
+            if woken {
+                tokio::spawn(parked.resume());
+            } else {
+                parked.watchdog.abort();
+            }
         })
-        .await;
-        state.set_parked(false);
-        metrics.parked_connections.fetch_sub(1, Relaxed);
-        if !woken {
-            // Closed while idle (idle timeout, shutdown), as hyper would have; or the socket
-            // failed.
-            return Ok(());
-        }
+    }
+
+    /// Serve the connection again, until it ends or parks once more.
+    fn resume(self) -> ConnectionTask {
+        Box::pin(async move {
+            let Parked {
+                io,
+                service,
+                state,
+                context,
+                builder,
+                peer,
+                watchdog,
+                _held,
+                _active,
+            } = self;
+            match serve_http1(io, service, &builder.h1, &state).await {
+                Ok(Some((io, service))) => {
+                    let parked = Parked {
+                        io,
+                        service,
+                        state,
+                        context,
+                        builder,
+                        peer,
+                        watchdog,
+                        _held,
+                        _active,
+                    };
+                    tokio::spawn(parked.wait());
+                }
+                Ok(None) => watchdog.abort(),
+                Err(error) => {
+                    watchdog.abort();
+                    tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+                }
+            }
+        })
     }
 }
 
