@@ -578,13 +578,15 @@ where
                 let parked = Parked {
                     io,
                     service,
-                    state,
-                    context,
-                    builder,
-                    peer,
-                    watchdog,
-                    _held: held,
-                    _active: active,
+                    life: ConnectionLife {
+                        state,
+                        context,
+                        builder,
+                        peer,
+                        watchdog,
+                        _held: held,
+                        _active: active,
+                    },
                 };
                 tokio::spawn(parked.wait());
                 return;
@@ -668,6 +670,11 @@ impl<S> Http1Service for S where
 struct Parked<IO, S> {
     io: GuardedIo<IO>,
     service: S,
+    life: ConnectionLife,
+}
+
+/// What lives as long as a connection, whichever task serves it.
+struct ConnectionLife {
     state: Arc<ConnState>,
     context: Arc<ListenerContext>,
     builder: Arc<HttpBuilders>,
@@ -691,29 +698,22 @@ where
     fn wait(self) -> ConnectionTask {
         Box::pin(async move {
             let mut parked = self;
-            parked
-                .context
-                .metrics
-                .parked_connections
-                .fetch_add(1, Relaxed);
-            parked.state.set_parked(true);
+            let metrics = parked.life.context.metrics.clone();
+            metrics.parked_connections.fetch_add(1, Relaxed);
+            parked.life.state.set_parked(true);
             // The stream by `&mut`, so that it need only be `Send`.
-            let (io, state) = (&mut parked.io, &parked.state);
+            let (io, state) = (&mut parked.io, &parked.life.state);
             let woken = std::future::poll_fn(move |cx| match state.poll_close(cx.waker()) {
                 Close::None => io.get_ref().poll_readable(cx).map(|ready| ready.is_ok()),
                 Close::Graceful | Close::Abort => std::task::Poll::Ready(false),
             })
             .await;
-            parked.state.set_parked(false);
-            parked
-                .context
-                .metrics
-                .parked_connections
-                .fetch_sub(1, Relaxed);
+            parked.life.state.set_parked(false);
+            metrics.parked_connections.fetch_sub(1, Relaxed);
             if woken {
                 tokio::spawn(parked.resume());
             } else {
-                parked.watchdog.abort();
+                parked.life.watchdog.abort();
             }
         })
     }
@@ -721,36 +721,15 @@ where
     /// Serve the connection again, until it ends or parks once more.
     fn resume(self) -> ConnectionTask {
         Box::pin(async move {
-            let Parked {
-                io,
-                service,
-                state,
-                context,
-                builder,
-                peer,
-                watchdog,
-                _held,
-                _active,
-            } = self;
-            match serve_http1(io, service, &builder.h1, &state).await {
+            let Parked { io, service, life } = self;
+            match serve_http1(io, service, &life.builder.h1, &life.state).await {
                 Ok(Some((io, service))) => {
-                    let parked = Parked {
-                        io,
-                        service,
-                        state,
-                        context,
-                        builder,
-                        peer,
-                        watchdog,
-                        _held,
-                        _active,
-                    };
-                    tokio::spawn(parked.wait());
+                    tokio::spawn(Parked { io, service, life }.wait());
                 }
-                Ok(None) => watchdog.abort(),
+                Ok(None) => life.watchdog.abort(),
                 Err(error) => {
-                    watchdog.abort();
-                    tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+                    life.watchdog.abort();
+                    tracing::debug!(peer = %life.peer, error = %error, "connection ended with an error");
                 }
             }
         })
