@@ -17,6 +17,7 @@
 
 pub(crate) mod check;
 pub(crate) mod deserialize;
+mod dump;
 mod env;
 pub(crate) mod file;
 pub(crate) mod model;
@@ -31,6 +32,7 @@ pub(crate) use validate::parse_endpoint;
 pub(crate) use validate::REDACTED;
 
 use crate::concerns::{RoutePolicies, Sections};
+pub(crate) use dump::ConfigDump;
 use model::{AdminSettings, Cluster, Listener, RouteMatch, RuntimeSettings};
 use source::{KeyPath, Pos};
 use std::path::{Path, PathBuf};
@@ -47,7 +49,7 @@ pub struct Config {
     /// The concerns' own top-level sections.
     pub(crate) sections: Sections,
     /// The effective config as JSON, secrets (values that came from `${ENV}`) redacted.
-    pub(crate) redacted_dump: serde_json::Value,
+    pub(crate) redacted_dump: ConfigDump,
 }
 
 impl Config {

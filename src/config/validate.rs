@@ -24,7 +24,7 @@ use super::problem::Problem;
 use super::source::{KeyPath, Seg, SourceMap};
 use super::structure::Parts;
 use super::units::format_size;
-use super::{Config, Route};
+use super::{Config, ConfigDump, Route};
 use crate::concerns::{RoutePolicies, Sections};
 use crate::pki;
 use http::{HeaderName, HeaderValue, Method};
@@ -101,7 +101,7 @@ pub(crate) fn validate(
             clusters: clusters.into_iter().collect::<Option<_>>()?,
             routes: routes.into_iter().collect::<Option<_>>()?,
             sections: sections?,
-            redacted_dump: dump,
+            redacted_dump: ConfigDump::new(dump),
         })
     })();
     let problems = v.check.into_problems();
