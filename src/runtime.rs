@@ -29,6 +29,9 @@ use http::HeaderName;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod trim;
+use trim::{trim_allocator, TrimOnDrop};
+
 /// State that lives as long as the process, across reloads.
 pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
@@ -78,6 +81,8 @@ pub(crate) struct Runtime {
     /// The clusters, in config order (for the admin listener's `/clusters` and `/metrics`).
     pub(crate) clusters: Vec<Arc<Cluster>>,
     resources: Resources,
+    /// Last, so that it drops after everything above: gives the freed pages back.
+    _trim: TrimOnDrop,
 }
 
 /// One route, ready to serve.
@@ -224,6 +229,9 @@ impl Runtime {
                 "resources carried over from the previous configuration"
             );
         }
+        // The config's parse (source tree, JSON tree, file structs) is freed by now: give its
+        // peak back before the runtime starts serving.
+        trim_allocator();
         Ok(Runtime {
             consumers: services.auth.consumers.clone(),
             key_sets: services.auth.key_sets.clone(),
@@ -243,6 +251,7 @@ impl Runtime {
             clusters,
             resources: carry.finish(),
             config: Arc::new(config),
+            _trim: TrimOnDrop,
         })
     }
 }
