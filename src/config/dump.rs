@@ -7,16 +7,26 @@
 //! each an owned `String` in a B-tree node — about 6 KB a route, 30 MB at 5,000 routes. The
 //! same as compact text is under 1 KB a route; `/config` parses it back when asked, so its
 //! output is unchanged.
+//!
+//! Most of that text is the keys of the policies a route does not use, written as `null`.
+//! Those are left out of the text; each route keeps the index of its set of such keys
+//! (routes share a handful of distinct sets), and they are put back when the dump is parsed.
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
-use std::fmt;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 /// The redacted effective config as compact JSON text (cheap to clone: the text is shared).
 #[derive(Clone)]
 pub(crate) struct ConfigDump {
+    /// Without the `null` fields of the routes.
     text: Arc<str>,
+    /// The distinct sets of a route's `null` fields.
+    null_sets: Arc<[Box<[Box<str>]>]>,
+    /// Per route, in order: its set's index in `null_sets`.
+    route_nulls: Arc<[u32]>,
     /// Tests index into the dump as into a `Value`; parsed on first use.
     #[cfg(test)]
     parsed: std::sync::OnceLock<Value>,
@@ -24,24 +34,109 @@ pub(crate) struct ConfigDump {
 
 impl ConfigDump {
     /// Keep `value` as text; the tree itself is dropped here.
-    pub(crate) fn new(value: Value) -> ConfigDump {
-        ConfigDump {
-            // `Value`'s `Display` is the compact JSON serialisation, and cannot fail.
-            text: value.to_string().into(),
-            #[cfg(test)]
-            parsed: std::sync::OnceLock::new(),
+    #[cfg(test)]
+    pub(crate) fn new(mut value: Value) -> ConfigDump {
+        let mut routes = RouteDumps::default();
+        if let Some(Value::Array(items)) = value.as_object_mut().and_then(|o| o.remove("routes")) {
+            for route in items {
+                routes.push(route);
+            }
+        }
+        match value {
+            Value::Object(rest) => routes.finish(rest),
+            _ => routes.finish(serde_json::Map::new()),
         }
     }
 
-    /// The dump as a tree, parsed anew on each call.
+    /// The dump as a tree, parsed anew on each call (routes' `null` fields put back).
     pub(crate) fn to_value(&self) -> Result<Value, serde_json::Error> {
-        serde_json::from_str(&self.text)
+        let mut value: Value = serde_json::from_str(&self.text)?;
+        if let Some(Value::Array(routes)) = value.get_mut("routes") {
+            for (route, set) in routes.iter_mut().zip(self.route_nulls.iter()) {
+                let (Value::Object(fields), Some(keys)) =
+                    (route, self.null_sets.get(*set as usize))
+                else {
+                    continue;
+                };
+                for key in keys.iter() {
+                    fields.insert(key.to_string(), Value::Null);
+                }
+            }
+        }
+        Ok(value)
     }
 
     #[cfg(test)]
     fn value(&self) -> &Value {
         self.parsed
             .get_or_init(|| self.to_value().expect("the dump is JSON this module wrote"))
+    }
+}
+
+/// The routes' part of a [`ConfigDump`], written one route at a time: the validator turns
+/// each route's tree into text as soon as the route is checked, so the trees of thousands of
+/// routes never exist at once (their peak, and the holes they would leave between what the
+/// runtime keeps, were most of the memory a large config left behind).
+#[derive(Default)]
+pub(crate) struct RouteDumps {
+    /// `{"routes":[` and the routes so far, comma-separated.
+    text: String,
+    sets: HashMap<Vec<String>, u32>,
+    route_nulls: Vec<u32>,
+}
+
+impl RouteDumps {
+    /// Add the next route's dump (secrets already redacted).
+    pub(crate) fn push(&mut self, mut route: Value) {
+        let mut nulls = Vec::new();
+        if let Value::Object(fields) = &mut route {
+            fields.retain(|key, field| {
+                let keep = !field.is_null();
+                if !keep {
+                    nulls.push(key.clone());
+                }
+                keep
+            });
+        }
+        let next = u32::try_from(self.sets.len()).unwrap_or(u32::MAX);
+        self.route_nulls
+            .push(*self.sets.entry(nulls).or_insert(next));
+        self.text.push_str(if self.text.is_empty() {
+            "{\"routes\":["
+        } else {
+            ","
+        });
+        // `Value`'s `Display` is the compact JSON serialisation, and cannot fail.
+        let _ = write!(self.text, "{route}");
+    }
+
+    /// The whole dump: these routes under `routes`, and the other top-level keys of `rest`.
+    pub(crate) fn finish(mut self, rest: serde_json::Map<String, Value>) -> ConfigDump {
+        if self.text.is_empty() {
+            self.text.push_str("{\"routes\":[");
+        }
+        self.text.push(']');
+        if rest.is_empty() {
+            self.text.push('}');
+        } else {
+            // `{"a":…,"b":…}` after `"routes":[…]`, without its opening brace.
+            let rest = Value::Object(rest).to_string();
+            self.text.push(',');
+            self.text.push_str(rest.get(1..).unwrap_or("}"));
+        }
+        let mut null_sets = vec![Box::default(); self.sets.len()];
+        for (keys, index) in self.sets {
+            if let Some(slot) = null_sets.get_mut(index as usize) {
+                *slot = keys.into_iter().map(String::into_boxed_str).collect();
+            }
+        }
+        ConfigDump {
+            text: self.text.into(),
+            null_sets: null_sets.into(),
+            route_nulls: self.route_nulls.into(),
+            #[cfg(test)]
+            parsed: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -54,10 +149,13 @@ impl Serialize for ConfigDump {
     }
 }
 
-/// The compact JSON text, as `Value`'s `Display` writes it.
+/// The compact JSON text of the tree it was made from, as `Value`'s `Display` writes it.
 impl fmt::Display for ConfigDump {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        match self.to_value() {
+            Ok(value) => write!(f, "{value}"),
+            Err(_) => f.write_str(&self.text),
+        }
     }
 }
 
@@ -84,9 +182,15 @@ mod tests {
     #[test]
     fn renders_as_the_tree_it_was_made_from() {
         let tree = json!({
-            "routes": [{ "name": "a", "percent": 33.3, "tiny": 1e-7, "big": 1.7976931348623157e308,
-                         "third": 0.30000000000000004, "none": null, "list": [], "map": {} }],
-            "runtime": { "workers": 1, "text": "quote \" and \\u{1F600} 😀" }
+            "routes": [
+                { "name": "a", "percent": 33.3, "tiny": 1e-7, "big": 1.7976931348623157e308,
+                  "third": 0.30000000000000004, "none": null, "list": [], "map": {},
+                  "nested": { "kept": null } },
+                { "name": "b", "none": null, "other": null },
+                { "name": "c", "none": null },
+                { "name": "d" }
+            ],
+            "runtime": { "workers": 1, "text": "quote \" and \\u{1F600} 😀", "gone": null }
         });
         let dump = ConfigDump::new(tree.clone());
         assert_eq!(
@@ -96,5 +200,25 @@ mod tests {
         assert_eq!(dump.to_string(), tree.to_string());
         assert_eq!(dump["routes"][0]["name"], "a");
         assert_eq!(dump.to_value().expect("parses"), tree);
+        assert_eq!(dump["routes"][1]["other"], Value::Null);
+        assert!(dump["routes"][3].get("none").is_none());
+        // The routes' nulls are not in the text, and the four routes share three sets.
+        assert!(!dump.text.contains("\"other\""));
+        assert_eq!(dump.null_sets.len(), 3);
+    }
+
+    #[test]
+    fn a_dump_without_routes_or_other_keys_renders_as_it_was() {
+        for tree in [json!({}), json!({ "routes": [] }), json!({ "admin": null })] {
+            let dump = ConfigDump::new(tree.clone());
+            let mut expected = tree.clone();
+            // The routes key is always there (a config always has the list).
+            expected
+                .as_object_mut()
+                .expect("object")
+                .entry("routes")
+                .or_insert(json!([]));
+            assert_eq!(dump.to_value().expect("parses"), expected);
+        }
     }
 }
