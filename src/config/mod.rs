@@ -22,6 +22,7 @@ mod env;
 pub(crate) mod file;
 pub(crate) mod model;
 mod problem;
+mod share;
 pub(crate) mod source;
 mod structure;
 pub(crate) mod units;
@@ -36,6 +37,7 @@ pub(crate) use dump::ConfigDump;
 use model::{AdminSettings, Cluster, Listener, RouteMatch, RuntimeSettings};
 use source::{KeyPath, Pos};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A validated configuration: typed, defaulted and cross-checked, ready to build a runtime
 /// from. Made only by the loaders in this module.
@@ -78,7 +80,8 @@ pub(crate) struct Route {
     pub(crate) cluster: String,
     /// Index into `Config::clusters`; `None` for a route that answers by itself.
     pub(crate) cluster_index: Option<usize>,
-    pub(crate) policies: RoutePolicies,
+    /// Shared by the routes whose policies are equal (`share.rs`).
+    pub(crate) policies: Arc<RoutePolicies>,
 }
 
 /// Why a config could not be loaded.

@@ -22,6 +22,7 @@ use super::model::{
     UnknownSni, UpstreamProtocol, UpstreamTls,
 };
 use super::problem::Problem;
+use super::share::SharedPolicies;
 use super::source::{KeyPath, Seg, SourceMap};
 use super::structure::Parts;
 use super::units::format_size;
@@ -799,6 +800,7 @@ impl Validator<'_> {
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut routes = Vec::with_capacity(parts.routes.len());
         let mut dumps = RouteDumps::default();
+        let mut shared = SharedPolicies::default();
         for (index, file) in parts.routes.iter().enumerate() {
             let Some(file) = file else {
                 routes.push(None);
@@ -869,7 +871,7 @@ impl Validator<'_> {
                     matcher: matcher?,
                     cluster: file.cluster.clone().unwrap_or_default(),
                     cluster_index: cluster?,
-                    policies: policies?,
+                    policies: shared.share(policies?),
                 })
             })();
             routes.push(route);
