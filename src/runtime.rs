@@ -173,6 +173,12 @@ impl Runtime {
                 source,
             })?,
         );
+        // One name per cluster, not one copy per route.
+        let cluster_names: Vec<Arc<str>> = config
+            .clusters
+            .iter()
+            .map(|cluster| cluster.name.as_str().into())
+            .collect();
         let routes = config
             .routes
             .iter()
@@ -186,7 +192,10 @@ impl Runtime {
                 RouteEntry {
                     record: RouteRecord {
                         name: route.name.as_str().into(),
-                        cluster: route.cluster.as_str().into(),
+                        cluster: route
+                            .cluster_index
+                            .and_then(|index| cluster_names.get(index).cloned())
+                            .unwrap_or_else(|| route.cluster.as_str().into()),
                         metrics: metrics.route(&route.name),
                     },
                     stack: build_route_stack(
@@ -211,7 +220,6 @@ impl Runtime {
                 }
             })
             .collect();
-        let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();
         let settings = &config.sections.access_log;
         let access_log = if settings.enabled {
             let writer = carry
@@ -244,7 +252,8 @@ impl Runtime {
             },
             rate_limit_redis: services.rate_limit.redis.clone(),
             identity_headers: identity_headers(&config),
-            router: Router::new(&matchers),
+            // Straight from the config: a copy of every matcher would only leave holes.
+            router: Router::new(config.routes.iter().map(|route| &route.matcher)),
             routes,
             access_log,
             unmatched: metrics.route("(none)"),
