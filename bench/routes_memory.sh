@@ -61,8 +61,10 @@ RUN_ID=$(date -u +%Y%m%d-%H%M%S)-memory
 OUT=$BENCH/results/$RUN_ID
 mkdir -p "$OUT"
 ln -sfn "$RUN_ID" "$BENCH/results/latest-memory"
-# A private copy: a build may replace the binary during the run.
+# A private copy: a build may replace the binary during the run. Removed at exit (a release
+# build with debug info is tens of MB; env.txt keeps its checksum).
 cp "$BIN" "$OUT/portico"
+trap 'rm -f "$OUT/portico"' EXIT
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "command: bench/routes_memory.sh --binary $BIN --routes ${ROUTES_LIST// /,} --reloads $RELOADS"
