@@ -8,8 +8,9 @@
 //! same as compact text is under 1 KB a route; `/config` parses it back when asked, so its
 //! output is unchanged.
 //!
-//! Most of that text is the keys of the policies a route does not use, written as `null`.
-//! Those are left out of the text; each route keeps the index of its set of such keys
+//! Most of that text is the keys of the policies a route does not use, written as `null`,
+//! and empty maps and lists (`headers: []`, `add: {}`). Those are left out of the text, at
+//! any depth of the route's mappings; each route keeps the index of its set of such fields
 //! (routes share a handful of distinct sets), and they are put back when the dump is parsed.
 
 use serde::{Serialize, Serializer};
@@ -23,8 +24,8 @@ use std::sync::Arc;
 pub(crate) struct ConfigDump {
     /// Without the `null` fields of the routes.
     text: Arc<str>,
-    /// The distinct sets of a route's `null` fields.
-    null_sets: Arc<[Box<[Box<str>]>]>,
+    /// The distinct sets of a route's left-out fields, parents before their fields.
+    null_sets: Arc<[Box<[Empty]>]>,
     /// Per route, in order: its set's index in `null_sets`.
     route_nulls: Arc<[u32]>,
     /// Tests index into the dump as into a `Value`; parsed on first use.
@@ -58,8 +59,8 @@ impl ConfigDump {
                 else {
                     continue;
                 };
-                for key in keys.iter() {
-                    fields.insert(key.to_string(), Value::Null);
+                for empty in keys.iter() {
+                    empty.put_back(fields);
                 }
             }
         }
@@ -81,7 +82,7 @@ impl ConfigDump {
 pub(crate) struct RouteDumps {
     /// `{"routes":[` and the routes so far, comma-separated.
     text: String,
-    sets: HashMap<Vec<String>, u32>,
+    sets: HashMap<Vec<Empty>, u32>,
     route_nulls: Vec<u32>,
 }
 
@@ -90,14 +91,10 @@ impl RouteDumps {
     pub(crate) fn push(&mut self, mut route: Value) {
         let mut nulls = Vec::new();
         if let Value::Object(fields) = &mut route {
-            fields.retain(|key, field| {
-                let keep = !field.is_null();
-                if !keep {
-                    nulls.push(key.clone());
-                }
-                keep
-            });
+            take_empty(fields, &mut Vec::new(), &mut nulls);
         }
+        // Taken children first; put back parents first.
+        nulls.reverse();
         let next = u32::try_from(self.sets.len()).unwrap_or(u32::MAX);
         self.route_nulls
             .push(*self.sets.entry(nulls).or_insert(next));
@@ -127,7 +124,7 @@ impl RouteDumps {
         let mut null_sets = vec![Box::default(); self.sets.len()];
         for (keys, index) in self.sets {
             if let Some(slot) = null_sets.get_mut(index as usize) {
-                *slot = keys.into_iter().map(String::into_boxed_str).collect();
+                *slot = keys.into_boxed_slice();
             }
         }
         ConfigDump {
@@ -138,6 +135,72 @@ impl RouteDumps {
             parsed: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// A field left out of a route's dump text: where it was and what it held.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Empty {
+    /// Mapping keys from the route down to the field.
+    path: Box<[Box<str>]>,
+    kind: EmptyKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum EmptyKind {
+    Null,
+    Map,
+    List,
+}
+
+impl Empty {
+    fn put_back(&self, route: &mut serde_json::Map<String, Value>) {
+        let Some((last, parents)) = self.path.split_last() else {
+            return;
+        };
+        let mut fields = route;
+        for key in parents {
+            match fields.get_mut(&**key) {
+                Some(Value::Object(inner)) => fields = inner,
+                _ => return,
+            }
+        }
+        let value = match self.kind {
+            EmptyKind::Null => Value::Null,
+            EmptyKind::Map => Value::Object(serde_json::Map::new()),
+            EmptyKind::List => Value::Array(Vec::new()),
+        };
+        fields.insert(last.to_string(), value);
+    }
+}
+
+/// Remove the `null`, `{}` and `[]` fields of `fields` and of the mappings below it (not
+/// inside lists), noting each in `out` after its own fields (so a mapping emptied by this
+/// is noted, and put back, as `{}` before them).
+fn take_empty(
+    fields: &mut serde_json::Map<String, Value>,
+    path: &mut Vec<Box<str>>,
+    out: &mut Vec<Empty>,
+) {
+    fields.retain(|key, field| {
+        path.push(key.as_str().into());
+        if let Value::Object(inner) = field {
+            take_empty(inner, path, out);
+        }
+        let kind = match field {
+            Value::Null => Some(EmptyKind::Null),
+            Value::Object(inner) if inner.is_empty() => Some(EmptyKind::Map),
+            Value::Array(items) if items.is_empty() => Some(EmptyKind::List),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            out.push(Empty {
+                path: path.as_slice().into(),
+                kind,
+            });
+        }
+        path.pop();
+        kind.is_none()
+    });
 }
 
 /// Serialises as the tree it was made from (so `/config` renders it pretty as before).
@@ -185,7 +248,8 @@ mod tests {
             "routes": [
                 { "name": "a", "percent": 33.3, "tiny": 1e-7, "big": 1.7976931348623157e308,
                   "third": 0.30000000000000004, "none": null, "list": [], "map": {},
-                  "nested": { "kept": null } },
+                  "nested": { "kept": null, "empty": {}, "deeper": { "list": [], "x": 1 } },
+                  "in_list": [{ "a": null }, []] },
                 { "name": "b", "none": null, "other": null },
                 { "name": "c", "none": null },
                 { "name": "d" }
@@ -202,9 +266,13 @@ mod tests {
         assert_eq!(dump.to_value().expect("parses"), tree);
         assert_eq!(dump["routes"][1]["other"], Value::Null);
         assert!(dump["routes"][3].get("none").is_none());
-        // The routes' nulls are not in the text, and the four routes share three sets.
+        // The routes' empty fields are not in the text (those inside lists are), and the
+        // routes that left out the same fields share their set.
         assert!(!dump.text.contains("\"other\""));
-        assert_eq!(dump.null_sets.len(), 3);
+        assert!(!dump.text.contains("\"empty\""));
+        assert!(!dump.text.contains("\"deeper\":{\"list\""));
+        assert!(dump.text.contains("\"in_list\":[{\"a\":null},[]]"));
+        assert_eq!(dump.null_sets.len(), 4);
     }
 
     #[test]
