@@ -29,6 +29,9 @@ use http::HeaderName;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod trim;
+use trim::{trim_allocator, TrimOnDrop};
+
 /// State that lives as long as the process, across reloads.
 pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
@@ -78,6 +81,8 @@ pub(crate) struct Runtime {
     /// The clusters, in config order (for the admin listener's `/clusters` and `/metrics`).
     pub(crate) clusters: Vec<Arc<Cluster>>,
     resources: Resources,
+    /// Last, so that it drops after everything above: gives the freed pages back.
+    _trim: TrimOnDrop,
 }
 
 /// One route, ready to serve.
@@ -168,6 +173,12 @@ impl Runtime {
                 source,
             })?,
         );
+        // One name per cluster, not one copy per route.
+        let cluster_names: Vec<Arc<str>> = config
+            .clusters
+            .iter()
+            .map(|cluster| cluster.name.as_str().into())
+            .collect();
         let routes = config
             .routes
             .iter()
@@ -181,7 +192,10 @@ impl Runtime {
                 RouteEntry {
                     record: RouteRecord {
                         name: route.name.as_str().into(),
-                        cluster: route.cluster.as_str().into(),
+                        cluster: route
+                            .cluster_index
+                            .and_then(|index| cluster_names.get(index).cloned())
+                            .unwrap_or_else(|| route.cluster.as_str().into()),
                         metrics: metrics.route(&route.name),
                     },
                     stack: build_route_stack(
@@ -206,7 +220,6 @@ impl Runtime {
                 }
             })
             .collect();
-        let matchers: Vec<_> = config.routes.iter().map(|r| r.matcher.clone()).collect();
         let settings = &config.sections.access_log;
         let access_log = if settings.enabled {
             let writer = carry
@@ -224,6 +237,9 @@ impl Runtime {
                 "resources carried over from the previous configuration"
             );
         }
+        // The config's parse (source tree, JSON tree, file structs) is freed by now: give its
+        // peak back before the runtime starts serving.
+        trim_allocator();
         Ok(Runtime {
             consumers: services.auth.consumers.clone(),
             key_sets: services.auth.key_sets.clone(),
@@ -236,13 +252,15 @@ impl Runtime {
             },
             rate_limit_redis: services.rate_limit.redis.clone(),
             identity_headers: identity_headers(&config),
-            router: Router::new(&matchers),
+            // Straight from the config: a copy of every matcher would only leave holes.
+            router: Router::new(config.routes.iter().map(|route| &route.matcher)),
             routes,
             access_log,
             unmatched: metrics.route("(none)"),
             clusters,
             resources: carry.finish(),
             config: Arc::new(config),
+            _trim: TrimOnDrop,
         })
     }
 }

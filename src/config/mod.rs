@@ -17,10 +17,12 @@
 
 pub(crate) mod check;
 pub(crate) mod deserialize;
+mod dump;
 mod env;
 pub(crate) mod file;
 pub(crate) mod model;
 mod problem;
+mod share;
 pub(crate) mod source;
 mod structure;
 pub(crate) mod units;
@@ -31,9 +33,11 @@ pub(crate) use validate::parse_endpoint;
 pub(crate) use validate::REDACTED;
 
 use crate::concerns::{RoutePolicies, Sections};
+pub(crate) use dump::ConfigDump;
 use model::{AdminSettings, Cluster, Listener, RouteMatch, RuntimeSettings};
 use source::{KeyPath, Pos};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A validated configuration: typed, defaulted and cross-checked, ready to build a runtime
 /// from. Made only by the loaders in this module.
@@ -47,7 +51,7 @@ pub struct Config {
     /// The concerns' own top-level sections.
     pub(crate) sections: Sections,
     /// The effective config as JSON, secrets (values that came from `${ENV}`) redacted.
-    pub(crate) redacted_dump: serde_json::Value,
+    pub(crate) redacted_dump: ConfigDump,
 }
 
 impl Config {
@@ -76,7 +80,8 @@ pub(crate) struct Route {
     pub(crate) cluster: String,
     /// Index into `Config::clusters`; `None` for a route that answers by itself.
     pub(crate) cluster_index: Option<usize>,
-    pub(crate) policies: RoutePolicies,
+    /// Shared by the routes whose policies are equal (`share.rs`).
+    pub(crate) policies: Arc<RoutePolicies>,
 }
 
 /// Why a config could not be loaded.

@@ -390,7 +390,7 @@ fn all_defaults() {
             },
             cluster: "backend".into(),
             cluster_index: Some(0),
-            policies: crate::concerns::RoutePolicies {
+            policies: std::sync::Arc::new(crate::concerns::RoutePolicies {
                 cors: Default::default(),
                 compression: Default::default(),
                 ip_rules: Default::default(),
@@ -410,7 +410,7 @@ fn all_defaults() {
                 },
                 retry: crate::middleware::retry::RetryPolicy { retry: None },
                 grpc: crate::grpc::GrpcPolicy::default(),
-            },
+            }),
         }
     );
     assert_eq!(

@@ -10,6 +10,7 @@
 
 use super::check::{normalise_prefix, Checker, RouteCheck, SectionLookup};
 use super::deserialize::closest;
+use super::dump::RouteDumps;
 use super::file::{
     AdminFile, ClientAuthFile, ClusterFile, HstsFile, ListenerFile, ListenerLimitsFile,
     ListenerTlsFile, MatchFile, RedirectHttpsFile, RouteFile, RuntimeFile, UpstreamTlsFile,
@@ -21,6 +22,7 @@ use super::model::{
     UnknownSni, UpstreamProtocol, UpstreamTls,
 };
 use super::problem::Problem;
+use super::share::SharedPolicies;
 use super::source::{KeyPath, Seg, SourceMap};
 use super::structure::Parts;
 use super::units::format_size;
@@ -83,15 +85,19 @@ pub(crate) fn validate(
     let admin = parts.admin.as_ref().and_then(|a| v.admin(a.as_ref()));
     let clusters = v.clusters(&parts.clusters);
     let lookup = sections.as_ref().map(|s| s as &dyn SectionLookup);
-    let (routes, route_dumps) = v.routes(parts, lookup);
+    let (routes, route_dumps) = v.routes(parts, lookup, &map.secrets);
 
     dump_into(&mut dump, "runtime", &parts.runtime);
     dump_into(&mut dump, "admin", &parts.admin);
     dump_into(&mut dump, "listeners", &parts.listeners);
     dump_into(&mut dump, "clusters", &parts.clusters);
-    dump.insert("routes".to_string(), Value::Array(route_dumps));
+    // The routes' secrets were redacted route by route, as their dumps were written.
     let mut dump = Value::Object(dump);
     redact(&mut dump, &map.secrets);
+    let dump = match dump {
+        Value::Object(rest) => route_dumps.finish(rest),
+        _ => route_dumps.finish(Map::new()),
+    };
 
     let config = (|| {
         Some(Config {
@@ -123,17 +129,32 @@ fn dump_into<T: Serialize>(dump: &mut Map<String, Value>, key: &str, part: &T) {
 /// the file structs serialise with the file's key names, so they line up one to one.
 fn redact(dump: &mut Value, secrets: &[KeyPath]) {
     for secret in secrets {
-        let mut slot = Some(&mut *dump);
-        for seg in secret.segments() {
-            slot = match (slot, seg) {
-                (Some(Value::Object(object)), Seg::Key(key)) => object.get_mut(key),
-                (Some(Value::Array(items)), Seg::Index(index)) => items.get_mut(*index),
-                _ => None,
-            };
+        redact_at(dump, secret.segments());
+    }
+}
+
+/// The secrets of route `index`, in that route's own dump (written before the next route's).
+fn redact_route(route: &mut Value, secrets: &[KeyPath], index: usize) {
+    for secret in secrets {
+        if let [Seg::Key(key), Seg::Index(at), within @ ..] = secret.segments() {
+            if key == "routes" && *at == index {
+                redact_at(route, within);
+            }
         }
-        if let Some(slot) = slot {
-            *slot = Value::String(REDACTED.to_string());
-        }
+    }
+}
+
+fn redact_at(dump: &mut Value, segments: &[Seg]) {
+    let mut slot = Some(dump);
+    for seg in segments {
+        slot = match (slot, seg) {
+            (Some(Value::Object(object)), Seg::Key(key)) => object.get_mut(key),
+            (Some(Value::Array(items)), Seg::Index(index)) => items.get_mut(*index),
+            _ => None,
+        };
+    }
+    if let Some(slot) = slot {
+        *slot = Value::String(REDACTED.to_string());
     }
 }
 
@@ -849,7 +870,8 @@ impl Validator<'_> {
         &mut self,
         parts: &Parts,
         sections: Option<&dyn SectionLookup>,
-    ) -> (Vec<Option<Route>>, Vec<Value>) {
+        secrets: &[KeyPath],
+    ) -> (Vec<Option<Route>>, RouteDumps) {
         let section = KeyPath::root().key("routes");
         // First definition wins for lookups; duplicates are reported by `clusters()`.
         let mut cluster_index: HashMap<&str, usize> = HashMap::new();
@@ -864,7 +886,8 @@ impl Validator<'_> {
         }
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut routes = Vec::with_capacity(parts.routes.len());
-        let mut dumps = Vec::with_capacity(parts.routes.len());
+        let mut dumps = RouteDumps::default();
+        let mut shared = SharedPolicies::default();
         for (index, file) in parts.routes.iter().enumerate() {
             let Some(file) = file else {
                 routes.push(None);
@@ -925,7 +948,9 @@ impl Validator<'_> {
             if let Ok(Value::Object(core)) = serde_json::to_value(file) {
                 dump.extend(core);
             }
-            dumps.push(Value::Object(dump));
+            let mut dump = Value::Object(dump);
+            redact_route(&mut dump, secrets, index);
+            dumps.push(dump);
 
             let route = (|| {
                 Some(Route {
@@ -933,7 +958,7 @@ impl Validator<'_> {
                     matcher: matcher?,
                     cluster: file.cluster.clone().unwrap_or_default(),
                     cluster_index: cluster?,
-                    policies: policies?,
+                    policies: shared.share(policies?),
                 })
             })();
             routes.push(route);

@@ -117,8 +117,8 @@ pub(crate) struct Router {
 impl Router {
     /// Build the table. Infallible: the config validator has already checked the routes. A
     /// template that fails to parse anyway makes its route never match.
-    pub(crate) fn new(routes: &[RouteMatch]) -> Router {
-        let mut compiled: Vec<CompiledRoute> = routes.iter().map(CompiledRoute::new).collect();
+    pub(crate) fn new<'a>(routes: impl IntoIterator<Item = &'a RouteMatch>) -> Router {
+        let mut compiled: Vec<CompiledRoute> = routes.into_iter().map(CompiledRoute::new).collect();
         let mut order: Vec<usize> = (0..compiled.len()).collect();
         order.sort_by_key(|&id| compiled[id].precedence_key(id));
         for (rank, &id) in order.iter().enumerate() {
@@ -256,7 +256,8 @@ impl Router {
                     route: id,
                     outcome,
                     captures,
-                    rank_note: route.rank_note.clone(),
+                    // Made here, not kept per route: only `explain` reads it.
+                    rank_note: rank_note(route),
                 }
             })
             .collect()
@@ -283,8 +284,8 @@ enum PathCond {
     Prefix(Box<str>),
     Template(PathTemplate),
     /// A path no normalised request can have (an invalid template or a path the normaliser
-    /// rejects): the route never matches.
-    Never,
+    /// rejects): the route never matches. Holds the path as written, for `explain`.
+    Never(Box<str>),
 }
 
 #[derive(Debug)]
@@ -296,7 +297,6 @@ struct CompiledRoute {
     query: Vec<QueryCondition>,
     /// Position in the precedence order; set by `Router::new`.
     rank: usize,
-    rank_note: String,
 }
 
 /// Host class, suffix length, path kind, path specificity (two numbers), condition count,
@@ -342,21 +342,20 @@ impl CompiledRoute {
         let path = match &m.path {
             PathMatch::Exact(p) => match normalize_path(p) {
                 Ok(p) => PathCond::Exact(p.into()),
-                Err(_) => PathCond::Never,
+                Err(_) => PathCond::Never(p.as_str().into()),
             },
             PathMatch::Prefix(p) => match normalize_path(p) {
                 Ok(p) => {
                     let trimmed = p.trim_end_matches('/');
                     PathCond::Prefix(if trimmed.is_empty() { "/" } else { trimmed }.into())
                 }
-                Err(_) => PathCond::Never,
+                Err(_) => PathCond::Never(p.as_str().into()),
             },
             PathMatch::Template(t) => match PathTemplate::parse(t) {
                 Ok(t) => PathCond::Template(t),
-                Err(_) => PathCond::Never,
+                Err(_) => PathCond::Never(t.as_str().into()),
             },
         };
-        let rank_note = rank_note(&host, &path, m);
         CompiledRoute {
             host,
             path,
@@ -364,7 +363,6 @@ impl CompiledRoute {
             headers: m.headers.clone(),
             query: m.query.clone(),
             rank: 0,
-            rank_note,
         }
     }
 
@@ -384,7 +382,7 @@ impl CompiledRoute {
             PathCond::Exact(_) => (0, 0, 0),
             PathCond::Template(t) => (1, t.literal_count(), t.segment_count()),
             PathCond::Prefix(p) => (2, p.len(), 0),
-            PathCond::Never => (3, 0, 0),
+            PathCond::Never(_) => (3, 0, 0),
         };
         (
             host_class,
@@ -441,7 +439,7 @@ impl CompiledRoute {
                 }
                 None => false,
             },
-            PathCond::Never => false,
+            PathCond::Never(_) => false,
         };
         if !path_ok {
             return (Outcome::PathMismatch, captures);
@@ -470,13 +468,13 @@ impl CompiledRoute {
     }
 }
 
-fn rank_note(host: &HostCond, path: &PathCond, m: &RouteMatch) -> String {
-    let mut parts = vec![match host {
+fn rank_note(route: &CompiledRoute) -> String {
+    let mut parts = vec![match &route.host {
         HostCond::Exact(h) => format!("exact host {h}"),
         HostCond::Suffix(s) => format!("wildcard host *{s} ({} char suffix)", s.len()),
         HostCond::Any => "any host".to_string(),
     }];
-    parts.push(match path {
+    parts.push(match &route.path {
         PathCond::Exact(p) => format!("exact path {p}"),
         PathCond::Template(t) => format!(
             "path template {} ({} literal, {} fixed segments)",
@@ -485,18 +483,16 @@ fn rank_note(host: &HostCond, path: &PathCond, m: &RouteMatch) -> String {
             t.segment_count()
         ),
         PathCond::Prefix(p) => format!("path prefix {p} ({} chars)", p.len()),
-        PathCond::Never => {
-            let text = match &m.path {
-                PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Template(p) => p,
-            };
-            format!("invalid path {text} (never matches)")
-        }
+        PathCond::Never(text) => format!("invalid path {text} (never matches)"),
     });
-    if !m.methods.is_empty() {
-        let names: Vec<&str> = m.methods.iter().map(Method::as_str).collect();
+    if !route.methods.is_empty() {
+        let names: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
         parts.push(format!("methods {}", names.join(",")));
     }
-    for (count, what) in [(m.headers.len(), "header"), (m.query.len(), "query")] {
+    for (count, what) in [
+        (route.headers.len(), "header"),
+        (route.query.len(), "query"),
+    ] {
         match count {
             0 => {}
             1 => parts.push(format!("1 {what} condition")),
@@ -718,7 +714,7 @@ impl Trie {
                 }
                 self.nodes[node].end.push(id);
             }
-            PathCond::Never => {}
+            PathCond::Never(_) => {}
         }
     }
 
