@@ -378,6 +378,12 @@ impl ActiveGuard {
     }
 }
 
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Relaxed);
+    }
+}
+
 /// An accepted connection and what serving it needs, handed from task to task.
 struct AcceptedConnection {
     stream: TcpStream,
@@ -413,12 +419,6 @@ async fn await_first_bytes(mut accepted: AcceptedConnection) {
     };
     if readable {
         tokio::spawn(serve_connection(accepted));
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active_connections.fetch_sub(1, Relaxed);
     }
 }
 

@@ -256,3 +256,23 @@ routes:
     // Upgraded, the connection is a tunnel: never parked.
     assert_eq!(gw.metric(PARKED).await, 0);
 }
+
+#[tokio::test]
+async fn a_connection_waiting_for_its_first_bytes_is_counted_and_closed_at_shutdown() {
+    let mut gw = TestGateway::start(&gateway_config(describing_backend().await, "")).await;
+    let mut silent = TcpStream::connect(gw.addr).await.expect("connect");
+    gw.wait_metric("portico_active_connections{listener=\"public\"}", 1)
+        .await;
+    // A second one that does send is served while the first waits.
+    let mut talking = TcpStream::connect(gw.addr).await.expect("connect");
+    let (head, body) = exchange(&mut talking, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "seen GET /x 0");
+    let drained = gw.begin_shutdown();
+    let mut buf = [0u8; 16];
+    let n = within("the close at shutdown", silent.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    within("the drain", drained).await.expect("gateway task");
+}
