@@ -409,7 +409,7 @@ async fn await_first_bytes(mut accepted: AcceptedConnection) {
     let budget = accepted.context.config.limits.header_read_timeout;
     let deadline = tokio::time::Instant::from_std(accepted.accepted_at) + budget;
     let readable = tokio::select! {
-        readable = std::future::poll_fn(|cx| accepted.stream.poll_readable(cx)) => readable.is_ok(),
+        readable = std::future::poll_fn(|cx| poll_readable(&accepted.stream, cx)) => readable.is_ok(),
         _ = tokio::time::sleep_until(deadline) => {
             accepted.context.metrics.header_timeouts.fetch_add(1, Relaxed);
             tracing::info!(peer = %accepted.peer, "request head not received in time; closing");
@@ -529,7 +529,7 @@ where
         let info = info.clone();
         async move { Ok::<_, Infallible>(gateway::handle(shared, info, req).await) }
     });
-    if !stream.can_park() {
+    if stream.parkable().is_none() {
         state.mark_unparkable();
     }
     let mut io = GuardedIo::new(stream, state.clone(), on_parser_error);
@@ -566,11 +566,13 @@ where
     let result = if http2 {
         state.mark_http2();
         // Boxed: a connection waiting for its first bytes does not carry hyper's state.
-        let connection = Box::pin(builder.h2.serve_connection(TokioIo::new(io), service));
-        drive(connection, &state, |c| {
+        let mut connection = Box::pin(builder.h2.serve_connection(TokioIo::new(io), service));
+        // HTTP/2 is never parked.
+        drive(&mut connection, &state, |c| {
             c.get_mut().as_mut().graceful_shutdown()
         })
         .await
+        .map(|_parked| ())
     } else {
         match serve_http1(io, service, &builder.h1, &state).await {
             Ok(Some((io, service))) => {
@@ -620,7 +622,7 @@ where
             h1.serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
-        let parking = drive_parkable(&mut *connection, state, |c| c.graceful_shutdown()).await?;
+        let parking = drive(&mut *connection, state, |c| c.graceful_shutdown()).await?;
         if !parking {
             return Ok(None);
         }
@@ -704,7 +706,11 @@ where
             // The stream by `&mut`, so that it need only be `Send`.
             let (io, state) = (&mut parked.io, &parked.life.state);
             let woken = std::future::poll_fn(move |cx| match state.poll_close(cx.waker()) {
-                Close::None => io.get_ref().poll_readable(cx).map(|ready| ready.is_ok()),
+                // Only a stream that can be parked ever is (the others are marked so).
+                Close::None => match io.get_ref().parkable() {
+                    Some(socket) => poll_readable(socket, cx).map(|ready| ready.is_ok()),
+                    None => std::task::Poll::Ready(false),
+                },
                 Close::Graceful | Close::Abort => std::task::Poll::Ready(false),
             })
             .await;
@@ -736,10 +742,11 @@ where
     }
 }
 
-/// Drive an HTTP/1 connection like [`drive`]; when the watchdog asks to park the connection
-/// and hyper is idle between messages, end hyper's connection without closing the socket.
-/// `Ok(true)`: it ended to be parked, [`UpgradeableConnection::into_parts`] has the socket.
-async fn drive_parkable<C>(
+/// Poll a hyper connection to its end, asking it to shut down gracefully, or dropping it,
+/// when the watchdog says so. When the watchdog asks to park the connection and hyper is
+/// idle between messages (HTTP/1 only: [`ConnState::may_park`]), end hyper's connection
+/// without closing the socket: `Ok(true)`, and `into_parts` has the socket.
+async fn drive<C>(
     connection: &mut C,
     state: &ConnState,
     graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
@@ -779,75 +786,36 @@ where
     .await
 }
 
-/// A stream a parked connection can wait on without buffers: its readiness alone.
+/// A stream whose connection can be parked: the socket a parked connection waits on.
 pub(crate) trait Parkable {
-    /// Whether this stream can be parked.
-    fn can_park(&self) -> bool;
-    /// Ready when the stream has bytes to read, has ended, or has failed.
-    fn poll_readable(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>>;
+    /// The socket to wait on, if this stream can be parked.
+    fn parkable(&self) -> Option<&TcpStream>;
 }
 
 impl Parkable for TcpStream {
-    fn can_park(&self) -> bool {
-        true
-    }
-
-    fn poll_readable(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        // A peek, not the readiness alone: readiness may be reported for a socket with
-        // nothing to read (a new one, for instance), and a peek that finds nothing clears it.
-        let mut byte = [0u8; 1];
-        let mut peeked = tokio::io::ReadBuf::new(&mut byte);
-        self.poll_peek(cx, &mut peeked).map_ok(|_| ())
+    fn parkable(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
 /// TLS connections are not parked: bytes the TLS layer has decrypted but not yet handed on
 /// would not show as socket readiness.
 impl Parkable for Box<tokio_rustls::server::TlsStream<TcpStream>> {
-    fn can_park(&self) -> bool {
-        false
-    }
-
-    fn poll_readable(
-        &self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+    fn parkable(&self) -> Option<&TcpStream> {
+        None
     }
 }
 
-/// Poll a hyper connection to its end, asking it to shut down gracefully, or dropping it,
-/// when the watchdog says so.
-async fn drive<F>(
-    connection: F,
-    state: &ConnState,
-    graceful_shutdown: impl Fn(std::pin::Pin<&mut F>),
-) -> Result<(), hyper::Error>
-where
-    F: Future<Output = Result<(), hyper::Error>>,
-{
-    tokio::pin!(connection);
-    let mut graceful_sent = false;
-    std::future::poll_fn(|cx| {
-        match state.poll_close(cx.waker()) {
-            Close::None => {}
-            Close::Graceful => {
-                if !graceful_sent {
-                    graceful_sent = true;
-                    graceful_shutdown(connection.as_mut());
-                }
-            }
-            Close::Abort => return std::task::Poll::Ready(Ok(())),
-        }
-        connection.as_mut().poll(cx)
-    })
-    .await
+/// Ready when the socket has bytes to read, has ended, or has failed. A peek, not the
+/// readiness alone: readiness may be reported for a socket with nothing to read (a new one,
+/// for instance), and a peek that finds nothing clears it.
+fn poll_readable(
+    socket: &TcpStream,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<()>> {
+    let mut byte = [0u8; 1];
+    let mut peeked = tokio::io::ReadBuf::new(&mut byte);
+    socket.poll_peek(cx, &mut peeked).map_ok(|_| ())
 }
 
 /// The single timer of a connection (header-read and idle budgets, as documented in
