@@ -267,15 +267,7 @@ where
                 return Ok(sender.clone());
             }
         }
-        let (io, slot) = self.dial(Opener::Request).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(io)
-            .await
-            .map_err(|source| ConnectError::Handshake {
-                endpoint: self.label.to_string(),
-                source,
-            })?;
-        spawn_driver(self.label.clone(), conn, slot);
+        let sender = self.open_http2(Opener::Request).await?;
         *self
             .connections
             .h2
@@ -289,7 +281,12 @@ where
     pub(crate) async fn connect_http2_for_probe(
         &self,
     ) -> Result<http2::SendRequest<B>, ConnectError> {
-        let (io, slot) = self.dial(Opener::Probe).await?;
+        self.open_http2(Opener::Probe).await
+    }
+
+    /// A new HTTP/2 connection, its driver running in a task of its own.
+    async fn open_http2(&self, opener: Opener) -> Result<http2::SendRequest<B>, ConnectError> {
+        let (io, slot) = self.dial(opener).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
             .await
