@@ -92,6 +92,15 @@ fn overflows(limit: &str) -> String {
     format!("portico_upstream_overflows_total{{cluster=\"small\",limit=\"{limit}\"}}")
 }
 
+/// The breaker refused `reply` at once for `limit`: 503 `upstream_overflow` naming the limit,
+/// counted once.
+async fn assert_overflow(gw: &TestGateway, reply: &Reply, limit: &str) {
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error_code(), "upstream_overflow");
+    assert!(reply.text().contains(limit), "{}", reply.text());
+    assert_eq!(gw.metric(&overflows(limit)).await, 1);
+}
+
 #[tokio::test]
 async fn max_connections_refuses_a_new_connection_at_once() {
     let (held, release, mut arrived) = holding_backend().await;
@@ -113,14 +122,7 @@ routes:
     // The only connection is busy: a second request would need another. Answered while the
     // first is still held, so it did not wait in a queue.
     let second = get(gw.addr, "h", "/").await;
-    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(second.error_code(), "upstream_overflow");
-    assert!(
-        second.text().contains("max_connections"),
-        "{}",
-        second.text()
-    );
-    assert_eq!(gw.metric(&overflows("max_connections")).await, 1);
+    assert_overflow(&gw, &second, "max_connections").await;
     release.add_permits(1);
     assert_eq!(
         within("the held answer", first).await.expect("task").status,
@@ -164,14 +166,7 @@ routes:
         .await
         .expect("accepted");
     let second = get(gw.addr, "h", "/").await;
-    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(second.error_code(), "upstream_overflow");
-    assert!(
-        second.text().contains("max_pending_requests"),
-        "{}",
-        second.text()
-    );
-    assert_eq!(gw.metric(&overflows("max_pending_requests")).await, 1);
+    assert_overflow(&gw, &second, "max_pending_requests").await;
 }
 
 #[tokio::test]
