@@ -444,48 +444,27 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        header(
+        listener_series(
             &mut out,
-            "portico_active_connections",
-            "gauge",
+            &listeners,
+            ("portico_active_connections", "gauge"),
             "Open downstream connections.",
+            |m| m.active_connections.load(Relaxed),
         );
-        for (name, m) in &listeners {
-            let _ = writeln!(
-                out,
-                "portico_active_connections{{listener=\"{}\"}} {}",
-                escape(name),
-                m.active_connections.load(Relaxed)
-            );
-        }
-        header(
+        listener_series(
             &mut out,
-            "portico_parked_connections",
-            "gauge",
+            &listeners,
+            ("portico_parked_connections", "gauge"),
             "Idle HTTP/1.1 keep-alive connections parked: open, holding no HTTP buffers until the client's next request.",
+            |m| m.parked_connections.load(Relaxed),
         );
-        for (name, m) in &listeners {
-            let _ = writeln!(
-                out,
-                "portico_parked_connections{{listener=\"{}\"}} {}",
-                escape(name),
-                m.parked_connections.load(Relaxed)
-            );
-        }
-        header(
+        listener_series(
             &mut out,
-            "portico_accepted_connections_total",
-            "counter",
+            &listeners,
+            ("portico_accepted_connections_total", "counter"),
             "Downstream connections accepted.",
+            |m| m.accepted_connections.load(Relaxed),
         );
-        for (name, m) in &listeners {
-            let _ = writeln!(
-                out,
-                "portico_accepted_connections_total{{listener=\"{}\"}} {}",
-                escape(name),
-                m.accepted_connections.load(Relaxed)
-            );
-        }
         header(
             &mut out,
             "portico_connections_closed_total",
@@ -662,6 +641,25 @@ fn render_tls(out: &mut String, listeners: &BTreeMap<String, Arc<TlsMetrics>>) {
                 cert.not_after
             );
         }
+    }
+}
+
+/// A family with one series per listener.
+fn listener_series<V: std::fmt::Display>(
+    out: &mut String,
+    listeners: &BTreeMap<String, Arc<ListenerMetrics>>,
+    (name, kind): (&str, &str),
+    help: &str,
+    value: impl Fn(&ListenerMetrics) -> V,
+) {
+    header(out, name, kind, help);
+    for (listener, metrics) in listeners {
+        let _ = writeln!(
+            out,
+            "{name}{{listener=\"{}\"}} {}",
+            escape(listener),
+            value(metrics)
+        );
     }
 }
 
