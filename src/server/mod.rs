@@ -454,8 +454,6 @@ async fn serve_connection(accepted: AcceptedConnection) {
     let Some(tls) = tls else {
         return serve_http(stream, conn, stop).await;
     };
-    // On TLS, the header budget starts once the handshake is done.
-    conn.opened = std::time::Instant::now();
     // Boxed, and gone once done: the connection's task does not carry the handshake's
     // state for the life of the connection.
     let handshake = tokio::select! {
@@ -465,6 +463,7 @@ async fn serve_connection(accepted: AcceptedConnection) {
     match handshake {
         tls::Handshake::Done(stream, info) => {
             conn.tls = Some(info);
+            // On TLS, the header budget starts once the handshake is done.
             conn.opened = std::time::Instant::now();
             serve_http(stream, conn, stop).await;
         }
