@@ -5,7 +5,11 @@
 #                             at two operating points per round, A B A B (~20-30 min; the script
 #                             prints its estimate at start)
 #   bench/run.sh --quick      smoke test: 3 s per measurement, 1 round (~6 min)
-#   bench/run.sh --only a,e   only these scenarios (a b c d d-h2 e rate idle)
+#   bench/run.sh --only a,e   only these scenarios (a a-h2up b c d d-h2 e rate w2 idle);
+#                             a-h2up: (a) with Portico's cluster on the origin's h2c port
+#                             (NGINX cannot speak HTTP/2 upstream: it stays on HTTP/1.1);
+#                             w2: both proxies with two workers (Portico `--workers 2`,
+#                             NGINX `worker_processes 2`) on both CPUs, at the fixed offered load
 #   bench/run.sh --profile    also record a perf profile of Portico under scenario (a)
 #   bench/run.sh --no-build   reuse target/release/portico as it is
 #   bench/run.sh --no-nice    do not raise the priority of the measured processes (nice -19)
@@ -29,7 +33,7 @@
 # idle upstream connections each proxy keeps; above the most requests in flight, so neither
 # proxy opens upstream connections under load), BENCH_RATE (req/s for the fixed-rate run),
 # BENCH_IDLE_CONNS, BENCH_PORT_BASE (28000: the origin; +1..+3 NGINX h1, h2c, TLS; +4, +5
-# Portico plain (h1 + h2c), TLS).
+# Portico plain (h1 + h2c), TLS; +6 the origin over h2c).
 #
 # Needs root on Debian for the apt-get step (skipped when every tool is already there).
 # Everything listens on 127.0.0.1; every load run is bounded in time; every process this
@@ -49,7 +53,7 @@ NICE=1
 REV=""
 BINARY=""       # --binary: the Portico to measure instead of a build
 BASELINE=""     # --baseline: a second Portico measured as portico-base
-ONLY="a b c d d-h2 e rate idle"
+ONLY="a a-h2up b c d d-h2 e rate w2 idle"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -108,7 +112,7 @@ RATE_CLIENTS=50                   # fixed-rate run: connections (one h2load each
 IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
 POST_BYTES=1024
 
-# Ports (all on 127.0.0.1), BENCH_PORT_BASE + 0..5.
+# Ports (all on 127.0.0.1), BENCH_PORT_BASE + 0..6 (+6: the origin over h2c).
 PORT_BASE=${BENCH_PORT_BASE:-28000}
 ORIGIN_PORT=$PORT_BASE
 NGINX_H1=$((PORT_BASE + 1)); NGINX_H2C=$((PORT_BASE + 2)); NGINX_TLS=$((PORT_BASE + 3))
@@ -117,6 +121,11 @@ PORTICO_H1=$((PORT_BASE + 4)); PORTICO_TLS=$((PORT_BASE + 5))   # Portico: h1 an
 # CPU pinning: the proxy under test alone on CPU 1; load generator and origin on CPU 0.
 CPU_LOAD=0
 CPU_PROXY=1
+# The proxy's workers and the CPUs they may run on: one worker on CPU_PROXY, except in the
+# two-worker scenario (w2), where each proxy runs two on every CPU (the load generator and
+# origin share them: on a bigger machine, give each side CPUs of its own).
+PROXY_WORKERS=1
+PROXY_CPUS=$CPU_PROXY
 if [ "$(nproc)" -lt 2 ]; then
   echo "warning: fewer than 2 CPUs; everything shares CPU 0 (req/s and latency meaningless)" >&2
   CPU_PROXY=0
@@ -130,6 +139,7 @@ if [ "$NICE" = 1 ] && [ "$(id -u)" = 0 ]; then PRIO=(nice -n -19); fi
 
 has() { command -v "$1" >/dev/null 2>&1; }
 is_selected() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+is_fixed_load() { [ "$1" = rate ] || [ "$1" = w2 ]; }
 
 # ------------------------------------------------------------------ tools and build
 
@@ -184,16 +194,18 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 log() { echo "[bench $(date +%H:%M:%S)] $*"; }
 
 # What the run will take: every measurement is a fresh proxy, a warm-up and the measured
-# window (about DUR + WARM + 2 s); rate has one point; idle about 8 s per measurement.
+# window (about DUR + WARM + 2 s); rate and w2 have one point; idle about 8 s per measurement.
 estimate_seconds() {
   local proxies=2 total=20 scenario n
   [ -z "$BASELINE" ] || proxies=3
-  for scenario in a b c d d-h2 e; do
+  for scenario in a a-h2up b c d d-h2 e; do
     is_selected "$scenario" || continue
     n=$proxies; [ "$scenario" = a ] && n=$((n + 1))              # + nginx-fwd
     total=$((total + ROUNDS * ${#H1_POINTS[@]} * n * (DUR + WARM + 2) + 5 * proxies))
   done
-  if is_selected rate; then total=$((total + ROUNDS * proxies * (DUR + WARM + 4))); fi
+  for scenario in rate w2; do
+    if is_selected "$scenario"; then total=$((total + ROUNDS * proxies * (DUR + WARM + 4))); fi
+  done
   if is_selected idle; then total=$((total + 2 * ROUNDS * proxies * 8)); fi
   if [ "$PROFILE" = 1 ]; then total=$((total + proxies * (3 * DUR + WARM + 6))); fi
   echo "$total"
@@ -202,7 +214,7 @@ EST=$(estimate_seconds)
 log "expected duration: about $((EST / 60)) min $((EST % 60)) s ($ROUNDS round(s), ${DUR} s per measurement + ${WARM} s warm-up, ${#H1_POINTS[@]} operating point(s) per closed-loop scenario), plus the build if there is one"
 
 install_tools
-for port in $(seq "$PORT_BASE" $((PORT_BASE + 5))); do
+for port in $(seq "$PORT_BASE" $((PORT_BASE + 6))); do
   if ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then
     echo "port $port is in use on this machine; choose other ports with BENCH_PORT_BASE=N" >&2
     exit 1
@@ -337,7 +349,7 @@ start_proxy() {
       mkdir -p "$confdir"
       [ -f "$conf" ] || BENCH_PORTICO_CIPHER=$cipher python3 "$LIB" portico-config "$scenario" "$ORIGIN_PORT" \
         "$PORTICO_H1" "$PORTICO_TLS" "${TLS_CERT_FOR_PORTICO:-}" "${TLS_KEY_FOR_PORTICO:-}" > "$conf"
-      "${PRIO[@]}" taskset -c "$CPU_PROXY" "$exe" run -c "$conf" --workers 1 \
+      "${PRIO[@]}" taskset -c "$PROXY_CPUS" "$exe" run -c "$conf" --workers "$PROXY_WORKERS" \
         > "$dir/stdout.log" 2> "$dir/stderr.log" &
       PROXY_PID=$!
       STARTED+=("$PROXY_PID")
@@ -348,18 +360,24 @@ start_proxy() {
       [ -f "$dir/nginx.conf" ] || python3 "$LIB" nginx-proxy "$dir" "$scenario" "$ORIGIN_PORT" \
         "$NGINX_H1" "$NGINX_H2C" "$NGINX_TLS" "${TLS_CERT:-}" "${TLS_KEY:-}" \
         "$([ "$proxy" = nginx-fwd ] && echo 1 || echo 0)" > "$dir/nginx.conf"
-      "${PRIO[@]}" taskset -c "$CPU_PROXY" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
+      BENCH_PROXY_WORKERS=$PROXY_WORKERS "${PRIO[@]}" taskset -c "$PROXY_CPUS" \
+        nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
       PROXY_PID=$!
       STARTED+=("$PROXY_PID")
       ;;
   esac
   wait_http "$(proxy_url "$proxy" "$scenario" h1)"
   if [ "$proxy" = nginx ] || [ "$proxy" = nginx-fwd ]; then
-    local worker
-    worker=$(ps -o pid= --ppid "$PROXY_PID" | tr -d ' ' | head -n 1)
-    [ -n "$worker" ] || { echo "nginx worker not found" >&2; return 1; }
-    CPU_PIDS=("$PROXY_PID" "$worker")
-    MEM_PID=$worker
+    local workers=() i
+    # Every worker (the two-worker scenario has two), once all have started.
+    for i in $(seq 1 50); do
+      mapfile -t workers < <(ps -o pid= --ppid "$PROXY_PID" | tr -d ' ')
+      [ "${#workers[@]}" -lt "$PROXY_WORKERS" ] || break
+      sleep 0.1
+    done
+    [ "${#workers[@]}" -gt 0 ] || { echo "nginx worker not found" >&2; return 1; }
+    CPU_PIDS=("$PROXY_PID" "${workers[@]}")
+    MEM_PID=${workers[0]}
   fi
 }
 
@@ -407,7 +425,7 @@ load() {
   local conns=${H1_POINTS[$((op - 1))]} h2=${H2_POINTS[$((op - 1))]}
   local h2_clients=${h2%x*} h2_streams=${h2#*x}
   case "$scenario" in
-    a|c)
+    a|a-h2up|c)
       "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s \
         -s "$WRK_SCRIPT" "$(proxy_url "$proxy" "$scenario" h1)" > "$out" 2>&1 ;;
     b)
@@ -422,7 +440,7 @@ load() {
     e)
       "${PRIO[@]}" taskset -c "$CPU_LOAD" timeout "$limit" h2load -t1 -c"$h2_clients" -m"$h2_streams" \
         -D "$secs" --log-file="$out.log" "$(proxy_url "$proxy" a h2c)" > "$out" 2>&1 ;;
-    rate)
+    rate|w2)
       # One h2load process per connection: a single h2load paces all its connections with
       # timers started together, so its requests leave in bursts of -c at a time; separate
       # processes start a little apart and spread them out.
@@ -443,7 +461,7 @@ load() {
 
 parse() {  # scenario outfile
   case "$1" in
-    a|b|c|d) python3 "$LIB" parse-wrk "$2" ;;
+    a|a-h2up|b|c|d) python3 "$LIB" parse-wrk "$2" ;;
     *) python3 "$LIB" parse-h2load "$2" "$2.log" ;;
   esac
 }
@@ -469,7 +487,7 @@ check_answer() {
 measure() {  # scenario proxy round [op]
   local scenario=$1 proxy=$2 round=$3 op=${4:-1}
   local base=$RAW/$scenario-op$op-$proxy-r$round point=""
-  [ "$scenario" = rate ] || point=$(point_label "$scenario" "$op")
+  is_fixed_load "$scenario" || point=$(point_label "$scenario" "$op")
   start_proxy "$proxy" "$(config_of "$scenario")"
   check_answer "$proxy" "$scenario" || true
   load "$scenario" "$proxy" "$WARM" "$base.warmup" "$op" || true
@@ -519,7 +537,7 @@ d.update(scenario="$scenario", proxy="$proxy", round=$round, op=$op, point="$poi
          cpu_ticks=ticks, wall_s=wall,
          cpu_us_per_req=cpu_us / d["ok"] if d["ok"] else None,
          cpu_util=(ticks / $CLK_TCK) / wall, peak_rss_kib=$hwm, rss_end_kib=$rss,
-         offered_rps=${RATE:-0} if "$scenario" == "rate" else None,
+         offered_rps=${RATE:-0} if "$scenario" in ("rate", "w2") else None,
          proxy_cpu_other=proxy_cpu_other, proxy_cpu_irq=proxy_cpu_irq,
          irq_us_per_req=(sd[5] + sd[6]) * 1e6 / $CLK_TCK / d["ok"] if d["ok"] else None,
          load_cpu_busy=load_cpu_busy, loadavg=open("/proc/loadavg").read().split()[0])
@@ -531,6 +549,8 @@ EOF
 config_of() {  # the proxy config a scenario runs with
   case "$1" in
     c) echo c ;;
+    w2) echo w2 ;;   # a's, in a directory of its own: NGINX's names two workers
+    a-h2up) echo a-h2up ;;   # Portico's cluster on the origin's h2c port
     *) echo a ;;   # one catch-all route; the same config serves h1, h2c and TLS
   esac
 }
@@ -729,8 +749,8 @@ python3 "$LIB" facts-merge "$WORK/facts.jsonl" "$TLS_CIPHER" > "$OUT/facts.json"
 run_scenario() {  # scenario [extra proxies...]: every operating point in every round
   local scenario=$1; shift
   local proxies=("${PROXIES[@]}" "$@") round proxy op ops=$OPS points=""
-  [ "$scenario" != rate ] || ops=1
-  if [ "$scenario" != rate ]; then
+  ! is_fixed_load "$scenario" || ops=1
+  if ! is_fixed_load "$scenario"; then
     for op in $ops; do points+="${points:+, }$(point_label "$scenario" "$op")"; done
   fi
   log "scenario $scenario: ${proxies[*]}, $ROUNDS round(s) of ${DUR}s${points:+ at each of: $points}"
@@ -744,6 +764,7 @@ run_scenario() {  # scenario [extra proxies...]: every operating point in every 
 }
 
 if is_selected a; then run_scenario a nginx-fwd; fi
+if is_selected a-h2up; then run_scenario a-h2up; fi
 if is_selected b; then run_scenario b; fi
 if is_selected c; then run_scenario c; fi
 if is_selected e; then run_scenario e; fi
@@ -753,7 +774,7 @@ if is_selected d || is_selected d-h2; then
     if is_selected d-h2; then run_scenario d-h2; fi
   fi
 fi
-if is_selected rate; then
+if is_selected rate || is_selected w2; then
   if [ -z "${BENCH_RATE:-}" ]; then
     # 40 % of the slower proxy's closed-loop GET throughput, else 10 000 req/s.
     RATE=$(python3 - "$RUNS" "$RATE_CLIENTS" <<'EOF'
@@ -772,7 +793,13 @@ EOF
     RATE=$BENCH_RATE
   fi
   log "fixed offered load: $RATE req/s over $RATE_CLIENTS connections"
-  run_scenario rate
+  if is_selected rate; then run_scenario rate; fi
+  if is_selected w2; then
+    log "two workers per proxy on CPUs 0-$(($(nproc) - 1)), at the same offered load"
+    PROXY_WORKERS=2 PROXY_CPUS=0-$(($(nproc) - 1))
+    run_scenario w2
+    PROXY_WORKERS=1 PROXY_CPUS=$CPU_PROXY
+  fi
 fi
 if is_selected idle; then
   log "idle connections: $IDLE_CONNS keep-alive connections after one request each, then as many that never sent one"
