@@ -185,36 +185,38 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> F
     }
     if present & CONNECTION != 0 {
         let mut named = Vec::new();
-        for token in headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-        {
-            // The fixed set below covers these; `close` names no header; and the headers
-            // the request needs to be framed and routed are never removed on a client's say.
-            let common = [
-                "keep-alive",
-                "close",
-                "upgrade",
-                "te",
-                "transfer-encoding",
-                "",
-                "host",
-                "content-length",
-            ];
-            if common.iter().any(|c| token.eq_ignore_ascii_case(c)) {
-                continue;
+        // One lookup for the name: the values are read and removed through its entry.
+        if let header::Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
+            for token in connection
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+            {
+                // The fixed set below covers these; `close` names no header; and the headers
+                // the request needs to be framed and routed are never removed on a client's say.
+                let common = [
+                    "keep-alive",
+                    "close",
+                    "upgrade",
+                    "te",
+                    "transfer-encoding",
+                    "",
+                    "host",
+                    "content-length",
+                ];
+                if common.iter().any(|c| token.eq_ignore_ascii_case(c)) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
-            }
+            connection.remove_entry_mult();
         }
         for name in named {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
     if present & TRANSFER_ENCODING != 0 {
         headers.remove(header::TRANSFER_ENCODING);
