@@ -104,22 +104,45 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        // hyper has already refused malformed or conflicting Content-Length values.
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.limit) {
-            return ResponseFuture::Rejected { limit: self.limit };
-        }
-        if let Body::Client { body } = req.body_mut() {
-            body.set_limit(self.limit);
-        }
-        ResponseFuture::Inner {
-            future: self.inner.call(req),
-        }
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let BodyLimit { inner, limit } = self;
+        limited(*limit, req, |req| inner.call(req))
+    }
+}
+
+impl<S> BodyLimit<S> {
+    /// The route's limit, for [`limited`].
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// What is below the body limit.
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// The body limit's work around the call below it (`call_inner`): the layer's `call`, and a
+/// lean route's upstream call driven in place (`stack.rs`).
+pub(crate) fn limited<F>(
+    limit: u64,
+    mut req: Request<Body>,
+    call_inner: impl FnOnce(Request<Body>) -> F,
+) -> ResponseFuture<F> {
+    // hyper has already refused malformed or conflicting Content-Length values.
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return ResponseFuture::Rejected { limit };
+    }
+    if let Body::Client { body } = req.body_mut() {
+        body.set_limit(limit);
+    }
+    ResponseFuture::Inner {
+        future: call_inner(req),
     }
 }
 

@@ -67,25 +67,48 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // What an error answer needs is taken now: the request is gone once it is passed on.
-        // The gateway has set the request id header; the context, where there is one, says
-        // the same.
-        let (request_id, caller) = match RequestContext::of(&req) {
-            Some(context) => (context.request_id.clone(), context.caller),
-            None => (
-                req.headers()
-                    .get(&X_REQUEST_ID)
-                    .cloned()
-                    .unwrap_or_else(|| HeaderValue::from_static("")),
-                Caller::of(req.headers()),
-            ),
-        };
-        RescueFuture {
-            inner: self.inner.call(req),
-            request_id,
-            caller,
-            route: self.route.clone(),
-        }
+        let Rescue { inner, route } = self;
+        rescued(route, req, |req| inner.call(req))
+    }
+}
+
+impl<S> Rescue<S> {
+    /// The route's name, for [`rescued`].
+    pub(crate) fn route(&self) -> &Arc<str> {
+        &self.route
+    }
+
+    /// What is below the rescue layer.
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// The rescue layer's work around the call below it (`call_inner`): the layer's `call`, and
+/// a lean route's upstream call driven in place (`stack.rs`).
+pub(crate) fn rescued<F>(
+    route: &Arc<str>,
+    req: Request<Body>,
+    call_inner: impl FnOnce(Request<Body>) -> F,
+) -> RescueFuture<F> {
+    // What an error answer needs is taken now: the request is gone once it is passed on.
+    // The gateway has set the request id header; the context, where there is one, says
+    // the same.
+    let (request_id, caller) = match RequestContext::of(&req) {
+        Some(context) => (context.request_id.clone(), context.caller),
+        None => (
+            req.headers()
+                .get(&X_REQUEST_ID)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("")),
+            Caller::of(req.headers()),
+        ),
+    };
+    RescueFuture {
+        inner: call_inner(req),
+        request_id,
+        caller,
+        route: route.clone(),
     }
 }
 

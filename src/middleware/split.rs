@@ -187,6 +187,16 @@ impl WeightedClusters {
     }
 }
 
+impl Destination {
+    /// The one upstream of a route without a split.
+    pub(crate) fn single(&self) -> Option<&Upstream> {
+        match self {
+            Destination::One(upstream) => Some(upstream),
+            Destination::Split(_) => None,
+        }
+    }
+}
+
 impl Service<Request<Body>> for Destination {
     type Response = Response<Body>;
     type Error = GatewayError;

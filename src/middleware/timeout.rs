@@ -107,18 +107,41 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let body = match req.body_mut() {
-            // The upstream's time starts when the body is in; until then, the body's own.
-            Body::Client { body } => Some(body.progress()),
-            _ => None,
-        };
-        ResponseFuture {
-            inner: self.inner.call(req),
-            timer: None,
-            body,
-            timeout: self.timeout,
-        }
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let Timeout { inner, timeout } = self;
+        timed(*timeout, req, |req| inner.call(req))
+    }
+}
+
+impl<S> Timeout<S> {
+    /// The route's timeout, for [`timed`].
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// What is below the timeout.
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// The timeout's work around the call below it (`call_inner`): the layer's `call`, and a
+/// lean route's upstream call driven in place (`stack.rs`).
+pub(crate) fn timed<F>(
+    timeout: Duration,
+    mut req: Request<Body>,
+    call_inner: impl FnOnce(Request<Body>) -> F,
+) -> ResponseFuture<F> {
+    let body = match req.body_mut() {
+        // The upstream's time starts when the body is in; until then, the body's own.
+        Body::Client { body } => Some(body.progress()),
+        _ => None,
+    };
+    ResponseFuture {
+        inner: call_inner(req),
+        timer: None,
+        body,
+        timeout,
     }
 }
 

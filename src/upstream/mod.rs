@@ -994,6 +994,15 @@ impl Upstream {
     pub(crate) fn new(cluster: Arc<Cluster>, retrying: Option<Arc<Retrying>>) -> Upstream {
         Upstream { cluster, retrying }
     }
+
+    /// The cluster, when a call is one call to it (no retries): the caller may then drive
+    /// [`Cluster::send`]'s future in place instead of through the boxed [`Service`] future.
+    pub(crate) fn direct(&self) -> Option<&Arc<Cluster>> {
+        match self.retrying {
+            None => Some(&self.cluster),
+            Some(_) => None,
+        }
+    }
 }
 
 impl tower_service::Service<Request<Body>> for Upstream {
