@@ -157,39 +157,44 @@ impl Router {
         if !req.path.starts_with('/') {
             return (Lookup::NotFound, 0);
         }
-        with_request_host(req.host, |host| {
-            // (rank, id) of the best full match so far.
-            let mut best: Option<(usize, usize)> = None;
-            let mut method_mismatch = false;
-            let mut examined = 0;
-            self.for_each_trie(host, |trie| {
-                trie.for_each_candidate(req.path, &mut |id| {
-                    let route = &self.routes[id];
-                    // Only a better-ranked route may replace the best so far, so a candidate
-                    // that cannot win is not even checked. (This is also what keeps `best`
-                    // the best: candidates arrive in trie order, not rank order.)
-                    if best.is_some_and(|(rank, _)| route.rank >= rank) {
-                        return;
-                    }
-                    examined += 1;
-                    match route.evaluate(req) {
-                        Eval::Full => best = Some((route.rank, id)),
-                        Eval::MethodOnly => method_mismatch = true,
-                        Eval::No => {}
-                    }
-                });
-                // Host outranks everything else: a match in this host class is final.
-                best.is_some()
-            });
-            let lookup = match best {
-                Some((_, id)) => Lookup::Matched(id),
-                None if method_mismatch => {
-                    Lookup::MethodNotAllowed(self.allowed_methods(req, host))
+        if self.exact_hosts.is_empty() && self.suffix_hosts.is_empty() {
+            // No route names a host: the request's need not be looked at.
+            return self.find_for_host(req, "");
+        }
+        with_request_host(req.host, |host| self.find_for_host(req, host))
+    }
+
+    /// [`Router::find_counting`] for the request's normalized `host`.
+    fn find_for_host(&self, req: &RequestView<'_>, host: &str) -> (Lookup, usize) {
+        // (rank, id) of the best full match so far.
+        let mut best: Option<(usize, usize)> = None;
+        let mut method_mismatch = false;
+        let mut examined = 0;
+        self.for_each_trie(host, |trie| {
+            trie.for_each_candidate(req.path, &mut |id| {
+                let route = &self.routes[id];
+                // Only a better-ranked route may replace the best so far, so a candidate
+                // that cannot win is not even checked. (This is also what keeps `best`
+                // the best: candidates arrive in trie order, not rank order.)
+                if best.is_some_and(|(rank, _)| route.rank >= rank) {
+                    return;
                 }
-                None => Lookup::NotFound,
-            };
-            (lookup, examined)
-        })
+                examined += 1;
+                match route.evaluate(req) {
+                    Eval::Full => best = Some((route.rank, id)),
+                    Eval::MethodOnly => method_mismatch = true,
+                    Eval::No => {}
+                }
+            });
+            // Host outranks everything else: a match in this host class is final.
+            best.is_some()
+        });
+        let lookup = match best {
+            Some((_, id)) => Lookup::Matched(id),
+            None if method_mismatch => Lookup::MethodNotAllowed(self.allowed_methods(req, host)),
+            None => Lookup::NotFound,
+        };
+        (lookup, examined)
     }
 
     /// The 405 path: walk the same candidates again and collect the methods of those that
@@ -609,16 +614,18 @@ fn with_request_host<R>(raw: &str, f: impl FnOnce(&str) -> R) -> R {
 }
 
 fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
+    // Byte searches: `:`, `[` and `]` are ASCII, so every cut is at a character boundary.
+    let bytes = host.as_bytes();
+    if bytes.first() == Some(&b'[') {
+        return match bytes.iter().position(|&b| b == b']') {
             Some(end) => &host[..=end],
             None => host,
         };
     }
-    match host.split_once(':') {
+    match bytes.iter().position(|&b| b == b':') {
         // A second colon means an unbracketed IPv6 literal (invalid in Host); leave it alone
         // rather than cut it somewhere arbitrary.
-        Some((name, port)) if !port.contains(':') => name,
+        Some(colon) if !bytes[colon + 1..].contains(&b':') => &host[..colon],
         _ => host,
     }
 }
