@@ -702,18 +702,19 @@ where
     /// Wait, holding only the socket's readiness registration and one timer, until the
     /// client sends again (then serve it in a new task) or the connection is to close (idle
     /// timeout, shutdown), as hyper would have closed it.
-    fn wait(self) -> ConnectionTask {
+    fn wait(mut self) -> ConnectionTask {
+        // `self` is used in place: a local moved out of it would be a second copy of the
+        // connection in the task (an async block keeps its captures and its locals apart).
         Box::pin(async move {
-            let mut parked = self;
-            let metrics = &parked.life.context.metrics;
+            let metrics = &self.life.context.metrics;
             metrics.parked_connections.fetch_add(1, Relaxed);
-            parked.life.state.set_parked(true);
-            let woken = parked.until_readable().await;
-            parked.life.state.set_parked(false);
-            let metrics = &parked.life.context.metrics;
+            self.life.state.set_parked(true);
+            let woken = self.until_readable().await;
+            self.life.state.set_parked(false);
+            let metrics = &self.life.context.metrics;
             metrics.parked_connections.fetch_sub(1, Relaxed);
             if woken {
-                tokio::spawn(parked.resume());
+                tokio::spawn(self.resume());
             }
         })
     }
