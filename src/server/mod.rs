@@ -18,6 +18,7 @@
 //! holds both itself.
 
 pub(crate) mod conn_guard;
+mod idle_trim;
 pub(crate) mod tls;
 
 use crate::admin;
@@ -709,6 +710,7 @@ where
             let metrics = &self.life.context.metrics;
             metrics.parked_connections.fetch_add(1, Relaxed);
             self.life.state.set_parked(true);
+            idle_trim::connection_parked();
             let woken = self.until_readable().await;
             self.life.state.set_parked(false);
             let metrics = &self.life.context.metrics;
