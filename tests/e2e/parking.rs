@@ -295,19 +295,9 @@ async fn a_parked_connection_is_one_task_and_a_woken_one_is_watched_again() {
     let mut first = TcpStream::connect(gw.addr).await.expect("connect");
     exchange(&mut first, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     gw.wait_metric(PARKED, 1).await;
-    let settled = |expected: usize, before: usize| {
-        within("the tasks of parked connections", async move {
-            // The serving tasks and watchdogs of the connections just parked end a moment
-            // after the parked count rises (and the metrics queries' own tasks with them).
-            loop {
-                if tasks().checked_sub(before) == Some(expected) {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-    };
-    settled(0, tasks()).await;
+    // Counted around metrics queries, whose own connections' tasks (client and admin side,
+    // a few) may or may not have ended yet: ten parked connections are about ten tasks,
+    // never twenty.
     let before = tasks();
     let mut parked = Vec::new();
     for _ in 0..10 {
@@ -316,8 +306,14 @@ async fn a_parked_connection_is_one_task_and_a_woken_one_is_watched_again() {
         parked.push(stream);
     }
     gw.wait_metric(PARKED, 11).await;
-    // Ten more connections, ten more tasks: no watchdog is left beside a parked connection.
-    settled(10, before).await;
+    within("one task per parked connection", async {
+        // The serving tasks and watchdogs of the connections just parked end a moment
+        // after the parked count rises; with a watchdog beside each they would be twenty.
+        while tasks().saturating_sub(before) >= 15 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 
     // Woken by the first bytes of a head that never ends: its header budget cuts it.
     let stream = &mut parked[0];
