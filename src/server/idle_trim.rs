@@ -8,7 +8,8 @@
 //! heap instead of free space at its top, and glibc gives back only its top by itself.
 //! `malloc_trim(0)` also gives back every whole free page inside the heap: with 2,000
 //! connections parked within a second, about 2.4 KB per connection, for one trim of 2–6 ms
-//! (on a busy 2-core machine). Other allocators and platforms: nothing to do (the count is
+//! (on a busy 2-core machine). The trim holds each arena's lock while it walks it, so the
+//! time between trims grows with their length: at most 1 % of the time goes to trimming. Other allocators and platforms: nothing to do (the count is
 //! not even kept).
 //!
 //! Failure modes: none that a client sees. A trim that cannot start (the runtime is
@@ -17,7 +18,7 @@
 //! [`conn_guard`]: super::conn_guard
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 use std::time::Duration;
 
@@ -40,13 +41,30 @@ const TRIM_AFTER_PARKS: u32 = 256;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_DELAY: Duration = Duration::from_secs(1);
 
+/// Trimming takes at most one part in this many of the time (a gateway whose connections
+/// park and wake all the time, with a large heap, waits longer between trims).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_TIME_SHARE: u32 = 100;
+
+/// How long the last trim took, in microseconds.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+static LAST_TRIM_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// The wait before a trim, after one that took `last`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn delay_after(last: Duration) -> Duration {
+    TRIM_DELAY.max(last.saturating_mul(TRIM_TIME_SHARE))
+}
+
 /// A connection has parked: after [`TRIM_AFTER_PARKS`] of them, give the allocator's free
-/// pages back [`TRIM_DELAY`] later (at most one trim is pending at a time).
+/// pages back [`TRIM_DELAY`] later, or later still after a long trim (at most one trim is
+/// pending at a time).
 pub(crate) fn connection_parked() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if PARKED_SINCE_TRIM.fetch_add(1, Relaxed) + 1 == TRIM_AFTER_PARKS {
         tokio::spawn(async {
-            tokio::time::sleep(TRIM_DELAY).await;
+            let last = Duration::from_micros(LAST_TRIM_MICROS.load(Relaxed));
+            tokio::time::sleep(delay_after(last)).await;
             // Parks from now on count towards the next trim.
             PARKED_SINCE_TRIM.store(0, Relaxed);
             // On the blocking pool: the walk takes milliseconds with a large heap, and the
@@ -63,9 +81,11 @@ fn trim() {
     // SAFETY: malloc_trim only walks glibc's own heap bookkeeping under its arena locks; it
     // takes a plain integer and touches no memory of ours.
     let released = unsafe { libc::malloc_trim(0) };
+    let took = started.elapsed();
+    LAST_TRIM_MICROS.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
     #[cfg(test)]
     TRIMS.fetch_add(1, Relaxed);
-    tracing::debug!(took = ?started.elapsed(), released = released != 0, "allocator trimmed after connections parked");
+    tracing::debug!(took = ?took, released = released != 0, "allocator trimmed after connections parked");
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
@@ -80,6 +100,16 @@ mod tests {
             tokio::task::yield_now().await;
         }
         TRIMS.load(Relaxed)
+    }
+
+    #[test]
+    fn a_long_trim_makes_the_next_one_wait_longer() {
+        assert_eq!(delay_after(Duration::ZERO), TRIM_DELAY);
+        assert_eq!(delay_after(Duration::from_millis(6)), TRIM_DELAY);
+        assert_eq!(
+            delay_after(Duration::from_millis(50)),
+            Duration::from_secs(5)
+        );
     }
 
     #[tokio::test(start_paused = true)]
