@@ -45,7 +45,10 @@
 //! without closing the socket ([`ConnState::begin_parking`] makes the guard skip the
 //! shutdown), keeps only the socket's readiness registration, and starts a fresh hyper
 //! connection over the same guard when the client sends its next request. hyper's read and
-//! write buffers (16 KiB) are freed meanwhile; the budgets above run on unchanged.
+//! write buffers (16 KiB) are freed meanwhile; the budgets above run on unchanged. A parked
+//! connection is a single task: its watchdog ends when it parks, the parked task keeps the
+//! one timer (the idle deadline) and the shutdown signal itself, and a new watchdog starts
+//! when it wakes.
 //!
 //! To know where heads begin, the guard follows the HTTP/1 byte stream: a head, then a
 //! body whose length the head gives by a single `Content-Length` (or none), then the next
@@ -156,11 +159,9 @@ pub(crate) struct ConnState {
     parking: AtomicBool,
     /// The connection's stream cannot be parked (TLS): it is watched like HTTP/2.
     unparkable: AtomicBool,
-    /// The connection is parked: nothing can happen on it until it wakes (which it tells
-    /// the watchdog through `unparked`), so the watchdog need not look at it before its
-    /// idle deadline.
+    /// The connection is parked: nothing can happen on it until it wakes, so its timer
+    /// need not look at it before its idle deadline.
     parked: AtomicBool,
-    unparked: tokio::sync::Notify,
     /// What the watchdog asked the connection task to do ([`Close`]), and how to wake it.
     close: AtomicU8,
     waker: atomic_waker::AtomicWaker,
@@ -350,18 +351,10 @@ impl ConnState {
         self.parking.store(parking, Relaxed);
     }
 
-    /// The connection is parked (`true`) or has woken up (`false`: the watchdog is told, so
-    /// that it watches the connection closely again).
+    /// The connection is parked (`true`: its own task keeps its timer) or has woken up
+    /// (`false`: a new watchdog watches it closely again).
     pub(crate) fn set_parked(&self, parked: bool) {
         self.parked.store(parked, Relaxed);
-        if !parked {
-            self.unparked.notify_one();
-        }
-    }
-
-    /// Resolves when a parked connection wakes up (the watchdog's side).
-    pub(crate) async fn woken_from_park(&self) {
-        self.unparked.notified().await;
     }
 
     /// Whether hyper's connection ended because it was being parked.

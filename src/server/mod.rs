@@ -13,9 +13,12 @@
 //! (decrypted) stream wrapped in the connection guard and served by hyper's HTTP/1.1 or
 //! HTTP/2 server — HTTP/2 when ALPN agreed on `h2`, or on cleartext when the client starts
 //! with the HTTP/2 preface (h2c prior knowledge). A companion watchdog task per connection
-//! holds its one timer (header-read and idle budgets) and the shutdown signal.
+//! holds its one timer (header-read and idle budgets) and the shutdown signal while the
+//! connection is served; a parked HTTP/1.1 connection ([`Parked`]) is a single task that
+//! holds both itself.
 
 pub(crate) mod conn_guard;
+mod idle_trim;
 pub(crate) mod tls;
 
 use crate::admin;
@@ -536,7 +539,7 @@ where
     // Timers and shutdown are watched by a companion task, so that the many wake-ups of
     // this task while it serves requests cost one atomic load each instead of polling a
     // timer and a shutdown future every time.
-    let watchdog = tokio::spawn(watchdog(state.clone(), context.clone(), peer, stop));
+    let watchdog = spawn_watchdog(&state, &context, peer, &stop);
     let http2 = match &info_tls_alpn {
         Some(alpn) => alpn.as_deref() == Some(b"h2".as_slice()),
         None => {
@@ -575,7 +578,9 @@ where
     } else {
         match serve_http1(io, service, &builder.h1, &state).await {
             Ok(Some((io, service))) => {
-                // Parked: this task ends, a small one holds the connection while it idles.
+                // Parked: this task and its watchdog end, a small one holds the connection
+                // (and its timer) while it idles.
+                watchdog.abort();
                 let parked = Parked {
                     io,
                     service,
@@ -584,7 +589,7 @@ where
                         context,
                         builder,
                         peer,
-                        watchdog,
+                        stop,
                         _held: held,
                         _active: active,
                     },
@@ -667,7 +672,8 @@ impl<S> Http1Service for S where
 }
 
 /// A parked HTTP/1.1 connection: what it needs to be served again, in a task of its own
-/// that holds nothing else while it waits (the serving task has ended).
+/// that holds nothing else while it waits (the serving task and its watchdog have ended:
+/// the parked task keeps the connection's timer and shutdown signal itself).
 struct Parked<IO, S> {
     io: GuardedIo<IO>,
     service: S,
@@ -680,7 +686,8 @@ struct ConnectionLife {
     context: Arc<ListenerContext>,
     builder: Arc<HttpBuilders>,
     peer: SocketAddr,
-    watchdog: tokio::task::JoinHandle<()>,
+    /// The gateway's shutdown signal, for each watchdog and parked wait in turn.
+    stop: watch::Receiver<bool>,
     _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
     _active: ActiveGuard,
 }
@@ -693,47 +700,95 @@ where
     IO: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
     S: Http1Service,
 {
-    /// Wait, holding only the socket's readiness registration, until the client sends
-    /// again (then serve it in a new task) or the connection is to close (idle timeout,
-    /// shutdown), as hyper would have closed it.
-    fn wait(self) -> ConnectionTask {
+    /// Wait, holding only the socket's readiness registration and one timer, until the
+    /// client sends again (then serve it in a new task) or the connection is to close (idle
+    /// timeout, shutdown), as hyper would have closed it.
+    fn wait(mut self) -> ConnectionTask {
+        // `self` is used in place: a local moved out of it would be a second copy of the
+        // connection in the task (an async block keeps its captures and its locals apart).
         Box::pin(async move {
-            let mut parked = self;
-            let metrics = parked.life.context.metrics.clone();
+            let metrics = &self.life.context.metrics;
             metrics.parked_connections.fetch_add(1, Relaxed);
-            parked.life.state.set_parked(true);
+            self.life.state.set_parked(true);
+            idle_trim::connection_parked();
+            let woken = self.until_readable().await;
+            self.life.state.set_parked(false);
+            let metrics = &self.life.context.metrics;
+            metrics.parked_connections.fetch_sub(1, Relaxed);
+            if woken {
+                tokio::spawn(self.resume());
+            }
+        })
+    }
+
+    /// `true` once the socket is readable (bytes, end or error: hyper finds out which);
+    /// `false` when the connection is to close. While parked, this is the connection's
+    /// watchdog: nothing is read, so only the idle budget can run out (the header budget
+    /// of the next head starts with its first byte, seen after the wake).
+    async fn until_readable(&mut self) -> bool {
+        let Parked { io, life, .. } = self;
+        let ConnectionLife {
+            state,
+            context,
+            peer,
+            stop,
+            ..
+        } = life;
+        let (state, context, peer) = (&*state, &*context, &*peer);
+        let limits = &context.config.limits;
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        loop {
+            let after = match state.check(limits.idle_timeout, limits.header_read_timeout) {
+                WatchdogDecision::Wait(after) => after,
+                WatchdogDecision::Park(idle_since) => {
+                    // Parked before the watchdog asked for this idle period: asked now, so
+                    // that the next decision is the idle budget's.
+                    state.request_park(idle_since);
+                    continue;
+                }
+                WatchdogDecision::Idle => {
+                    context.metrics.idle_closed.fetch_add(1, Relaxed);
+                    return false;
+                }
+                WatchdogDecision::HeadTimeout => {
+                    context.metrics.header_timeouts.fetch_add(1, Relaxed);
+                    tracing::info!(peer = %peer, "request head not received in time; closing");
+                    return false;
+                }
+            };
+            timer.as_mut().reset(tokio::time::Instant::now() + after);
             // The stream by `&mut`, so that it need only be `Send`.
-            let (io, state) = (&mut parked.io, &parked.life.state);
-            let woken = std::future::poll_fn(move |cx| match state.poll_close(cx.waker()) {
+            let io = &mut *io;
+            let readable = std::future::poll_fn(move |cx| match state.poll_close(cx.waker()) {
                 // Only a stream that can be parked ever is (the others are marked so).
                 Close::None => match io.get_ref().parkable() {
                     Some(socket) => poll_readable(socket, cx).map(|ready| ready.is_ok()),
                     None => std::task::Poll::Ready(false),
                 },
                 Close::Graceful | Close::Abort => std::task::Poll::Ready(false),
-            })
-            .await;
-            parked.life.state.set_parked(false);
-            metrics.parked_connections.fetch_sub(1, Relaxed);
-            if woken {
-                tokio::spawn(parked.resume());
-            } else {
-                parked.life.watchdog.abort();
+            });
+            tokio::select! {
+                woken = readable => return woken,
+                () = &mut timer => {}
+                () = stopped(stop) => return false,
             }
-        })
+        }
     }
 
-    /// Serve the connection again, until it ends or parks once more.
+    /// Serve the connection again, with a new watchdog, until it ends or parks once more.
     fn resume(self) -> ConnectionTask {
         Box::pin(async move {
             let Parked { io, service, life } = self;
-            match serve_http1(io, service, &life.builder.h1, &life.state).await {
+            let watchdog = spawn_watchdog(&life.state, &life.context, life.peer, &life.stop);
+            let served = serve_http1(io, service, &life.builder.h1, &life.state).await;
+            watchdog.abort();
+            match served {
                 Ok(Some((io, service))) => {
                     tokio::spawn(Parked { io, service, life }.wait());
                 }
-                Ok(None) => life.watchdog.abort(),
+                Ok(None) => {}
                 Err(error) => {
-                    life.watchdog.abort();
                     tracing::debug!(peer = %life.peer, error = %error, "connection ended with an error");
                 }
             }
@@ -817,8 +872,19 @@ fn poll_readable(
     socket.poll_peek(cx, &mut peeked).map_ok(|_| ())
 }
 
+/// Start the watchdog of a connection being served (it ends with the serving, or when the
+/// connection parks).
+fn spawn_watchdog(
+    state: &Arc<ConnState>,
+    context: &Arc<ListenerContext>,
+    peer: SocketAddr,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(watchdog(state.clone(), context.clone(), peer, stop.clone()))
+}
+
 /// The single timer of a connection (header-read and idle budgets, as documented in
-/// [`conn_guard`]) and its shutdown signal.
+/// [`conn_guard`]) and its shutdown signal, while the connection is served.
 async fn watchdog(
     state: Arc<ConnState>,
     context: Arc<ListenerContext>,
@@ -843,10 +909,6 @@ async fn watchdog(
             _ = &mut shutdown => {
                 state.request_close(Close::Graceful);
                 return;
-            }
-            _ = state.woken_from_park() => {
-                // A parked connection woke up: watch it closely again.
-                timer.as_mut().reset(tokio::time::Instant::now());
             }
             _ = &mut timer => match state.check(limits.idle_timeout, limits.header_read_timeout) {
                 WatchdogDecision::Wait(after) => {

@@ -276,3 +276,63 @@ async fn a_connection_waiting_for_its_first_bytes_is_counted_and_closed_at_shutd
     assert_eq!(n, 0);
     within("the drain", drained).await.expect("gateway task");
 }
+
+#[tokio::test]
+async fn a_parked_connection_is_one_task_and_a_woken_one_is_watched_again() {
+    // A header budget far shorter than the idle one: after the wake, only a watchdog (the
+    // parked task has ended) can cut the unfinished head that woke the connection.
+    let gw = TestGateway::start(&gateway_config(
+        describing_backend().await,
+        "header_read_timeout: 500ms, idle_timeout: 60s",
+    ))
+    .await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    // One connection first, so that the upstream connection and anything built lazily exist.
+    let mut first = TcpStream::connect(gw.addr).await.expect("connect");
+    exchange(&mut first, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    gw.wait_metric(PARKED, 1).await;
+    // Counted around metrics queries, whose own connections' tasks (client and admin side,
+    // a few) may or may not have ended yet: ten parked connections are about ten tasks,
+    // never twenty.
+    let before = tasks();
+    let mut parked = Vec::new();
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        exchange(&mut stream, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        parked.push(stream);
+    }
+    gw.wait_metric(PARKED, 11).await;
+    within("one task per parked connection", async {
+        // The serving tasks and watchdogs of the connections just parked end a moment
+        // after the parked count rises; with a watchdog beside each they would be twenty.
+        while tasks().saturating_sub(before) >= 15 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    // Woken by the first bytes of a head that never ends: its header budget cuts it.
+    let stream = &mut parked[0];
+    stream
+        .write_all(b"GET / HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    gw.wait_metric(PARKED, 10).await;
+    let mut buf = [0u8; 64];
+    let n = within("the header budget's close", stream.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    gw.wait_metric(
+        "portico_connections_closed_total{listener=\"public\",reason=\"header_timeout\"}",
+        1,
+    )
+    .await;
+    // The others are still parked, and still served.
+    let (head, _) = exchange(&mut parked[1], b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
