@@ -9,8 +9,8 @@
 //! `malloc_trim(0)` also gives back every whole free page inside the heap: with 2,000
 //! connections parked within a second, about 2.4 KB per connection, for one trim of 2–6 ms
 //! (on a busy 2-core machine). The trim holds each arena's lock while it walks it, so the
-//! time between trims grows with their length: at most 1 % of the time goes to trimming. Other allocators and platforms: nothing to do (the count is
-//! not even kept).
+//! time between trims grows with their length: at most 1 % of the time goes to trimming.
+//! Other allocators and platforms: nothing to do (the count is not even kept).
 //!
 //! Failure modes: none that a client sees. A trim that cannot start (the runtime is
 //! shutting down) is skipped; one that finds nothing to give back costs its walk.
