@@ -316,16 +316,18 @@ async fn accept_loop(
                 context.metrics.accepted_connections.fetch_add(1, Relaxed);
                 let accepted = AcceptedConnection {
                     stream,
-                    peer,
                     tls: tls.clone(),
-                    context: context.clone(),
                     shared: shared.clone(),
-                    builder: builder.clone(),
                     on_parser_error: on_parser_error.clone(),
-                    stop: stop.clone(),
-                    held: (permit, drain.clone()),
-                    active: ActiveGuard::new(context.metrics.clone()),
                     accepted_at: std::time::Instant::now(),
+                    life: ConnectionLife {
+                        context: context.clone(),
+                        builder: builder.clone(),
+                        peer,
+                        stop: stop.clone(),
+                        _held: (permit, drain.clone()),
+                        _active: ActiveGuard::new(context.metrics.clone()),
+                    },
                 };
                 if accepted.tls.is_some() {
                     tokio::spawn(serve_connection(accepted));
@@ -390,18 +392,33 @@ impl Drop for ActiveGuard {
 /// An accepted connection and what serving it needs, handed from task to task.
 struct AcceptedConnection {
     stream: TcpStream,
-    peer: SocketAddr,
     tls: Option<Arc<TlsListener>>,
-    context: Arc<ListenerContext>,
     shared: Arc<Shared>,
-    builder: Arc<HttpBuilders>,
     on_parser_error: ParserErrorRenderer,
-    stop: watch::Receiver<bool>,
-    /// The listener's connection slot and the drain's count, released when it ends.
-    held: (OwnedSemaphorePermit, mpsc::Sender<()>),
-    active: ActiveGuard,
     /// For a plaintext connection, when its header budget began.
     accepted_at: std::time::Instant,
+    life: ConnectionLife,
+}
+
+/// What lives as long as a connection, whichever task holds it: from the accept, through
+/// the first wait, the handshake and serving, to each parked wait.
+struct ConnectionLife {
+    context: Arc<ListenerContext>,
+    builder: Arc<HttpBuilders>,
+    peer: SocketAddr,
+    /// The gateway's shutdown signal, for each wait in turn.
+    stop: watch::Receiver<bool>,
+    /// The listener's connection slot and the drain's count, released when it ends.
+    _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    /// The active-connections gauge's count.
+    _active: ActiveGuard,
+}
+
+/// A connection closes because its request head did not come in time: counted and logged
+/// the same whichever wait saw it.
+fn head_timed_out(context: &ListenerContext, peer: SocketAddr) {
+    context.metrics.header_timeouts.fetch_add(1, Relaxed);
+    tracing::info!(peer = %peer, "request head not received in time; closing");
 }
 
 /// A plaintext connection's first wait, in a task of its own that holds only the socket and
@@ -409,16 +426,15 @@ struct AcceptedConnection {
 /// takes over), the header budget runs out (closed, counted as a header timeout, as the
 /// watchdog would have) or the gateway shuts down.
 async fn await_first_bytes(mut accepted: AcceptedConnection) {
-    let budget = accepted.context.config.limits.header_read_timeout;
+    let budget = accepted.life.context.config.limits.header_read_timeout;
     let deadline = tokio::time::Instant::from_std(accepted.accepted_at) + budget;
     let readable = tokio::select! {
         readable = std::future::poll_fn(|cx| poll_readable(&accepted.stream, cx)) => readable.is_ok(),
         _ = tokio::time::sleep_until(deadline) => {
-            accepted.context.metrics.header_timeouts.fetch_add(1, Relaxed);
-            tracing::info!(peer = %accepted.peer, "request head not received in time; closing");
+            head_timed_out(&accepted.life.context, accepted.life.peer);
             false
         }
-        _ = stopped(&mut accepted.stop) => false,
+        _ = stopped(&mut accepted.life.stop) => false,
     };
     if readable {
         tokio::spawn(serve_connection(accepted));
@@ -431,44 +447,36 @@ async fn await_first_bytes(mut accepted: AcceptedConnection) {
 async fn serve_connection(accepted: AcceptedConnection) {
     let AcceptedConnection {
         stream,
-        peer,
         tls,
-        context,
         shared,
-        builder,
         on_parser_error,
-        mut stop,
-        held,
-        active,
         accepted_at,
+        life,
     } = accepted;
     let _ = stream.set_nodelay(true);
+    let peer = life.peer;
     let mut conn = Connection {
-        peer,
-        context,
         shared,
-        builder,
         on_parser_error,
         tls: None,
         opened: accepted_at,
-        held,
-        active,
+        life,
     };
     let Some(tls) = tls else {
-        return serve_http(stream, conn, stop).await;
+        return serve_http(stream, conn).await;
     };
     // Boxed, and gone once done: the connection's task does not carry the handshake's
     // state for the life of the connection.
     let handshake = tokio::select! {
         handshake = Box::pin(tls.handshake(stream, peer)) => handshake,
-        _ = stopped(&mut stop) => return,
+        _ = stopped(&mut conn.life.stop) => return,
     };
     match handshake {
         tls::Handshake::Done(stream, info) => {
             conn.tls = Some(info);
             // On TLS, the header budget starts once the handshake is done.
             conn.opened = std::time::Instant::now();
-            serve_http(stream, conn, stop).await;
+            serve_http(stream, conn).await;
         }
         tls::Handshake::PlainHttp(mut stream) => {
             // Like NGINX: tell a plaintext client what went wrong, then close.
@@ -485,36 +493,27 @@ async fn serve_connection(accepted: AcceptedConnection) {
 
 /// What [`serve_http`] needs besides the stream.
 struct Connection {
-    peer: SocketAddr,
-    context: Arc<ListenerContext>,
     shared: Arc<Shared>,
-    builder: Arc<HttpBuilders>,
     on_parser_error: ParserErrorRenderer,
     tls: Option<tls::TlsInfo>,
     /// When HTTP serving began: the header budget of the first request counts from here.
     opened: std::time::Instant,
-    /// The listener's connection slot, the drain's count and the active gauge: held for as
-    /// long as the connection lives, from task to task.
-    held: (OwnedSemaphorePermit, mpsc::Sender<()>),
-    active: ActiveGuard,
+    life: ConnectionLife,
 }
 
 /// Serve HTTP on a plaintext socket or a TLS stream (the guard sees decrypted bytes).
-async fn serve_http<IO>(stream: IO, conn: Connection, stop: watch::Receiver<bool>)
+async fn serve_http<IO>(stream: IO, conn: Connection)
 where
     IO: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
 {
     let Connection {
-        peer,
-        context,
         shared,
-        builder,
         on_parser_error,
         tls,
         opened,
-        held,
-        active,
+        life,
     } = conn;
+    let (peer, context) = (life.peer, &life.context);
     let state = Arc::new(ConnState::opened_since(opened));
     // TLS connections speak what ALPN agreed on; cleartext ones are sniffed.
     let info_tls_alpn = tls.as_ref().map(|tls| tls.alpn.clone());
@@ -539,7 +538,7 @@ where
     // Timers and shutdown are watched by a companion task, so that the many wake-ups of
     // this task while it serves requests cost one atomic load each instead of polling a
     // timer and a shutdown future every time.
-    let watchdog = spawn_watchdog(&state, &context, peer, &stop);
+    let watchdog = spawn_watchdog(&state, &life);
     let http2 = match &info_tls_alpn {
         Some(alpn) => alpn.as_deref() == Some(b"h2".as_slice()),
         None => {
@@ -568,7 +567,7 @@ where
     let result = if http2 {
         state.mark_http2();
         // Boxed: a connection waiting for its first bytes does not carry hyper's state.
-        let mut connection = Box::pin(builder.h2.serve_connection(TokioIo::new(io), service));
+        let mut connection = Box::pin(life.builder.h2.serve_connection(TokioIo::new(io), service));
         // HTTP/2 is never parked.
         drive(&mut connection, &state, |c| {
             c.get_mut().as_mut().graceful_shutdown()
@@ -576,7 +575,7 @@ where
         .await
         .map(|_parked| ())
     } else {
-        match serve_http1(io, service, &builder.h1, &state).await {
+        match serve_http1(io, service, &life.builder.h1, &state).await {
             Ok(Some((io, service))) => {
                 // Parked: this task and its watchdog end, a small one holds the connection
                 // (and its timer) while it idles.
@@ -584,15 +583,8 @@ where
                 let parked = Parked {
                     io,
                     service,
-                    life: ConnectionLife {
-                        state,
-                        context,
-                        builder,
-                        peer,
-                        stop,
-                        _held: held,
-                        _active: active,
-                    },
+                    state,
+                    life,
                 };
                 tokio::spawn(parked.wait());
                 return;
@@ -677,19 +669,8 @@ impl<S> Http1Service for S where
 struct Parked<IO, S> {
     io: GuardedIo<IO>,
     service: S,
-    life: ConnectionLife,
-}
-
-/// What lives as long as a connection, whichever task serves it.
-struct ConnectionLife {
     state: Arc<ConnState>,
-    context: Arc<ListenerContext>,
-    builder: Arc<HttpBuilders>,
-    peer: SocketAddr,
-    /// The gateway's shutdown signal, for each watchdog and parked wait in turn.
-    stop: watch::Receiver<bool>,
-    _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
-    _active: ActiveGuard,
+    life: ConnectionLife,
 }
 
 /// A task's future, boxed: a parked connection and a resumed one spawn each other.
@@ -709,10 +690,10 @@ where
         Box::pin(async move {
             let metrics = &self.life.context.metrics;
             metrics.parked_connections.fetch_add(1, Relaxed);
-            self.life.state.set_parked(true);
+            self.state.set_parked(true);
             idle_trim::connection_parked();
             let woken = self.until_readable().await;
-            self.life.state.set_parked(false);
+            self.state.set_parked(false);
             let metrics = &self.life.context.metrics;
             metrics.parked_connections.fetch_sub(1, Relaxed);
             if woken {
@@ -726,16 +707,11 @@ where
     /// watchdog: nothing is read, so only the idle budget can run out (the header budget
     /// of the next head starts with its first byte, seen after the wake).
     async fn until_readable(&mut self) -> bool {
-        let Parked { io, life, .. } = self;
-        let ConnectionLife {
-            state,
-            context,
-            peer,
-            stop,
-            ..
-        } = life;
-        let (state, context, peer) = (&*state, &*context, &*peer);
-        let limits = &context.config.limits;
+        let Parked {
+            io, state, life, ..
+        } = self;
+        let state = &**state;
+        let limits = &life.context.config.limits;
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         loop {
@@ -748,12 +724,11 @@ where
                     continue;
                 }
                 WatchdogDecision::Idle => {
-                    context.metrics.idle_closed.fetch_add(1, Relaxed);
+                    life.context.metrics.idle_closed.fetch_add(1, Relaxed);
                     return false;
                 }
                 WatchdogDecision::HeadTimeout => {
-                    context.metrics.header_timeouts.fetch_add(1, Relaxed);
-                    tracing::info!(peer = %peer, "request head not received in time; closing");
+                    head_timed_out(&life.context, life.peer);
                     return false;
                 }
             };
@@ -771,7 +746,7 @@ where
             tokio::select! {
                 woken = readable => return woken,
                 () = &mut timer => {}
-                () = stopped(stop) => return false,
+                () = stopped(&mut life.stop) => return false,
             }
         }
     }
@@ -779,13 +754,26 @@ where
     /// Serve the connection again, with a new watchdog, until it ends or parks once more.
     fn resume(self) -> ConnectionTask {
         Box::pin(async move {
-            let Parked { io, service, life } = self;
-            let watchdog = spawn_watchdog(&life.state, &life.context, life.peer, &life.stop);
-            let served = serve_http1(io, service, &life.builder.h1, &life.state).await;
+            let Parked {
+                io,
+                service,
+                state,
+                life,
+            } = self;
+            let watchdog = spawn_watchdog(&state, &life);
+            let served = serve_http1(io, service, &life.builder.h1, &state).await;
             watchdog.abort();
             match served {
                 Ok(Some((io, service))) => {
-                    tokio::spawn(Parked { io, service, life }.wait());
+                    tokio::spawn(
+                        Parked {
+                            io,
+                            service,
+                            state,
+                            life,
+                        }
+                        .wait(),
+                    );
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -874,13 +862,13 @@ fn poll_readable(
 
 /// Start the watchdog of a connection being served (it ends with the serving, or when the
 /// connection parks).
-fn spawn_watchdog(
-    state: &Arc<ConnState>,
-    context: &Arc<ListenerContext>,
-    peer: SocketAddr,
-    stop: &watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(watchdog(state.clone(), context.clone(), peer, stop.clone()))
+fn spawn_watchdog(state: &Arc<ConnState>, life: &ConnectionLife) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(watchdog(
+        state.clone(),
+        life.context.clone(),
+        life.peer,
+        life.stop.clone(),
+    ))
 }
 
 /// The single timer of a connection (header-read and idle budgets, as documented in
@@ -934,8 +922,7 @@ async fn watchdog(
                     timer.as_mut().reset(tokio::time::Instant::now());
                 }
                 WatchdogDecision::HeadTimeout => {
-                    context.metrics.header_timeouts.fetch_add(1, Relaxed);
-                    tracing::info!(peer = %peer, "request head not received in time; closing");
+                    head_timed_out(&context, peer);
                     state.request_close(Close::Abort);
                     return;
                 }
