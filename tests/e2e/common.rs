@@ -419,6 +419,42 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Read exactly one response from a raw connection, its body announced by `content-length`
+/// (none: empty), leaving the connection open; returns its head and body. Anything after it
+/// fails the test.
+pub async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    within("a response", async {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = find(&seen, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().expect("content-length"))
+                    })
+                    .unwrap_or(0);
+                if seen.len() >= end + 4 + length {
+                    assert_eq!(seen.len(), end + 4 + length, "nothing after the response");
+                    let body = String::from_utf8_lossy(&seen[end + 4..]).into_owned();
+                    return (head, body);
+                }
+            }
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "closed mid-response: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+}
+
 /// One listener with `limits` (YAML flow-map entries), an admin listener for the metrics,
 /// and one route to `backend`.
 pub fn gateway_config(backend: SocketAddr, limits: &str) -> String {

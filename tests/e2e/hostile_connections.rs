@@ -21,35 +21,6 @@ async fn until_closed<S: AsyncRead + Unpin>(what: &str, stream: &mut S) -> Strin
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Read exactly one response with a `content-length` body, leaving the connection open.
-async fn one_response(stream: &mut TcpStream) -> String {
-    within("a response", async {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(end) = find(&got, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().expect("content-length"));
-                if got.len() >= end + 4 + length {
-                    assert_eq!(got.len(), end + 4 + length, "nothing after the response");
-                    return String::from_utf8_lossy(&got).into_owned();
-                }
-            }
-            let n = stream.read(&mut buf).await.expect("read");
-            assert!(
-                n > 0,
-                "closed mid-response: {}",
-                String::from_utf8_lossy(&got)
-            );
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-}
-
 /// The JSON error body of a raw answer, after checking the gateway's error shape and that
 /// it announces the close.
 fn error_code(answer: &str) -> String {
@@ -115,7 +86,10 @@ async fn between_requests_the_idle_budget_waits_and_a_started_head_gets_the_head
         .write_all(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
         .expect("write");
-    assert!(one_response(&mut quiet).await.starts_with("HTTP/1.1 200"));
+    assert!(read_response(&mut quiet)
+        .await
+        .0
+        .starts_with("HTTP/1.1 200"));
     assert_eq!(until_closed("the idle close", &mut quiet).await, "");
     gw.wait_metric(IDLE_CLOSES, 1).await;
     assert_eq!(gw.metric(HEADER_TIMEOUTS).await, 0);
@@ -127,8 +101,9 @@ async fn between_requests_the_idle_budget_waits_and_a_started_head_gets_the_head
         .write_all(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
         .expect("write");
-    assert!(one_response(&mut stalling)
+    assert!(read_response(&mut stalling)
         .await
+        .0
         .starts_with("HTTP/1.1 200"));
     stalling
         .write_all(b"GET /third HTTP/1.1\r\nHost: h\r\nX-Slow: ")
@@ -294,7 +269,10 @@ async fn underscore_twins_of_framing_headers_are_refused_and_never_forwarded() {
         .write_all(b"GET /served-first HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
         .expect("write");
-    assert!(one_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    assert!(read_response(&mut stream)
+        .await
+        .0
+        .starts_with("HTTP/1.1 200"));
     stream
         .write_all(b"POST /smuggle HTTP/1.1\r\nHost: h\r\nTransfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello")
         .await

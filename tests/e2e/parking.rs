@@ -22,42 +22,7 @@ async fn describing_backend() -> SocketAddr {
     .await
 }
 
-/// Read one response whose body is announced by Content-Length; returns the head and body.
-async fn read_response(stream: &mut TcpStream) -> (String, String) {
-    within("a response", async {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(end) = find(&seen, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&seen[..end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse().ok())?
-                    })
-                    .expect("content-length");
-                if seen.len() >= end + 4 + length {
-                    let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length]);
-                    let body = body.into_owned();
-                    seen.drain(..end + 4 + length);
-                    assert!(seen.is_empty(), "more than one response");
-                    return (head, body);
-                }
-            }
-            let n = stream.read(&mut buf).await.expect("read");
-            assert!(
-                n > 0,
-                "connection closed; got {}",
-                String::from_utf8_lossy(&seen)
-            );
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-}
-
+/// Write a raw request and read its one response (head, body).
 async fn exchange(stream: &mut TcpStream, request: &[u8]) -> (String, String) {
     stream.write_all(request).await.expect("write");
     read_response(stream).await
