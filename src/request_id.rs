@@ -12,6 +12,12 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 
 /// Request ids: a random per-process prefix and a counter, 32 hex digits. Unique across
 /// restarts and instances without a random draw per request.
+///
+/// Every id this hands out is marked "never indexed" for HPACK (`set_sensitive`): a value
+/// that is new on every request is useless in an HTTP/2 connection's header table, and
+/// indexing it would evict the values that do repeat (`server`, `content-type`…), so that
+/// each response's headers would be compressed and sent again in full. HTTP/1.1 ignores the
+/// mark; the id is not treated as a secret.
 pub(crate) struct RequestIds {
     prefix: u64,
     counter: AtomicU64,
@@ -41,8 +47,10 @@ impl RequestIds {
         hex_u64(n, &mut out[16..]);
         // An owned buffer behind a reference count: the id is cloned into the upstream
         // request and the response, and a plain `Vec` would be copied on the first clone.
-        HeaderValue::from_maybe_shared(Bytes::from_owner(out))
-            .unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let mut id = HeaderValue::from_maybe_shared(Bytes::from_owner(out))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"));
+        id.set_sensitive(true);
+        id
     }
 
     /// The caller's id when it is a sane token, else a new one.
@@ -52,7 +60,9 @@ impl RequestIds {
                 if (1..=128).contains(&id.len())
                     && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
             {
-                id.clone()
+                let mut id = id.clone();
+                id.set_sensitive(true);
+                id
             }
             _ => self.next(),
         }
@@ -92,8 +102,12 @@ mod tests {
         let ids = RequestIds::new();
         let mut headers = HeaderMap::new();
         headers.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(ids.take_or_generate(&headers), "abc-123");
+        let kept = ids.take_or_generate(&headers);
+        assert_eq!(kept, "abc-123");
+        assert!(kept.is_sensitive(), "never indexed by HPACK");
         headers.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_eq!(ids.take_or_generate(&headers).len(), 32);
+        let generated = ids.take_or_generate(&headers);
+        assert_eq!(generated.len(), 32);
+        assert!(generated.is_sensitive(), "never indexed by HPACK");
     }
 }

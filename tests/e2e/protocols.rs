@@ -94,3 +94,67 @@ async fn websocket_echo_through_the_gateway() {
     assert_eq!(echoed.into_data().as_ref(), &[0u8, 1, 2, 255]);
     ws.close(None).await.expect("close");
 }
+
+/// An HTTP/2 client we did not write (raw frames, Python's `hpack` codec) reads how each
+/// response header was encoded: the request id, new on every response, is sent "never
+/// indexed", so it does not push the repeating headers out of the connection's table.
+#[tokio::test]
+async fn over_http2_the_request_id_is_never_indexed_and_other_headers_are() {
+    let backend = echo_backend("b").await;
+    let gw = TestGateway::start(&single_route(backend, "")).await;
+    let script = r#"
+import socket, struct, sys
+from hpack import Encoder, Decoder, NeverIndexedHeaderTuple
+conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+encoder, decoder = Encoder(), Decoder()
+def frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b""))
+pending = b""
+def read_frame():
+    global pending
+    while len(pending) < 9 or len(pending) < 9 + int.from_bytes(pending[:3], "big"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            sys.exit("the gateway closed the connection")
+        pending += chunk
+    length = int.from_bytes(pending[:3], "big")
+    kind, flags, stream = pending[3], pending[4], int.from_bytes(pending[5:9], "big") & 0x7FFFFFFF
+    payload, pending = pending[9:9 + length], pending[9 + length:]
+    return kind, flags, stream, payload
+for stream in (1, 3):
+    block = encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "h"), (":path", "/")])
+    conn.sendall(frame(1, 0x4 | 0x1, stream, block))
+    while True:
+        kind, flags, on, payload = read_frame()
+        if kind == 4 and not flags & 0x1:
+            conn.sendall(frame(4, 0x1, 0, b""))
+        if kind == 1 and on == stream:
+            assert flags & 0x4 and not flags & 0x28, "one HEADERS frame, no padding or priority"
+            for header in decoder.decode(payload):
+                indexing = "never" if isinstance(header, NeverIndexedHeaderTuple) else "may"
+                print(stream, header[0], indexing)
+            break
+"#;
+    let output = within(
+        "the Python HTTP/2 client",
+        tokio::process::Command::new("python3")
+            .args(["-c", script, &gw.addr.port().to_string()])
+            .output(),
+    )
+    .await
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for stream in [1, 3] {
+        let seen = |line: &str| stdout.lines().any(|l| l == format!("{stream} {line}"));
+        assert!(seen(":status may"), "{stdout}");
+        assert!(seen("x-request-id never"), "{stdout}");
+        assert!(seen("content-type may"), "{stdout}");
+        assert!(seen("x-backend may"), "{stdout}");
+    }
+}
