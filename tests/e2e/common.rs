@@ -496,3 +496,25 @@ pub async fn websocket_echo_backend() -> SocketAddr {
     });
     addr
 }
+
+/// Run a Python script (`python3 -c script args…`, a peer we did not write) to its end;
+/// its standard output, once it has exited successfully.
+pub async fn python_script(what: &str, script: &str, args: &[&str]) -> String {
+    let output = within(
+        what,
+        tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

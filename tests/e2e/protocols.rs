@@ -136,20 +136,8 @@ for stream in (1, 3):
                 print(stream, header[0], indexing)
             break
 "#;
-    let output = within(
-        "the Python HTTP/2 client",
-        tokio::process::Command::new("python3")
-            .args(["-c", script, &gw.addr.port().to_string()])
-            .output(),
-    )
-    .await
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let port = gw.addr.port().to_string();
+    let stdout = python_script("the Python HTTP/2 client", script, &[&port]).await;
     for stream in [1, 3] {
         let seen = |line: &str| stdout.lines().any(|l| l == format!("{stream} {line}"));
         assert!(seen(":status may"), "{stdout}");

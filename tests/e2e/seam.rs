@@ -138,21 +138,16 @@ for method in sys.argv[2:]:
         print(error.code().name, "|", error.details())
 "#;
     let target = gw.addr.to_string();
-    let output = within(
+    let stdout = python_script(
         "the Python gRPC client",
-        tokio::process::Command::new("python3")
-            .args(["-c", script, &target])
-            .args(["/dead/pkg.Service/Method", "/silent/pkg.Service/Method"])
-            .output(),
+        script,
+        &[
+            &target,
+            "/dead/pkg.Service/Method",
+            "/silent/pkg.Service/Method",
+        ],
     )
-    .await
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    .await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
