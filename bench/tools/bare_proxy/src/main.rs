@@ -1,0 +1,163 @@
+//! A bare hyper 1.x HTTP/1.1 proxy: the floor of Portico's architecture, measured side by
+//! side with Portico and NGINX by `bench/run.sh --binary` (see bench/README.md).
+//!
+//! It takes Portico's command line (`run -c FILE ...`), reads the first listener's address
+//! and the first cluster's first endpoint from that file (bench/tools/benchlib.py's layout),
+//! and forwards every request as it came to a pool of kept-alive upstream connections, and
+//! every response as it came back: no routing, no header added or removed, no timeout, no
+//! metrics, no connection guard. One single-threaded runtime, as Portico with `workers: 1`.
+//! A connection returns to the pool when its response body has ended, as in Portico.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::net::{TcpListener, TcpStream};
+
+type Pool = Arc<Mutex<Vec<SendRequest<Incoming>>>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let file = args
+        .iter()
+        .position(|a| a == "-c" || a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .expect("usage: bare_proxy run -c FILE");
+    let text = std::fs::read_to_string(file).expect("config file");
+    let listen = value_after(&text, "address:").expect("a listener address");
+    let origin = value_after(&text, "endpoints: [").expect("a cluster endpoint");
+    let listen: SocketAddr = listen.parse().expect("listener address");
+    let origin: SocketAddr = origin.parse().expect("endpoint address");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime")
+        .block_on(serve(listen, origin));
+}
+
+/// The text after the first `key` up to the end of its value (`]`, `,`, space or newline).
+fn value_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let rest = rest.trim_start();
+    let end = rest.find([']', ',', ' ', '\n']).unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
+}
+
+async fn serve(listen: SocketAddr, origin: SocketAddr) {
+    let listener = TcpListener::bind(listen).await.expect("bind");
+    let pool: Pool = Arc::default();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| forward(req, origin, pool.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn forward(
+    req: http::Request<Incoming>,
+    origin: SocketAddr,
+    pool: Pool,
+) -> Result<http::Response<Returning>, Infallible> {
+    let mut sender = loop {
+        let idle = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(mut sender) => {
+                if sender.ready().await.is_ok() {
+                    break sender;
+                }
+            }
+            None => break connect(origin).await,
+        }
+    };
+    match sender.send_request(req).await {
+        Ok(response) => Ok(response.map(|body| Returning {
+            body: Some(body),
+            sender: Some((sender, pool)),
+        })),
+        Err(_) => {
+            let mut response = http::Response::new(Returning::empty());
+            *response.status_mut() = http::StatusCode::BAD_GATEWAY;
+            Ok(response)
+        }
+    }
+}
+
+async fn connect(origin: SocketAddr) -> SendRequest<Incoming> {
+    let stream = TcpStream::connect(origin).await.expect("origin reachable");
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// The upstream response body (none for the gateway's own 502); its connection goes back
+/// to the pool when it has ended.
+struct Returning {
+    body: Option<Incoming>,
+    sender: Option<(SendRequest<Incoming>, Pool)>,
+}
+
+impl Returning {
+    fn empty() -> Returning {
+        Returning {
+            body: None,
+            sender: None,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.sender.take() {
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(sender);
+        }
+    }
+}
+
+impl Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(body).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.release();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
