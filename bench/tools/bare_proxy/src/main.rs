@@ -1,5 +1,6 @@
-//! A bare hyper 1.x HTTP/1.1 proxy: the floor of Portico's architecture, measured side by
-//! side with Portico and NGINX by `bench/run.sh --binary` (see bench/README.md).
+//! A bare hyper 1.x proxy (HTTP/1.1 and h2c downstream, HTTP/1.1 upstream): the floor of
+//! Portico's architecture, measured side by side with Portico and NGINX by
+//! `bench/run.sh --binary` (see bench/README.md).
 //!
 //! It takes Portico's command line (`run -c FILE ...`), reads the first listener's address
 //! and the first cluster's first endpoint from that file (bench/tools/benchlib.py's layout),
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -60,18 +61,60 @@ async fn serve(listen: SocketAddr, origin: SocketAddr) {
         let pool = pool.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| forward(req, origin, pool.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            // h2c when the client starts with the HTTP/2 preface, else HTTP/1.1: each on
+            // hyper's own server for that protocol, as Portico does.
+            if starts_with_h2_preface(&stream).await {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
         });
     }
 }
 
+/// Whether the first bytes the client sent are the HTTP/2 connection preface (peeked, so
+/// that the server then reads them itself).
+async fn starts_with_h2_preface(stream: &TcpStream) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    let mut seen = [0u8; 14];
+    loop {
+        match stream.peek(&mut seen).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if !PREFACE.starts_with(&seen[..n]) => return false,
+            Ok(n) if n == PREFACE.len() => return true,
+            Ok(_) => tokio::task::yield_now().await,
+        }
+    }
+}
+
 async fn forward(
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
     origin: SocketAddr,
     pool: Pool,
 ) -> Result<http::Response<Returning>, Infallible> {
+    if req.version() == http::Version::HTTP_2 {
+        // The least an HTTP/2 request needs to go out as HTTP/1.1: the authority as Host,
+        // the path as the request target.
+        *req.version_mut() = http::Version::HTTP_11;
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .unwrap_or_default();
+        *req.uri_mut() = target;
+    }
     let mut sender = loop {
         let idle = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
