@@ -30,7 +30,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod trim;
-use trim::{trim_allocator, TrimOnDrop};
+pub(crate) use trim::trim_allocator;
+use trim::TrimOnDrop;
 
 /// State that lives as long as the process, across reloads.
 pub(crate) struct Shared {
@@ -239,7 +240,7 @@ impl Runtime {
         }
         // The config's parse (source tree, JSON tree, file structs) is freed by now: give its
         // peak back before the runtime starts serving.
-        trim_allocator();
+        let _ = trim_allocator();
         Ok(Runtime {
             consumers: services.auth.consumers.clone(),
             key_sets: services.auth.key_sets.clone(),

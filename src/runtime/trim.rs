@@ -9,14 +9,17 @@
 //! of every arena. Other allocators and platforms: nothing to do.
 
 /// Return the allocator's free pages to the operating system (glibc on Linux; elsewhere a
-/// no-op). Costs a walk over the free lists: milliseconds after a load of thousands of routes.
-pub(crate) fn trim_allocator() {
+/// no-op); whether any were. Costs a walk over the free lists: milliseconds after a load of
+/// thousands of routes. Also used once connections have parked (`server/idle_trim.rs`).
+pub(crate) fn trim_allocator() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap bookkeeping under its arena locks; it
     // takes a plain integer and touches no memory of ours.
     unsafe {
-        libc::malloc_trim(0);
+        libc::malloc_trim(0) != 0
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
 }
 
 /// A runtime's last field: when the runtime is dropped (on the background thread, once the
@@ -26,6 +29,6 @@ pub(crate) struct TrimOnDrop;
 
 impl Drop for TrimOnDrop {
     fn drop(&mut self) {
-        trim_allocator();
+        let _ = trim_allocator();
     }
 }

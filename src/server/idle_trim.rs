@@ -78,14 +78,12 @@ pub(crate) fn connection_parked() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
     let started = std::time::Instant::now();
-    // SAFETY: malloc_trim only walks glibc's own heap bookkeeping under its arena locks; it
-    // takes a plain integer and touches no memory of ours.
-    let released = unsafe { libc::malloc_trim(0) };
+    let released = crate::runtime::trim_allocator();
     let took = started.elapsed();
     LAST_TRIM_MICROS.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
     #[cfg(test)]
     TRIMS.fetch_add(1, Relaxed);
-    tracing::debug!(took = ?took, released = released != 0, "allocator trimmed after connections parked");
+    tracing::debug!(took = ?took, released, "allocator trimmed after connections parked");
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
