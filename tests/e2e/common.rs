@@ -500,16 +500,14 @@ pub async fn websocket_echo_backend() -> SocketAddr {
 /// Run a Python script (`python3 -c script args…`, a peer we did not write) to its end;
 /// its standard output, once it has exited successfully.
 pub async fn python_script(what: &str, script: &str, args: &[&str]) -> String {
-    let output = within(
-        what,
-        tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("python3 runs");
+    let mut command = tokio::process::Command::new("python3");
+    command.arg("-c").arg(script).args(args);
+    run_peer(what, command).await
+}
+
+/// Run a peer's command to its end; its standard output, once it has exited successfully.
+pub async fn run_peer(what: &str, mut command: tokio::process::Command) -> String {
+    let output = within(what, command.output()).await.expect("the peer runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),

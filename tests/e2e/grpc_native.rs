@@ -30,16 +30,11 @@ async fn python_client(target: &str, root_ca: Option<&Path>) -> Vec<String> {
     if let Some(ca) = root_ca {
         command.arg(ca);
     }
-    let output = within("the Python gRPC client", command.output())
+    run_peer("the Python gRPC client", command)
         .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout.lines().map(str::to_string).collect()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn expected_native_lines() -> Vec<String> {
