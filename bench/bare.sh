@@ -5,8 +5,9 @@
 #
 #   bench/bare.sh [PORTICO_BINARY] [run.sh options...]
 #
-# PORTICO_BINARY defaults to target/release/portico (build it first). Scenarios (a), (b)
-# and (e) (h2c downstream; the bare proxy turns an HTTP/2 request into HTTP/1.1 minimally).
+# PORTICO_BINARY defaults to target/release/portico (build it first). Scenarios (a), (b),
+# (d) and (d-h2) (over rustls on ring, as Portico) and (e) (h2c downstream; the bare proxy
+# turns an HTTP/2 request into HTTP/1.1 minimally); `--only d,d-h2` after the binary picks.
 # In run.sh's summary the proxy named `portico` is the bare proxy and `portico-base` is
 # Portico: "Portico/NGINX CPU" on the `portico` rows is the bare proxy's ratio to NGINX, and
 # "portico / portico-base" is the bare proxy's CPU per request over Portico's.
@@ -18,5 +19,5 @@ PORTICO=${1:-$ROOT/target/release/portico}
 TARGET=$ROOT/bench/results/target-bare
 cargo build --release --quiet --manifest-path "$ROOT/bench/tools/bare_proxy/Cargo.toml" \
   --target-dir "$TARGET"
-exec "$ROOT/bench/run.sh" --only a,b,e --no-build --binary "$TARGET/release/bare_proxy" \
+exec "$ROOT/bench/run.sh" --only a,b,d,d-h2,e --no-build --binary "$TARGET/release/bare_proxy" \
   --baseline "$PORTICO" "$@"

@@ -4,6 +4,9 @@
 #   bench/instructions.sh BINARY [BINARY...]     e.g. an old build and target/release/portico
 #   BENCH_SCENARIO=b bench/instructions.sh ...   a 1 KiB POST instead of a GET (scenario (b));
 #   BENCH_SCENARIO=e                             GETs over h2c, 4 connections x 4 streams (e)
+#   BENCH_SCENARIO=d|d-h2                        GETs over HTTPS/1.1, or HTTP/2 over TLS
+#                                                (4 x 4), TLS_AES_128_GCM_SHA256, one
+#                                                handshake per connection as in bench/run.sh
 #   BENCH_SCENARIO=rl-local|rl-redis|jwt|f       GETs on a route with a local rate limit, the
 #                                                same limit in Redis (a redis-server is started
 #                                                here), JWT auth (cached token), or JWT + a local
@@ -35,6 +38,7 @@ LIB=$ROOT/bench/tools/benchlib.py
 PORT_BASE=${BENCH_PORT_BASE:-28100}
 ORIGIN_PORT=$PORT_BASE
 PORTICO_PORT=$((PORT_BASE + 4))
+PORTICO_TLS_PORT=$((PORT_BASE + 5))
 REDIS_PORT=$((PORT_BASE + 6))
 WORK=$(mktemp -d /tmp/portico-instructions.XXXXXX)
 STARTED=()
@@ -48,7 +52,7 @@ trap cleanup EXIT
 for tool in valgrind h2load nginx curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (bench/run.sh installs it)" >&2; exit 1; }
 done
-[ $# -ge 1 ] || { sed -n '2,23p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,26p' "$0"; exit 2; }
 
 wait_http() {  # url [curl args...]
   local url=$1; shift
@@ -69,8 +73,18 @@ wait_http "http://127.0.0.1:$ORIGIN_PORT/"
 python3 "$LIB" portico-config a "$ORIGIN_PORT" "$PORTICO_PORT" 0 "" "" > "$WORK/portico.yaml"
 SCENARIO=${BENCH_SCENARIO:-a}
 AUTH=()
+URL=http://127.0.0.1:$PORTICO_PORT/
 case "$SCENARIO" in
   a) LOAD=(--h1 -c 4) ;;
+  d|d-h2)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+      -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    BENCH_PORTICO_CIPHER=TLS_AES_128_GCM_SHA256 python3 "$LIB" portico-config a "$ORIGIN_PORT" \
+      "$PORTICO_PORT" "$PORTICO_TLS_PORT" "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/portico.yaml"
+    URL=https://127.0.0.1:$PORTICO_TLS_PORT/
+    if [ "$SCENARIO" = d ]; then LOAD=(--h1 -c 4); else LOAD=(-c 4 -m 4); fi
+    LOAD+=(--tls13-ciphers=TLS_AES_128_GCM_SHA256) ;;
   b) head -c 1024 /dev/zero | tr '\0' x > "$WORK/body"; LOAD=(--h1 -c 4 -d "$WORK/body") ;;
   e) LOAD=(-c 4 -m 4) ;;
   rl-local|rl-redis|jwt|f)
@@ -87,7 +101,7 @@ case "$SCENARIO" in
       AUTH=(-H "authorization: Bearer $(python3 "$RL" token)")
     fi
     LOAD=(--h1 -c 4 "${AUTH[@]}") ;;
-  *) echo "BENCH_SCENARIO is a, b, e, rl-local, rl-redis, jwt or f" >&2; exit 2 ;;
+  *) echo "BENCH_SCENARIO is a, b, d, d-h2, e, rl-local, rl-redis, jwt or f" >&2; exit 2 ;;
 esac
 if [ -n "${BENCH_CONFIG_TEMPLATE:-}" ]; then
   sed -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" -e "s/@PORT@/$PORTICO_PORT/g" \
@@ -106,7 +120,7 @@ instructions() {
   local pid=$!
   STARTED+=("$pid")
   wait_http "http://127.0.0.1:$PORTICO_PORT/" "${AUTH[@]}"
-  h2load -n "$requests" "${LOAD[@]}" "http://127.0.0.1:$PORTICO_PORT/" > "$WORK/h2load.log"
+  h2load -n "$requests" "${LOAD[@]}" "$URL" > "$WORK/h2load.log"
   grep -q " 0 failed, 0 errored" "$WORK/h2load.log" || { cat "$WORK/h2load.log" >&2; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true

@@ -10,7 +10,8 @@
 #                             (NGINX cannot speak HTTP/2 upstream: it stays on HTTP/1.1);
 #                             w2: both proxies with two workers (Portico `--workers 2`,
 #                             NGINX `worker_processes 2`) on both CPUs, at the fixed offered load
-#   bench/run.sh --profile    also record a perf profile of Portico under scenario (a)
+#   bench/run.sh --profile    also record a perf profile of each proxy under scenario (a)
+#                             (BENCH_PROFILE_SCENARIO=d, d-h2, e, b or c: under that one)
 #   bench/run.sh --no-build   reuse target/release/portico as it is
 #   bench/run.sh --no-nice    do not raise the priority of the measured processes (nice -19)
 #   bench/run.sh --rev HEAD   benchmark a commit: build it from `git archive` in
@@ -74,6 +75,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 # Checked before anything is installed or started.
+PROFILE_SCENARIO=${BENCH_PROFILE_SCENARIO:-a}
+case "$PROFILE_SCENARIO" in
+  a|a-h2up|b|c|d|d-h2|e) ;;
+  *) echo "BENCH_PROFILE_SCENARIO=$PROFILE_SCENARIO: expected a closed-loop scenario (a a-h2up b c d d-h2 e)" >&2; exit 2 ;;
+esac
 if [ -n "$BINARY" ] && [ -n "$REV" ]; then echo "--binary and --rev exclude each other" >&2; exit 2; fi
 for bin in "$BINARY" "$BASELINE"; do
   [ -z "$bin" ] || [ -x "$bin" ] || { echo "no executable at $bin" >&2; exit 2; }
@@ -812,16 +818,16 @@ fi
 
 # ------------------------------------------------------------------ profile (optional)
 
-profile_proxy() {  # proxy: where the CPU time goes under scenario (a), and syscalls per request
-  local proxy=$1 pids
-  start_proxy "$proxy" a
+profile_proxy() {  # proxy: where the CPU time goes under $PROFILE_SCENARIO, and syscalls per request
+  local proxy=$1 pids scenario=$PROFILE_SCENARIO
+  start_proxy "$proxy" "$(config_of "$scenario")"
   pids=$(IFS=,; echo "${CPU_PIDS[*]}")
-  load a "$proxy" "$WARM" "$RAW/profile-$proxy.warmup" || true
+  load "$scenario" "$proxy" "$WARM" "$RAW/profile-$proxy.warmup" || true
   perf record -e cpu-clock -F 4999 -p "$pids" -o "$OUT/perf-$proxy.data" -- sleep "$DUR" \
     > "$RAW/perf-record-$proxy.log" 2>&1 &
   local perf_pid=$!
   STARTED+=("$perf_pid")
-  load a "$proxy" "$DUR" "$RAW/profile-$proxy.out" || true
+  load "$scenario" "$proxy" "$DUR" "$RAW/profile-$proxy.out" || true
   wait "$perf_pid" || true
   forget "$perf_pid"
   # Syscall counts from tracepoints (cheap: no ptrace), divided by the requests served.
@@ -831,7 +837,7 @@ profile_proxy() {  # proxy: where the CPU time goes under scenario (a), and sysc
   perf_pid=$!
   STARTED+=("$perf_pid")
   sleep 1
-  load a "$proxy" "$DUR" "$RAW/syscalls-$proxy.out" || true
+  load "$scenario" "$proxy" "$DUR" "$RAW/syscalls-$proxy.out" || true
   wait "$perf_pid" || true
   forget "$perf_pid"
   stop_proxy
@@ -852,7 +858,7 @@ profile_proxy() {  # proxy: where the CPU time goes under scenario (a), and sysc
 
 if [ "$PROFILE" = 1 ]; then
   if has perf && perf record -e cpu-clock -o "$WORK/perf-probe.data" -- true >/dev/null 2>&1; then
-    log "profile: perf record -e cpu-clock -F 4999 and perf stat -e 'syscalls:sys_enter_*' under scenario (a), ${DUR}s each"
+    log "profile: perf record -e cpu-clock -F 4999 and perf stat -e 'syscalls:sys_enter_*' under scenario ($PROFILE_SCENARIO), ${DUR}s each"
     for proxy in "${PROXIES[@]}"; do profile_proxy "$proxy"; done
     log "profile: $OUT/profile-*.txt"
   else

@@ -743,8 +743,11 @@ def main(argv):
     elif cmd == "parse-h2load":
         print(json.dumps(parse_h2load(argv[2], argv[3])))
     elif cmd == "syscalls":
-        # perf stat -x, CSV of syscalls:sys_enter_* and the wrk output of the same window.
-        requests = parse_wrk(argv[3])["ok"]
+        # perf stat -x, CSV of syscalls:sys_enter_* and the load generator's output of the
+        # same window (wrk's, or h2load's with its --log-file beside it as OUT.log).
+        with open(argv[3]) as f:
+            from_wrk = "BENCH_JSON " in f.read()
+        requests = (parse_wrk(argv[3]) if from_wrk else parse_h2load(argv[3], argv[3] + ".log"))["ok"]
         counts = {}
         for line in open(argv[2]):
             cols = line.strip().split(",")

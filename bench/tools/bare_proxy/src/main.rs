@@ -1,12 +1,15 @@
-//! A bare hyper 1.x proxy (HTTP/1.1 and h2c downstream, HTTP/1.1 upstream): the floor of
-//! Portico's architecture, measured side by side with Portico and NGINX by
-//! `bench/run.sh --binary` (see bench/README.md).
+//! A bare hyper 1.x proxy (HTTP/1.1 and h2c downstream, and both over TLS; HTTP/1.1
+//! upstream): the floor of Portico's architecture, measured side by side with Portico and
+//! NGINX by `bench/run.sh --binary` (see bench/README.md).
 //!
-//! It takes Portico's command line (`run -c FILE ...`), reads the first listener's address
-//! and the first cluster's first endpoint from that file (bench/tools/benchlib.py's layout),
-//! and forwards every request as it came to a pool of kept-alive upstream connections, and
+//! It takes Portico's command line (`run -c FILE ...`), reads the first listener's address,
+//! the `tls` listener's address, certificate, key and cipher suite if there is one, and the
+//! first cluster's first endpoint from that file (bench/tools/benchlib.py's layout), and
+//! forwards every request as it came to a pool of kept-alive upstream connections, and
 //! every response as it came back: no routing, no header added or removed, no timeout, no
 //! metrics, no connection guard. One single-threaded runtime, as Portico with `workers: 1`.
+//! TLS is rustls 0.23 on ring through tokio-rustls, as Portico's: ALPN `h2` or `http/1.1`
+//! picks hyper's server for the connection, the listed suite is the only one offered.
 //! A connection returns to the pool when its response body has ended, as in Portico.
 
 use bytes::Bytes;
@@ -14,32 +17,110 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 type Pool = Arc<Mutex<Vec<SendRequest<Incoming>>>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let file = args
-        .iter()
-        .position(|a| a == "-c" || a == "--config")
-        .and_then(|i| args.get(i + 1))
-        .expect("usage: bare_proxy run -c FILE");
+    // `validate FILE`, as run.sh asks Portico: the file is read as for `run`, then nothing
+    // is served.
+    let validate = args.get(1).is_some_and(|a| a == "validate");
+    let file = if validate {
+        args.get(2)
+    } else {
+        args.iter()
+            .position(|a| a == "-c" || a == "--config")
+            .and_then(|i| args.get(i + 1))
+    }
+    .expect("usage: bare_proxy run -c FILE | bare_proxy validate FILE");
     let text = std::fs::read_to_string(file).expect("config file");
     let listen = value_after(&text, "address:").expect("a listener address");
     let origin = value_after(&text, "endpoints: [").expect("a cluster endpoint");
     let listen: SocketAddr = listen.parse().expect("listener address");
     let origin: SocketAddr = origin.parse().expect("endpoint address");
+    let tls = text.find("- name: tls").map(|at| tls_listener(&text[at..]));
+    if validate {
+        return;
+    }
+    let pool: Pool = Arc::default();
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .expect("runtime")
-        .block_on(serve(listen, origin));
+        .block_on(async move {
+            if let Some((address, acceptor)) = tls {
+                tokio::spawn(serve_tls(address, acceptor, origin, pool.clone()));
+            }
+            serve(listen, origin, pool).await
+        });
+}
+
+/// The TLS listener of benchlib.py's config (`section` starts at its `- name: tls`): its
+/// address, and an acceptor with its certificate, key and the suite it lists (TLS 1.3 and
+/// 1.2 as Portico's default, ALPN `h2` first as Portico's).
+fn tls_listener(section: &str) -> (SocketAddr, TlsAcceptor) {
+    let address = value_after(section, "address:").expect("the tls listener's address");
+    let cert = value_after(section, "cert:").expect("a certificate");
+    let key = value_after(section, "key:").expect("a key");
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suite) = value_after(section, "cipher_suites: [") {
+        // The IANA name (TLS_AES_128_GCM_SHA256); rustls spells TLS 1.3's with `TLS13_`.
+        provider
+            .cipher_suites
+            .retain(|s| format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1) == suite);
+        assert!(!provider.cipher_suites.is_empty(), "unknown suite {suite}");
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("certificate file")
+        .collect::<Result<_, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key PEM");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let address = address.parse().expect("tls listener address");
+    (address, TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(listen: SocketAddr, acceptor: TlsAcceptor, origin: SocketAddr, pool: Pool) {
+    let listener = TcpListener::bind(listen).await.expect("bind tls");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let pool = pool.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let service = hyper::service::service_fn(move |req| forward(req, origin, pool.clone()));
+            if h2 {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        });
+    }
 }
 
 /// The text after the first `key` up to the end of its value (`]`, `,`, space or newline).
@@ -50,9 +131,8 @@ fn value_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim_matches('"'))
 }
 
-async fn serve(listen: SocketAddr, origin: SocketAddr) {
+async fn serve(listen: SocketAddr, origin: SocketAddr, pool: Pool) {
     let listener = TcpListener::bind(listen).await.expect("bind");
-    let pool: Pool = Arc::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
