@@ -37,8 +37,12 @@ use crate::middleware::transform::{
 };
 use crate::upstream::{Cluster, Upstream};
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -176,9 +180,16 @@ pub(crate) fn build_route_stack(
 
 /// Run a request through a route's stack. Never fails: the rescue layer has made every
 /// error an answer.
-pub(crate) async fn call(stack: &RouteStack, req: Request<Body>) -> Response<Body> {
+///
+/// A plain function that returns the route's future, rather than an `async fn`: the request
+/// moves into that future once, where an `async fn`'s future would keep room for its request
+/// argument beside the nested future that took it (and each request's future, with this one
+/// inside, is moved whole several times on its way to being polled).
+pub(crate) fn call(stack: &RouteStack, req: Request<Body>) -> impl Future<Output = Response<Body>> {
     match stack {
-        RouteStack::Full(stack) => run(stack.clone(), req).await,
+        RouteStack::Full(stack) => StackCall::Full {
+            future: run(stack.clone(), req),
+        },
         RouteStack::Lean(stack) => {
             let limit = stack.inner();
             let timeout = limit.inner();
@@ -186,20 +197,48 @@ pub(crate) async fn call(stack: &RouteStack, req: Request<Body>) -> Response<Bod
                 // One call to one cluster: the lean stack's three layers around the
                 // cluster's own future, all of it inside this request's future — no
                 // boxed future, no copy of the stack.
-                Some(cluster) => {
-                    let result = rescued(stack.route(), req, |req| {
+                Some(cluster) => StackCall::Direct {
+                    future: rescued(stack.route(), req, |req| {
                         limited(limit.limit(), req, |req| {
                             timed(timeout.timeout(), req, |req| cluster.clone().send(req))
                         })
-                    })
-                    .await;
-                    match result {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                }
-                None => run(stack.clone(), req).await,
+                    }),
+                },
+                None => StackCall::Lean {
+                    future: run(stack.clone(), req),
+                },
             }
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`call`]: the route's stack driven as a service (full or lean), or the
+    /// lean stack's layers around one cluster's call.
+    #[project = StackCallProj]
+    enum StackCall<F, L, D> {
+        Full { #[pin] future: F },
+        Lean { #[pin] future: L },
+        Direct { #[pin] future: D },
+    }
+}
+
+impl<F, L, D> Future for StackCall<F, L, D>
+where
+    F: Future<Output = Response<Body>>,
+    L: Future<Output = Response<Body>>,
+    D: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        match self.project() {
+            StackCallProj::Full { future } => future.poll(cx),
+            StackCallProj::Lean { future } => future.poll(cx),
+            StackCallProj::Direct { future } => future.poll(cx).map(|result| match result {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }),
         }
     }
 }

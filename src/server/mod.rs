@@ -525,11 +525,7 @@ where
         state: state.clone(),
         tls,
     });
-    let service = service_fn(move |req| {
-        let shared = shared.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(gateway::handle(shared, info, req).await) }
-    });
+    let service = service_fn(move |req| gateway::handle(&shared, &info, req));
     if stream.parkable().is_none() {
         state.mark_unparkable();
     }

@@ -579,7 +579,9 @@ impl Cluster {
         let admitted = self.admit()?;
         let set = self.endpoints();
         let order = self.order(&set, &req, tried.as_ref());
-        let mut req = to_http1(req, &self.host);
+        // Into the argument's own place: a second binding would be a second request-sized
+        // slot in this future (as would a new one for each form of the request).
+        req = to_http1(req, &self.host);
         let mut last_error = None;
         for (attempt, index) in order.enumerate() {
             let endpoint = &set.pools[index];
