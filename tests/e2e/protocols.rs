@@ -95,6 +95,78 @@ async fn websocket_echo_through_the_gateway() {
     ws.close(None).await.expect("close");
 }
 
+/// An HTTP/2 request never carries a hop-by-hop header to the backend: one with a
+/// connection-specific header is malformed (RFC 9113 §8.2.2) and its stream is reset before
+/// it reaches a route, while `te: trailers`, the one such header HTTP/2 allows, goes
+/// through. Raw frames from a client we did not write (Python's `hpack` codec).
+#[tokio::test]
+async fn over_http2_a_request_with_a_connection_header_is_reset_and_te_trailers_passes() {
+    let backend = echo_backend("b").await;
+    let gw = TestGateway::start(&single_route(backend, "")).await;
+    let script = r#"
+import json, socket, struct, sys
+from hpack import Encoder
+conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+encoder = Encoder()
+def frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b""))
+pending = b""
+def read_frame():
+    global pending
+    while len(pending) < 9 or len(pending) < 9 + int.from_bytes(pending[:3], "big"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            sys.exit("the gateway closed the connection")
+        pending += chunk
+    length = int.from_bytes(pending[:3], "big")
+    kind, flags, stream = pending[3], pending[4], int.from_bytes(pending[5:9], "big") & 0x7FFFFFFF
+    payload, pending = pending[9:9 + length], pending[9 + length:]
+    return kind, flags, stream, payload
+base = [(":method", "GET"), (":scheme", "http"), (":authority", "h"), (":path", "/")]
+requests = {
+    1: [("connection", "x-hop"), ("x-hop", "secret")],
+    3: [("keep-alive", "timeout=5")],
+    5: [("te", "trailers"), ("x-kept", "1")],
+}
+for stream, extra in requests.items():
+    conn.sendall(frame(1, 0x4 | 0x1, stream, encoder.encode(base + extra)))
+    body = b""
+    while True:
+        kind, flags, on, payload = read_frame()
+        if kind == 4 and not flags & 0x1:
+            conn.sendall(frame(4, 0x1, 0, b""))
+        if on != stream:
+            continue
+        if kind == 3:
+            print(stream, "reset", int.from_bytes(payload[:4], "big"))
+            break
+        if kind == 1:
+            print(stream, "headers")
+        if kind == 0:
+            body += payload
+        if kind in (0, 1) and flags & 0x1:
+            print(stream, "body", json.dumps(json.loads(body)["headers"], sort_keys=True))
+            break
+"#;
+    let port = gw.addr.port().to_string();
+    let stdout = python_script("the Python HTTP/2 client", script, &[&port]).await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    // PROTOCOL_ERROR (1) for both malformed requests; the third is answered.
+    assert!(lines.contains(&"1 reset 1"), "{stdout}");
+    assert!(lines.contains(&"3 reset 1"), "{stdout}");
+    let forwarded = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("5 body "))
+        .unwrap_or_else(|| panic!("no answer on stream 5: {stdout}"));
+    let headers: serde_json::Value = serde_json::from_str(forwarded).expect("headers as JSON");
+    assert_eq!(headers["te"], serde_json::json!(["trailers"]), "{stdout}");
+    assert_eq!(headers["x-kept"], serde_json::json!(["1"]), "{stdout}");
+    for hop in ["connection", "keep-alive", "x-hop"] {
+        assert!(headers.get(hop).is_none(), "{hop} forwarded: {stdout}");
+    }
+}
+
 /// An HTTP/2 client we did not write (raw frames, Python's `hpack` codec) reads how each
 /// response header was encoded: the request id, new on every response, is sent "never
 /// indexed", so it does not push the repeating headers out of the connection's table.
