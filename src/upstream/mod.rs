@@ -580,7 +580,7 @@ impl Cluster {
         let set = self.endpoints();
         let order = self.order(&set, &req, tried.as_ref());
         // Into the argument's own place: a second binding would be a second request-sized
-        // slot in this future (as would a new one for each form of the request).
+        // slot in this future.
         req = to_http1(req, &self.host);
         let mut last_error = None;
         for (attempt, index) in order.enumerate() {

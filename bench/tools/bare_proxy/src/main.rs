@@ -109,16 +109,7 @@ async fn serve_tls(listen: SocketAddr, acceptor: TlsAcceptor, origin: SocketAddr
                 return;
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let service = hyper::service::service_fn(move |req| forward(req, origin, pool.clone()));
-            if h2 {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            } else {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            }
+            serve_connection(stream, h2, origin, pool).await;
         });
     }
 }
@@ -140,19 +131,27 @@ async fn serve(listen: SocketAddr, origin: SocketAddr, pool: Pool) {
         let _ = stream.set_nodelay(true);
         let pool = pool.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| forward(req, origin, pool.clone()));
-            // h2c when the client starts with the HTTP/2 preface, else HTTP/1.1: each on
-            // hyper's own server for that protocol, as Portico does.
-            if starts_with_h2_preface(&stream).await {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            } else {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            }
+            // h2c when the client starts with the HTTP/2 preface, else HTTP/1.1.
+            let h2 = starts_with_h2_preface(&stream).await;
+            serve_connection(stream, h2, origin, pool).await;
         });
+    }
+}
+
+/// One client connection on hyper's own server for its protocol, as Portico does.
+async fn serve_connection<IO>(io: IO, h2: bool, origin: SocketAddr, pool: Pool)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| forward(req, origin, pool.clone()));
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(io), service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await;
     }
 }
 
