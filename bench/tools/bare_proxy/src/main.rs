@@ -58,9 +58,9 @@ fn main() {
         .expect("runtime")
         .block_on(async move {
             if let Some((address, acceptor)) = tls {
-                tokio::spawn(serve_tls(address, acceptor, origin, pool.clone()));
+                tokio::spawn(serve(address, Some(acceptor), origin, pool.clone()));
             }
-            serve(listen, origin, pool).await
+            serve(listen, None, origin, pool).await
         });
 }
 
@@ -95,25 +95,6 @@ fn tls_listener(section: &str) -> (SocketAddr, TlsAcceptor) {
     (address, TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn serve_tls(listen: SocketAddr, acceptor: TlsAcceptor, origin: SocketAddr, pool: Pool) {
-    let listener = TcpListener::bind(listen).await.expect("bind tls");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let pool = pool.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(stream).await else {
-                return;
-            };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_connection(stream, h2, origin, pool).await;
-        });
-    }
-}
-
 /// The text after the first `key` up to the end of its value (`]`, `,`, space or newline).
 fn value_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let rest = &text[text.find(key)? + key.len()..];
@@ -122,7 +103,9 @@ fn value_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim_matches('"'))
 }
 
-async fn serve(listen: SocketAddr, origin: SocketAddr, pool: Pool) {
+/// Accept connections on `listen`: over TLS with `tls` (ALPN picks the protocol), else
+/// cleartext (the h2c preface does).
+async fn serve(listen: SocketAddr, tls: Option<TlsAcceptor>, origin: SocketAddr, pool: Pool) {
     let listener = TcpListener::bind(listen).await.expect("bind");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -130,10 +113,21 @@ async fn serve(listen: SocketAddr, origin: SocketAddr, pool: Pool) {
         };
         let _ = stream.set_nodelay(true);
         let pool = pool.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // h2c when the client starts with the HTTP/2 preface, else HTTP/1.1.
-            let h2 = starts_with_h2_preface(&stream).await;
-            serve_connection(stream, h2, origin, pool).await;
+            match tls {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_connection(stream, h2, origin, pool).await;
+                }
+                None => {
+                    let h2 = starts_with_h2_preface(&stream).await;
+                    serve_connection(stream, h2, origin, pool).await;
+                }
+            }
         });
     }
 }
