@@ -95,16 +95,12 @@ async fn websocket_echo_through_the_gateway() {
     ws.close(None).await.expect("close");
 }
 
-/// An HTTP/2 request never carries a hop-by-hop header to the backend: one with a
-/// connection-specific header is malformed (RFC 9113 §8.2.2) and its stream is reset before
-/// it reaches a route, while `te: trailers`, the one such header HTTP/2 allows, goes
-/// through. Raw frames from a client we did not write (Python's `hpack` codec).
-#[tokio::test]
-async fn over_http2_a_request_with_a_connection_header_is_reset_and_te_trailers_passes() {
-    let backend = echo_backend("b").await;
-    let gw = TestGateway::start(&single_route(backend, "")).await;
-    let script = r#"
-import json, socket, struct, sys
+/// The start of a raw HTTP/2 client's Python script (Python's `hpack` codec): a cleartext
+/// connection to the port in `argv[1]` with its preface sent, an `encoder`, `frame(kind,
+/// flags, stream, payload)` to build a frame and `read_frame()` to read the next one as
+/// `(kind, flags, stream, payload)`, the server's SETTINGS acknowledged on the way.
+const RAW_HTTP2_CLIENT: &str = r#"
+import socket, struct, sys
 from hpack import Encoder
 conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
 encoder = Encoder()
@@ -122,7 +118,27 @@ def read_frame():
     length = int.from_bytes(pending[:3], "big")
     kind, flags, stream = pending[3], pending[4], int.from_bytes(pending[5:9], "big") & 0x7FFFFFFF
     payload, pending = pending[9:9 + length], pending[9 + length:]
+    if kind == 4 and not flags & 0x1:
+        conn.sendall(frame(4, 0x1, 0, b""))
     return kind, flags, stream, payload
+"#;
+
+/// Run `script` after [`RAW_HTTP2_CLIENT`] against the gateway's `port`; its stdout.
+async fn raw_http2_client(port: u16, script: &str) -> String {
+    let script = format!("{RAW_HTTP2_CLIENT}{script}");
+    python_script("the Python HTTP/2 client", &script, &[&port.to_string()]).await
+}
+
+/// An HTTP/2 request never carries a hop-by-hop header to the backend: one with a
+/// connection-specific header is malformed (RFC 9113 §8.2.2) and its stream is reset before
+/// it reaches a route, while `te: trailers`, the one such header HTTP/2 allows, goes
+/// through. Raw frames from a client we did not write (Python's `hpack` codec).
+#[tokio::test]
+async fn over_http2_a_request_with_a_connection_header_is_reset_and_te_trailers_passes() {
+    let backend = echo_backend("b").await;
+    let gw = TestGateway::start(&single_route(backend, "")).await;
+    let script = r#"
+import json
 base = [(":method", "GET"), (":scheme", "http"), (":authority", "h"), (":path", "/")]
 requests = {
     1: [("connection", "x-hop"), ("x-hop", "secret")],
@@ -134,8 +150,6 @@ for stream, extra in requests.items():
     body = b""
     while True:
         kind, flags, on, payload = read_frame()
-        if kind == 4 and not flags & 0x1:
-            conn.sendall(frame(4, 0x1, 0, b""))
         if on != stream:
             continue
         if kind == 3:
@@ -149,8 +163,7 @@ for stream, extra in requests.items():
             print(stream, "body", json.dumps(json.loads(body)["headers"], sort_keys=True))
             break
 "#;
-    let port = gw.addr.port().to_string();
-    let stdout = python_script("the Python HTTP/2 client", script, &[&port]).await;
+    let stdout = raw_http2_client(gw.addr.port(), script).await;
     let lines: Vec<&str> = stdout.lines().collect();
     // PROTOCOL_ERROR (1) for both malformed requests; the third is answered.
     assert!(lines.contains(&"1 reset 1"), "{stdout}");
@@ -175,32 +188,13 @@ async fn over_http2_the_request_id_is_never_indexed_and_other_headers_are() {
     let backend = echo_backend("b").await;
     let gw = TestGateway::start(&single_route(backend, "")).await;
     let script = r#"
-import socket, struct, sys
-from hpack import Encoder, Decoder, NeverIndexedHeaderTuple
-conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
-encoder, decoder = Encoder(), Decoder()
-def frame(kind, flags, stream, payload):
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b""))
-pending = b""
-def read_frame():
-    global pending
-    while len(pending) < 9 or len(pending) < 9 + int.from_bytes(pending[:3], "big"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            sys.exit("the gateway closed the connection")
-        pending += chunk
-    length = int.from_bytes(pending[:3], "big")
-    kind, flags, stream = pending[3], pending[4], int.from_bytes(pending[5:9], "big") & 0x7FFFFFFF
-    payload, pending = pending[9:9 + length], pending[9 + length:]
-    return kind, flags, stream, payload
+from hpack import Decoder, NeverIndexedHeaderTuple
+decoder = Decoder()
 for stream in (1, 3):
     block = encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "h"), (":path", "/")])
     conn.sendall(frame(1, 0x4 | 0x1, stream, block))
     while True:
         kind, flags, on, payload = read_frame()
-        if kind == 4 and not flags & 0x1:
-            conn.sendall(frame(4, 0x1, 0, b""))
         if kind == 1 and on == stream:
             assert flags & 0x4 and not flags & 0x28, "one HEADERS frame, no padding or priority"
             for header in decoder.decode(payload):
@@ -208,8 +202,7 @@ for stream in (1, 3):
                 print(stream, header[0], indexing)
             break
 "#;
-    let port = gw.addr.port().to_string();
-    let stdout = python_script("the Python HTTP/2 client", script, &[&port]).await;
+    let stdout = raw_http2_client(gw.addr.port(), script).await;
     for stream in [1, 3] {
         let seen = |line: &str| stdout.lines().any(|l| l == format!("{stream} {line}"));
         assert!(seen(":status may"), "{stdout}");
