@@ -602,8 +602,8 @@ where
 /// A service whose calls' futures are boxed. hyper's HTTP/2 server runs each stream in a
 /// task of its own, and spawning moves the stream's future several times (into the task
 /// cell, through the runtime's context): boxed, each move is of a pointer instead of the
-/// whole request path's state (3 k instructions of memcpy a request over h2c). HTTP/1.1
-/// polls its one call in place and keeps the unboxed service.
+/// request's future (1.6 KB; about 1 k instructions a request over h2c, net of the box's
+/// malloc and free). HTTP/1.1 polls its one call in place and keeps the unboxed service.
 struct BoxedCalls<S>(S);
 
 impl<S, R> hyper::service::Service<R> for BoxedCalls<S>
